@@ -1,0 +1,93 @@
+/* A connection is a slot in its channel's connection table (MegaPipe's
+ * lwsocket): a C struct, no Python object, addressed by (slot, generation).
+ * The I/O layer (channel.c) only moves bytes between the socket and the two
+ * buffers below; the protocol (proto.c) consumes rbuf and appends to wbuf. */
+#ifndef MP_CONN_H
+#define MP_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "proto.h"
+
+struct mp_channel;
+
+/* A fresh buffer's size: a request line plus a small value fits, and replies
+ * to a pipelined burst of small gets fit in one send. */
+#define MP_BUF_INITIAL 16384
+/* Buffers that grew beyond this are shrunk back once drained, so one large
+ * value does not pin memory on an idle connection. */
+#define MP_BUF_SHRINK_ABOVE (256 * 1024)
+/* Stop executing a connection's requests while this much output is unsent:
+ * a client that pipelines without reading cannot make us buffer unboundedly. */
+#define MP_OUT_HIGHWATER (1024 * 1024)
+
+typedef enum { MP_CONN_FREE = 0, MP_CONN_OPEN, MP_CONN_CLOSING } mp_conn_state;
+
+typedef struct mp_conn {
+    int fd;
+    uint32_t slot;
+    uint32_t gen;             /* bumped when the slot is reused */
+    uint8_t state;            /* mp_conn_state */
+    bool is_unix;
+    bool close_after_write;   /* quit, fatal protocol error: flush then close */
+    bool want_write;          /* waiting for EPOLLOUT */
+    bool in_ready;            /* on the channel's ready list (budget exhausted) */
+    uint32_t next_free;       /* free list / ready list link */
+    mp_rel_time last_active;
+
+    char *rbuf;               /* input: [rstart, rend) is unconsumed */
+    uint32_t rsize, rstart, rend;
+    char *wbuf;               /* output: [wstart, wend) is unsent */
+    uint32_t wsize, wstart, wend;
+
+    struct mp_channel *ch;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    int listen_fd;            /* for "stats conns" */
+
+    mp_proto proto;           /* parser/executor state, owned by proto.c */
+} mp_conn;
+
+/* Grows wbuf so that n more bytes fit.  May call realloc: never call it with a
+ * shard lock held (use mp_out_fits under the lock, grow after unlocking).
+ * Returns false when memory is exhausted. */
+bool mp_out_grow(mp_conn *c, size_t n);
+
+static inline bool mp_out_fits(const mp_conn *c, size_t n)
+{
+    return c->wsize - c->wend >= n;
+}
+
+/* Space for n bytes at the end of the output; NULL if memory is exhausted. */
+static inline char *mp_out_reserve(mp_conn *c, size_t n)
+{
+    if (!mp_out_fits(c, n) && !mp_out_grow(c, n))
+        return NULL;
+    return c->wbuf + c->wend;
+}
+
+static inline void mp_out_commit(mp_conn *c, size_t n)
+{
+    c->wend += (uint32_t)n;
+}
+
+static inline void mp_out_write(mp_conn *c, const void *p, size_t n)
+{
+    char *dst = mp_out_reserve(c, n);
+    if (dst) {
+        memcpy(dst, p, n);
+        c->wend += (uint32_t)n;
+    }
+}
+
+#define mp_out_lit(c, s) mp_out_write((c), (s), sizeof(s) - 1)
+
+static inline size_t mp_out_pending(const mp_conn *c)
+{
+    return c->wend - c->wstart;
+}
+
+#endif

@@ -1,0 +1,63 @@
+/* The engine: settings, the store, and the channels that serve it.
+ *
+ *        Python main thread: cli, config, signals, metrics
+ *             |  starts N threads, each: with nogil: mp_channel_run(eng, i)
+ *   +---------+----------------+-------------------------+
+ *   | channel 0                | channel 1               |   one per core
+ *   |  epoll/io_uring instance |  epoll/io_uring inst.   |
+ *   |  listener partition 0    |  listener partition 1   |   SO_REUSEPORT, same addr:port
+ *   |  connection table        |  connection table       |   lwsockets (slot, generation)
+ *   |  home of shard 0         |  home of shard 1        |   expiry sweep, table growth
+ *   +------------+-------------+------------+------------+
+ *                |   any channel serves any key:          |
+ *                +--> shard lock for the critical section <+
+ */
+#ifndef MP_ENGINE_H
+#define MP_ENGINE_H
+
+#include <stdint.h>
+
+#include "settings.h"
+#include "stats.h"
+#include "store.h"
+
+typedef struct mp_channel mp_channel;
+
+typedef struct mp_engine {
+    mp_settings settings;
+    mp_store *store;
+    int nchannels;
+    mp_channel **channels;
+    int control_fd;              /* eventfd: readable when "shutdown" was received */
+    volatile int curr_conns;     /* atomic */
+    volatile int accepting;      /* 0 while over the connection limit */
+    volatile uint64_t listen_disabled_num;
+    uint64_t reset_time;         /* rel time of the last "stats reset" */
+    mp_thread_stats reset_base;  /* unused placeholder for future */
+} mp_engine;
+
+mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen);
+void mp_engine_destroy(mp_engine *eng);
+
+/* Gives channel `ch` a listening socket (already bound, listening, nonblocking). */
+int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix);
+
+/* Runs channel `ch`'s loop on the calling thread until mp_engine_stop(). */
+int mp_channel_run(mp_engine *eng, int ch);
+
+/* Asks every channel to stop (thread-safe, async-signal-safe). */
+void mp_engine_stop(mp_engine *eng);
+
+/* "shutdown" command: wakes whoever waits on control_fd. */
+void mp_engine_request_shutdown(mp_engine *eng, int graceful);
+
+/* Sums every channel's counters. */
+void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out);
+void mp_engine_reset_stats(mp_engine *eng);
+
+/* Composes a "stats [group]" reply (without the trailing END) into buf;
+ * returns bytes written, or -1 for an unknown group. Implemented in stats.c. */
+struct mp_conn;
+int mp_stats_compose(mp_engine *eng, struct mp_conn *c, const char *group, size_t glen);
+
+#endif

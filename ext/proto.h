@@ -1,0 +1,89 @@
+/* The memcached text (and later meta) protocol: a parser that does no I/O
+ * (mp_parse_line) and the executor that applies parsed requests to the store
+ * and writes replies into the connection's output (mp_process).
+ *
+ * Contract with the I/O layer (channel.c):
+ *   - the I/O layer appends received bytes at c->rbuf[c->rend] and calls
+ *     mp_process(c, budget) whenever new input arrived or a previous call
+ *     returned MP_PROC_YIELD;
+ *   - mp_process consumes input by advancing c->rstart and appends replies
+ *     with the mp_out_* helpers of conn.h;
+ *   - before reading more, the I/O layer may compact rbuf (move
+ *     [rstart, rend) to offset 0) and grow it when mp_process asks for room
+ *     via c->proto.want_rbuf (a long multi-get line).
+ */
+#ifndef MP_PROTO_H
+#define MP_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+
+struct mp_conn;
+struct mp_item;
+
+/* Lines longer than this without a newline close the connection, unless the
+ * line is a get/gets (memcached 1.6.18's try_read_command_ascii). */
+#define MP_LINE_MAX 2048
+/* Tokens kept per parse; longer lines (multi-get) are walked incrementally. */
+#define MP_MAX_TOKENS 24
+
+typedef struct mp_token {
+    uint32_t off;    /* offset from the start of the line */
+    uint32_t len;
+} mp_token;
+
+typedef struct mp_request {
+    int cmd;                     /* index into the command table, -1 unknown */
+    int ntokens;                 /* tokens stored in tok[] */
+    bool more_tokens;            /* the line had more than MP_MAX_TOKENS */
+    const char *line;            /* start of the line in the buffer */
+    uint32_t line_len;           /* without the "\n" and one "\r" before it */
+    mp_token tok[MP_MAX_TOKENS];
+} mp_request;
+
+/* Result of the pure parser over buf[0, len). */
+typedef enum {
+    MP_PARSE_OK = 0,         /* a full line: *req filled, *consumed = bytes incl. "\n" */
+    MP_PARSE_NEED_MORE,      /* no complete line yet */
+    MP_PARSE_TOO_LONG,       /* over MP_LINE_MAX without newline, not a get: close */
+} mp_parse_status;
+
+mp_parse_status mp_parse_line(const char *buf, size_t len, mp_request *req, size_t *consumed);
+
+/* Parser/executor state kept in each connection between calls. */
+typedef enum {
+    MP_PS_LINE = 0,          /* expecting a command line */
+    MP_PS_NREAD,             /* copying a data block into a pending item */
+    MP_PS_SWALLOW,           /* discarding a data block (too large) */
+} mp_proto_phase;
+
+typedef struct mp_proto {
+    uint8_t phase;           /* mp_proto_phase */
+    uint8_t op;              /* pending storage op */
+    bool noreply;
+    uint8_t reply_kind;      /* what to answer once the data block completes */
+    uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
+    struct mp_item *item;    /* MP_PS_NREAD: the pending item */
+    uint64_t hv;
+    uint64_t cas_in;
+    uint32_t left;           /* bytes of the data block still to come */
+    uint32_t filled;         /* bytes already copied into the item */
+    uint32_t meta_flags;     /* reserved for the meta protocol */
+    char opaque[40];         /* reserved for the meta protocol */
+} mp_proto;
+
+/* mp_process results */
+#define MP_PROC_NEED_INPUT 0   /* everything buffered is consumed or incomplete */
+#define MP_PROC_YIELD      1   /* budget spent or output high-water mark: call again later */
+#define MP_PROC_CLOSE      2   /* close the connection (after flushing if close_after_write) */
+
+int mp_process(struct mp_conn *c, int budget);
+
+/* Called when a connection closes with protocol state pending (drops a
+ * pending item). */
+void mp_proto_reset(struct mp_conn *c);
+
+#endif

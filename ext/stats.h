@@ -1,0 +1,30 @@
+/* Per-channel counters.  Each is written only by its own channel thread
+ * (plain increments, no atomics on the serving path) and read racily by
+ * whoever composes "stats", as memcached's per-thread stats are. */
+#ifndef MP_STATS_H
+#define MP_STATS_H
+
+#include <stdint.h>
+
+/* One X-macro list so "stats", "stats reset" and the metrics exporter cannot
+ * drift apart.  Names are memcached's. */
+#define MP_THREAD_STATS(X) \
+    X(get_cmds) X(get_hits) X(get_misses) X(get_expired) X(get_flushed) \
+    X(set_cmds) X(touch_cmds) X(touch_hits) X(touch_misses) \
+    X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) \
+    X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) \
+    X(flush_cmds) X(meta_cmds) X(bytes_read) X(bytes_written) \
+    X(conn_yields) X(total_conns) X(rejected_conns) \
+    X(store_too_large) X(store_no_memory) \
+    /* MegaPipe mechanics, per channel */ \
+    X(requests) X(syscalls) X(accepts) X(loop_turns) X(events) \
+    X(syscall_wait) X(syscall_read) X(syscall_write) X(syscall_accept) \
+    X(syscall_close) X(syscall_ctl)
+
+typedef struct mp_thread_stats {
+#define MP_STAT_FIELD(name) uint64_t name;
+    MP_THREAD_STATS(MP_STAT_FIELD)
+#undef MP_STAT_FIELD
+} mp_thread_stats;
+
+#endif

@@ -1,0 +1,185 @@
+/* The item store: shards (one lock each), their hash tables, slab arenas,
+ * expiry and eviction, and memcached's storage semantics (do_store_item,
+ * do_add_delta, touch, flush).  Lock order and ownership: see the note at the
+ * top of store.c.
+ *
+ * Calling convention: functions named mp_shard_* / mp_item_* expect the
+ * shard lock held by the caller; functions named mp_store_* take and release
+ * it themselves.  Nothing here performs a system call or a general-heap
+ * allocation while a shard lock is held. */
+#ifndef MP_STORE_H
+#define MP_STORE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "settings.h"
+
+/* item->iflags */
+#define MP_IT_LINKED   0x01   /* in the hash table */
+#define MP_IT_FETCHED  0x02   /* read at least once since stored (meta h, evicted_unfetched) */
+#define MP_IT_PENDING  0x04   /* allocated, data still arriving, not linked */
+#define MP_IT_STALE    0x08   /* meta: invalidated by md I / ms I */
+#define MP_IT_WIN      0x10   /* meta: a W flag has been handed out */
+#define MP_IT_LARGE    0x20   /* lives outside the slab classes (store-internal) */
+
+typedef struct mp_item {
+    struct mp_item *hnext;     /* hash chain */
+    struct mp_item *qnext;     /* eviction queue (store-internal) */
+    struct mp_item *qprev;
+    uint64_t cas;
+    mp_rel_time time;          /* last access */
+    mp_rel_time exptime;       /* 0 = never */
+    uint32_t flags;            /* client flags */
+    uint32_t nbytes;           /* value length INCLUDING the trailing "\r\n" */
+    uint8_t nkey;
+    uint8_t iflags;
+    uint8_t clsid;             /* slab class (store-internal) */
+    uint8_t freq;              /* eviction policy state (store-internal) */
+    char data[];               /* key, NUL, value with "\r\n" */
+} mp_item;
+
+#define MP_ITEM_key(it)   ((it)->data)
+#define MP_ITEM_value(it) ((it)->data + (it)->nkey + 1)
+
+/* memcached's accounting of an item's size (ITEM_ntotal in 1.6.18): used for
+ * the "object too large" decision and for the "bytes" statistic, so both match
+ * memcached exactly whatever our own header size is. */
+static inline size_t mp_item_ntotal_memcached(size_t nkey, size_t nbytes_with_crlf,
+                                              uint32_t flags, bool use_cas)
+{
+    return 48 + (use_cas ? 8 : 0) + nkey + 1 + (flags ? 4 : 0) + nbytes_with_crlf;
+}
+
+typedef struct mp_shard mp_shard;
+typedef struct mp_store mp_store;
+
+/* ---- life cycle (start-up and shutdown only; may allocate) ---- */
+mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, size_t errlen);
+void mp_store_destroy(mp_store *st);
+int mp_store_nshards(const mp_store *st);
+
+/* ---- hashing and locking ---- */
+uint64_t mp_hash(const char *key, size_t nkey);
+mp_shard *mp_store_shard(mp_store *st, uint64_t hv);
+mp_shard *mp_store_shard_at(mp_store *st, int index);
+void mp_shard_lock(mp_shard *s);
+void mp_shard_unlock(mp_shard *s);
+
+/* ---- lookups: shard lock held; returned pointer valid until unlock ---- */
+
+/* Finds a live item; an expired or flushed one is unlinked and counted
+ * (reclaimed, expired_unfetched) and NULL returned.  *why_missing (optional)
+ * gets MP_MISS_* so the caller can count get_expired / get_flushed.
+ * Does not mark the item fetched nor bump its access time: see mp_item_bump. */
+#define MP_MISS_NONE    0
+#define MP_MISS_ABSENT  1
+#define MP_MISS_EXPIRED 2
+#define MP_MISS_FLUSHED 3
+mp_item *mp_item_find(mp_shard *s, const char *key, size_t nkey, uint64_t hv, int *why_missing);
+
+/* Records an access for the eviction policy, sets MP_IT_FETCHED, updates time. */
+void mp_item_bump(mp_shard *s, mp_item *it);
+
+/* Sets a new expiry (rel time, already converted by mp_realtime). */
+void mp_item_set_exptime(mp_shard *s, mp_item *it, mp_rel_time exptime);
+
+/* Unlinks and frees a linked item. */
+void mp_item_unlink(mp_shard *s, mp_item *it);
+
+/* ---- allocation of a new item whose data will be filled by the caller ----
+ * Not under a lock: takes the shard lock itself for the slab work.  Returns
+ * MP_ALLOC_OK and *out, MP_ALLOC_TOO_LARGE (memcached ntotal > -I) or
+ * MP_ALLOC_NO_MEMORY (-M and full, or nothing evictable).  The item is
+ * MP_IT_PENDING: the caller copies nkey/value bytes into MP_ITEM_value() and
+ * then either stores it with mp_store_item() or drops it with mp_store_release(). */
+#define MP_ALLOC_OK        0
+#define MP_ALLOC_TOO_LARGE 1
+#define MP_ALLOC_NO_MEMORY 2
+int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                   uint32_t flags, mp_rel_time exptime, uint32_t nbytes_with_crlf,
+                   mp_item **out);
+void mp_store_release(mp_store *st, mp_item *it, uint64_t hv);
+
+/* ---- memcached's storage semantics ---- */
+typedef enum {
+    MP_SET = 1, MP_ADD, MP_REPLACE, MP_APPEND, MP_PREPEND, MP_CAS
+} mp_store_op;
+
+typedef enum {
+    MP_STORED = 1, MP_NOT_STORED, MP_EXISTS, MP_NOT_FOUND, MP_TOO_LARGE, MP_NO_MEMORY
+} mp_store_result;
+
+/* Stores a PENDING item from mp_store_alloc (consumes it in every case).
+ * cas_in is the client's unique for MP_CAS (0 means "match nothing": EXISTS if
+ * present, NOT_FOUND if not).  On success *cas_out (optional) gets the new cas.
+ * append/prepend keep the old item's flags and exptime and may need a larger
+ * allocation; TOO_LARGE / NO_MEMORY can result from that. */
+mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
+                              uint64_t cas_in, uint64_t *cas_out);
+
+/* A too-large or out-of-memory "set" removes the existing item, as memcached does. */
+void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t hv);
+
+/* incr/decr with memcached's exact semantics (64-bit, incr wraps, decr floors
+ * at 0, in-place space padding when the result is not longer, new cas).
+ * Writes the decimal result into buf (NUL-terminated, >= 21 bytes). */
+typedef enum { MP_DELTA_OK = 1, MP_DELTA_NON_NUMERIC, MP_DELTA_NOT_FOUND,
+               MP_DELTA_EOM } mp_delta_result;
+mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                               bool incr, uint64_t delta, char *buf, uint64_t *cas_out);
+
+/* delete: true when an item was removed. */
+bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv);
+
+/* touch: true when found (and its exptime changed). */
+bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_rel_time exptime);
+
+/* flush_all [delay]: delay 0 (or negative) flushes now (items stored before it
+ * are dead even within the same second); otherwise at rel time realtime(delay). */
+void mp_store_flush(mp_store *st, int64_t delay);
+
+/* cache_memlimit, in bytes. */
+void mp_store_set_limit(mp_store *st, size_t bytes);
+
+/* Global cas counter (server-wide unique, 64-bit). */
+uint64_t mp_store_next_cas(mp_store *st);
+
+/* ---- maintenance, run by the shard's home channel from its loop ----
+ * Bounded work per call (expiry sweep of a slice of the table, incremental
+ * hash table growth); returns quickly. */
+void mp_store_maintain(mp_store *st, int shard_index);
+
+/* ---- statistics (take each shard lock briefly) ---- */
+typedef struct mp_store_stats {
+    uint64_t curr_items, total_items, bytes;
+    uint64_t evictions, reclaimed, expired_unfetched, evicted_unfetched;
+    uint64_t evicted_active, crawler_reclaimed;
+    uint64_t store_too_large, store_no_memory;
+    uint64_t total_malloced, limit_maxbytes;
+    uint64_t hash_power_level, hash_bytes, hash_is_expanding;
+    uint64_t slab_reassigns;
+    uint64_t slabs_used_pages;
+} mp_store_stats;
+void mp_store_get_stats(mp_store *st, mp_store_stats *out);
+
+/* Per slab class, summed over shards, for "stats slabs" and "stats items". */
+#define MP_MAX_SLAB_CLASSES 64
+typedef struct mp_slab_class_stats {
+    uint32_t chunk_size, chunks_per_page;
+    uint64_t total_pages, total_chunks, used_chunks, free_chunks;
+    uint64_t mem_requested;
+    uint64_t number;           /* items linked */
+    uint64_t age;              /* seconds since oldest item's last access */
+    uint64_t evicted, evicted_nonzero, evicted_time, outofmemory, reclaimed,
+             expired_unfetched, evicted_unfetched, evicted_active;
+    uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
+             cas_badval, touch_hits;
+} mp_slab_class_stats;
+/* Fills per-class stats; returns the number of the largest class + 1. */
+int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max);
+
+#endif

@@ -1,0 +1,48 @@
+"""Builds the engine: every C file in ext/ plus the Cython bridge.
+
+Only a C compiler, the Python headers and libc are needed.  MPCACHE_DEBUG=1
+compiles assertions in (release builds leave them out, as uvloop does)."""
+
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("MPCACHE_DEBUG") == "1"
+
+cflags = ["-std=gnu11", "-O2", "-pthread", "-fno-strict-aliasing",
+          "-Wall", "-Wno-unused-function"]
+macros = [] if DEBUG else [("NDEBUG", "1")]
+if DEBUG:
+    cflags += ["-g", "-O0"]
+
+# The parser is a pure function, built alone as well so tests can drive it
+# without a server.
+engine_sources = sorted(glob.glob("ext/*.c"))
+
+extensions = [
+    Extension(
+        "mpcache._engine",
+        sources=["ext/engine.pyx"] + engine_sources,
+        include_dirs=["ext"],
+        define_macros=macros,
+        extra_compile_args=cflags,
+        extra_link_args=["-pthread"],
+    ),
+    Extension(
+        "mpcache._parser",
+        sources=["ext/parser_py.pyx", "ext/parser.c"],
+        include_dirs=["ext"],
+        define_macros=macros,
+        extra_compile_args=cflags,
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={"language_level": "3", "boundscheck": False,
+                             "wraparound": False},
+    ),
+)
