@@ -17,10 +17,12 @@ macros = [] if DEBUG else [("NDEBUG", "1")]
 if DEBUG:
     cflags += ["-g", "-O0"]
 
+# Cython writes engine.c and parser_py.c beside their .pyx: not sources.
+GENERATED = {"ext/engine.c", "ext/parser_py.c"}
+engine_sources = sorted(f for f in glob.glob("ext/*.c") if f not in GENERATED)
+
 # The parser is a pure function, built alone as well so tests can drive it
 # without a server.
-engine_sources = sorted(glob.glob("ext/*.c"))
-
 extensions = [
     Extension(
         "mpcache._engine",
