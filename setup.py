@@ -17,8 +17,8 @@ macros = [] if DEBUG else [("NDEBUG", "1")]
 if DEBUG:
     cflags += ["-g", "-O0"]
 
-# Cython writes engine.c and parser_py.c beside their .pyx: not sources.
-GENERATED = {"ext/engine.c", "ext/parser_py.c"}
+# Cython writes _engine.c and parser_py.c beside their .pyx: not sources.
+GENERATED = {"ext/_engine.c", "ext/parser_py.c"}
 engine_sources = sorted(f for f in glob.glob("ext/*.c") if f not in GENERATED)
 
 # The parser is a pure function, built alone as well so tests can drive it
@@ -26,7 +26,7 @@ engine_sources = sorted(f for f in glob.glob("ext/*.c") if f not in GENERATED)
 extensions = [
     Extension(
         "mpcache._engine",
-        sources=["ext/engine.pyx"] + engine_sources,
+        sources=["ext/_engine.pyx"] + engine_sources,
         include_dirs=["ext"],
         define_macros=macros,
         extra_compile_args=cflags,
