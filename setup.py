@@ -44,6 +44,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
+        include_path=["ext"],
         compiler_directives={"language_level": "3", "boundscheck": False,
                              "wraparound": False},
     ),

@@ -35,6 +35,8 @@ typedef struct mp_conn {
     bool close_after_write;   /* quit, fatal protocol error: flush then close */
     bool want_write;          /* waiting for EPOLLOUT */
     bool in_ready;            /* on the channel's ready list (budget exhausted) */
+    bool blocked_out;         /* stopped at MP_OUT_HIGHWATER until output drains */
+    uint32_t events;          /* epoll interest currently registered */
     uint32_t next_free;       /* free list / ready list link */
     mp_rel_time last_active;
 

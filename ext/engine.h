@@ -33,7 +33,7 @@ typedef struct mp_engine {
     volatile int accepting;      /* 0 while over the connection limit */
     volatile uint64_t listen_disabled_num;
     uint64_t reset_time;         /* rel time of the last "stats reset" */
-    mp_thread_stats reset_base;  /* unused placeholder for future */
+    mp_thread_stats reset_base;  /* counters at the last "stats reset" */
 } mp_engine;
 
 mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen);
@@ -59,5 +59,10 @@ void mp_engine_reset_stats(mp_engine *eng);
  * returns bytes written, or -1 for an unknown group. Implemented in stats.c. */
 struct mp_conn;
 int mp_stats_compose(mp_engine *eng, struct mp_conn *c, const char *group, size_t glen);
+
+/* The same reply ("STAT ..." lines and END) for Python (embedded API, metrics):
+ * a malloc'd buffer the caller frees, *outlen its length; NULL for an unknown
+ * group.  Implemented in stats.c. */
+char *mp_stats_text(mp_engine *eng, const char *group, size_t glen, size_t *outlen);
 
 #endif

@@ -1,0 +1,151 @@
+# cython: language_level=3
+"""The Python boundary of the engine.
+
+Everything here runs at start-up, shutdown or for stats; a channel thread
+enters mp_channel_run once, inside ``with nogil``, and never comes back into
+Python while it serves."""
+
+from libc.stdlib cimport free
+from libc.string cimport strncpy
+
+from includes.engine cimport (
+    mp_engine, mp_settings, mp_settings_init, mp_engine_create, mp_engine_destroy,
+    mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_stats_text,
+)
+
+
+cdef void _fill_settings(mp_settings *s, dict values) except *:
+    cdef bytes b
+    for key, value in values.items():
+        if key == "maxbytes":
+            s.maxbytes = value
+        elif key == "maxconns":
+            s.maxconns = value
+        elif key == "port":
+            s.port = value
+        elif key == "udpport":
+            s.udpport = value
+        elif key == "inter":
+            b = str(value).encode()[:255]
+            strncpy(s.inter, b, 255)
+        elif key == "socketpath":
+            b = str(value).encode()[:255]
+            strncpy(s.socketpath, b, 255)
+        elif key == "access":
+            s.access = value
+        elif key == "backlog":
+            s.backlog = value
+        elif key == "num_threads":
+            s.num_threads = value
+        elif key == "reqs_per_event":
+            s.reqs_per_event = value
+        elif key == "item_size_max":
+            s.item_size_max = value
+        elif key == "factor":
+            s.factor = value
+        elif key == "chunk_size":
+            s.chunk_size = value
+        elif key == "verbose":
+            s.verbose = value
+        elif key == "idle_timeout":
+            s.idle_timeout = value
+        elif key == "use_cas":
+            s.use_cas = bool(value)
+        elif key == "evict_to_free":
+            s.evict_to_free = bool(value)
+        elif key == "shutdown_command":
+            s.shutdown_command = bool(value)
+        elif key == "flush_enabled":
+            s.flush_enabled = bool(value)
+        elif key == "maxconns_fast":
+            s.maxconns_fast = bool(value)
+        elif key == "io_engine":
+            b = str(value).encode()[:15]
+            strncpy(s.io_engine, b, 15)
+        else:
+            raise KeyError(f"unknown engine setting {key!r}")
+
+
+cdef class Engine:
+    """Channels, store and settings of one server (several may share a process)."""
+
+    def __cinit__(self, dict settings=None):
+        cdef mp_settings s
+        cdef char err[256]
+        mp_settings_init(&s)
+        _fill_settings(&s, settings or {})
+        err[0] = 0
+        self.eng = mp_engine_create(&s, err, sizeof(err))
+        if self.eng == NULL:
+            raise ValueError(err.decode(errors="replace") or "cannot create engine")
+        self._running = set()
+
+    def __dealloc__(self):
+        if self.eng != NULL and not self._running:
+            mp_engine_destroy(self.eng)
+            self.eng = NULL
+
+    cdef mp_engine *_live(self) except NULL:
+        if self.eng == NULL:
+            raise ValueError("engine is closed")
+        return self.eng
+
+    @property
+    def nchannels(self):
+        return self._live().nchannels
+
+    @property
+    def control_fd(self):
+        return self._live().control_fd
+
+    @property
+    def curr_conns(self):
+        return self._live().curr_conns
+
+    def add_listener(self, int channel, int fd, bint is_unix=False):
+        if mp_engine_add_listener(self._live(), channel, fd, is_unix) != 0:
+            raise OSError(f"cannot add listener fd {fd} to channel {channel}")
+
+    def run_channel(self, int channel):
+        """Serves on the calling thread until stop(); the GIL is released."""
+        cdef mp_engine *eng = self._live()
+        cdef int rc
+        if channel < 0 or channel >= eng.nchannels:
+            raise ValueError(f"no channel {channel}")
+        self._running.add(channel)
+        try:
+            with nogil:
+                rc = mp_channel_run(eng, channel)
+        finally:
+            self._running.discard(channel)
+        if rc != 0:
+            raise OSError(f"channel {channel} loop failed")
+
+    def stop(self):
+        if self.eng != NULL:
+            mp_engine_stop(self.eng)
+
+    def stats(self, group=b""):
+        """What "stats <group>" answers, as bytes (STAT lines and END)."""
+        cdef mp_engine *eng = self._live()
+        cdef bytes g = group.encode() if isinstance(group, str) else bytes(group)
+        cdef size_t n = 0
+        cdef char *text
+        cdef const char *gp = g
+        cdef size_t glen = len(g)
+        with nogil:
+            text = mp_stats_text(eng, gp, glen, &n)
+        if text == NULL:
+            raise KeyError(f"unknown stats group {g!r}")
+        try:
+            return text[:n]
+        finally:
+            free(text)
+
+    def close(self):
+        """Frees the engine; every channel thread must have returned."""
+        if self._running:
+            raise RuntimeError("channels still running")
+        if self.eng != NULL:
+            mp_engine_destroy(self.eng)
+            self.eng = NULL

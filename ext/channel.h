@@ -1,0 +1,80 @@
+/* A channel: one thread, one event queue, its own listener partition and
+ * connection table (MegaPipe's per-core channel).  Nothing here is touched by
+ * another channel's thread except the stats counters (read racily) and the
+ * stop eventfd. */
+#ifndef MP_CHANNEL_H
+#define MP_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "engine.h"
+#include "stats.h"
+
+/* Listening sockets per channel: one per -l address plus the unix socket. */
+#define MP_MAX_LISTENERS 32
+/* Events taken per epoll_wait: large enough to batch a busy turn, small
+ * enough that the array stays in L1. */
+#define MP_EVENTS_PER_TURN 256
+/* Accepts per listener per turn, so a connection storm cannot starve the
+ * connections already being served. */
+#define MP_ACCEPTS_PER_TURN 64
+/* One read's worth of input lands here first; only a partial request is
+ * copied into a buffer the connection keeps, so idle connections pin none. */
+#define MP_SCRATCH_SIZE (64 * 1024)
+/* A get line may grow the input buffer to this before we give up on it. */
+#define MP_RBUF_MAX (64u * 1024 * 1024)
+/* Spare buffers a channel keeps for reuse instead of returning them to malloc. */
+#define MP_BUF_POOL_MAX 256
+/* How often (ms) the home channel runs shard maintenance and idle checks. */
+#define MP_MAINTAIN_MS 100
+
+#define MP_NO_SLOT UINT32_MAX
+
+typedef struct mp_listener {
+    int fd;
+    bool is_unix;
+} mp_listener;
+
+struct mp_channel {
+    int id;
+    mp_engine *eng;
+    mp_thread_stats stats;
+
+    int epfd;
+    int stop_fd;                 /* eventfd written by mp_engine_stop */
+    volatile int stopping;
+    mp_listener listeners[MP_MAX_LISTENERS];
+    int nlisteners;
+
+    mp_conn *conns;              /* the connection table */
+    uint32_t nslots;
+    uint32_t free_head;          /* free slots, linked by next_free */
+    uint32_t ready_head;         /* connections that yielded with work left */
+    uint32_t ready_tail;
+    uint32_t nopen;
+
+    char *scratch;               /* MP_SCRATCH_SIZE */
+    char *pool[MP_BUF_POOL_MAX]; /* spare MP_BUF_INITIAL buffers */
+    int npool;
+
+    uint64_t last_maintain_ms;
+    uint64_t turn_hist[8];       /* events per turn: 0,1,2-3,4-7,...,64+ */
+};
+
+mp_channel *mp_channel_create(mp_engine *eng, int id);
+void mp_channel_destroy(mp_channel *ch);
+int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix);
+void mp_channel_stop(mp_channel *ch);
+
+/* Buffer pool of the connection's channel (conn.c). */
+char *mp_buf_get(mp_channel *ch);
+void mp_buf_put(mp_channel *ch, char *buf, uint32_t size);
+
+/* Iterates the open connections of every channel (racy, for "stats conns"). */
+typedef void (*mp_conn_visit_fn)(mp_conn *c, void *arg);
+void mp_engine_visit_conns(mp_engine *eng, mp_conn_visit_fn fn, void *arg);
+
+#endif

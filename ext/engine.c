@@ -1,0 +1,134 @@
+/* The engine's life cycle: what the Python shell calls before, around and
+ * after the channel loops.  See engine.h for the per-core picture. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "clock.h"
+#include "engine.h"
+
+static int pow2_at_least(int n)
+{
+    int p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen)
+{
+    mp_clock_init();
+    mp_engine *eng = calloc(1, sizeof(*eng));
+    if (eng == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    eng->settings = *settings;
+    eng->control_fd = -1;
+    eng->accepting = 1;
+    eng->nchannels = settings->num_threads;
+    if (eng->nchannels < 1) {
+        snprintf(err, errlen, "Number of threads must be greater than 0");
+        goto fail;
+    }
+    eng->control_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (eng->control_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    eng->store = mp_store_create(&eng->settings, pow2_at_least(eng->nchannels), err, errlen);
+    if (eng->store == NULL)
+        goto fail;
+    eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));
+    if (eng->channels == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < eng->nchannels; i++) {
+        eng->channels[i] = mp_channel_create(eng, i);
+        if (eng->channels[i] == NULL) {
+            snprintf(err, errlen, "cannot create channel %d: %s", i, strerror(errno));
+            goto fail;
+        }
+    }
+    return eng;
+fail:
+    mp_engine_destroy(eng);
+    return NULL;
+}
+
+void mp_engine_destroy(mp_engine *eng)
+{
+    if (eng == NULL)
+        return;
+    if (eng->channels != NULL)
+        for (int i = 0; i < eng->nchannels; i++)
+            mp_channel_destroy(eng->channels[i]);
+    free(eng->channels);
+    if (eng->store != NULL)
+        mp_store_destroy(eng->store);
+    if (eng->control_fd >= 0)
+        close(eng->control_fd);
+    free(eng);
+}
+
+int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return -1;
+    if (!is_unix) {
+        /* inherited by every accepted socket: replies are complete messages,
+         * Nagle would only delay them */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    return mp_channel_add_listener(eng->channels[ch], fd, is_unix != 0);
+}
+
+void mp_engine_stop(mp_engine *eng)
+{
+    for (int i = 0; i < eng->nchannels; i++)
+        mp_channel_stop(eng->channels[i]);
+}
+
+void mp_engine_request_shutdown(mp_engine *eng, int graceful)
+{
+    uint64_t v = graceful ? 2 : 1;
+    ssize_t n = write(eng->control_fd, &v, sizeof(v));
+    (void)n;
+}
+
+static void stats_sum(mp_engine *eng, mp_thread_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < eng->nchannels; i++) {
+        const mp_thread_stats *s = &eng->channels[i]->stats;
+#define MP_STAT_ADD(name) out->name += __atomic_load_n(&s->name, __ATOMIC_RELAXED);
+        MP_THREAD_STATS(MP_STAT_ADD)
+#undef MP_STAT_ADD
+    }
+}
+
+/* "stats reset" subtracts a snapshot instead of zeroing counters that other
+ * threads increment without locks; the raw counters stay monotonic for
+ * Prometheus. */
+void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out)
+{
+    stats_sum(eng, out);
+#define MP_STAT_SUB(name) out->name -= eng->reset_base.name;
+    MP_THREAD_STATS(MP_STAT_SUB)
+#undef MP_STAT_SUB
+}
+
+void mp_engine_reset_stats(mp_engine *eng)
+{
+    stats_sum(eng, &eng->reset_base);
+    eng->reset_time = mp_current_time;
+}

@@ -1,0 +1,55 @@
+# The C engine's API, declared once (uvloop keeps its libuv declarations the
+# same way); every function may run without the GIL.
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "settings.h" nogil:
+    ctypedef struct mp_settings:
+        size_t maxbytes
+        int maxconns
+        int port
+        int udpport
+        char inter[256]
+        char socketpath[256]
+        int access
+        int backlog
+        int num_threads
+        int reqs_per_event
+        uint32_t item_size_max
+        double factor
+        int chunk_size
+        int verbose
+        int idle_timeout
+        bint use_cas
+        bint evict_to_free
+        bint shutdown_command
+        bint flush_enabled
+        bint maxconns_fast
+        char io_engine[16]
+
+    void mp_settings_init(mp_settings *s)
+
+
+cdef extern from "stats.h" nogil:
+    ctypedef struct mp_thread_stats:
+        pass
+
+
+cdef extern from "engine.h" nogil:
+    ctypedef struct mp_engine:
+        mp_settings settings
+        int nchannels
+        int control_fd
+        int curr_conns
+
+    mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen)
+    void mp_engine_destroy(mp_engine *eng)
+    int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
+    int mp_channel_run(mp_engine *eng, int ch)
+    void mp_engine_stop(mp_engine *eng)
+
+
+cdef extern from "engine.h" nogil:
+    # Composes "stats <group>" into a malloc'd, NUL-free byte string; the
+    # caller frees it.  NULL for an unknown group.
+    char *mp_stats_text(mp_engine *eng, const char *group, size_t glen, size_t *outlen)
