@@ -27,8 +27,15 @@ struct mp_item;
 /* Lines longer than this without a newline close the connection, unless the
  * line is a get/gets (memcached 1.6.18's try_read_command_ascii). */
 #define MP_LINE_MAX 2048
-/* Tokens kept per parse; longer lines (multi-get) are walked incrementally. */
+/* Tokens kept per parse; longer lines (multi-get) are walked incrementally.
+ * memcached's MAX_TOKENS: it keeps MAX_TOKENS - 1 words and a terminal token,
+ * and the words it keeps decide "noreply" and the HTTP check, so we keep the
+ * same number. */
 #define MP_MAX_TOKENS 24
+#define MP_LINE_TOKENS (MP_MAX_TOKENS - 1)
+/* An over-long line is still a multi-get if "get "/"gets " starts within
+ * this many leading spaces (memcached's limit). */
+#define MP_LINE_MAX_LEADING_SPACES 100
 
 typedef struct mp_token {
     uint32_t off;    /* offset from the start of the line */
@@ -38,9 +45,11 @@ typedef struct mp_token {
 typedef struct mp_request {
     int cmd;                     /* index into the command table, -1 unknown */
     int ntokens;                 /* tokens stored in tok[] */
-    bool more_tokens;            /* the line had more than MP_MAX_TOKENS */
+    bool more_tokens;            /* words follow the MP_LINE_TOKENS kept */
     const char *line;            /* start of the line in the buffer */
-    uint32_t line_len;           /* without the "\n" and one "\r" before it */
+    uint32_t line_len;           /* without the "\n" and one "\r" before it;
+                                    a NUL ends the line early, as in memcached */
+    uint32_t rest;               /* more_tokens: offset where the unread words start */
     mp_token tok[MP_MAX_TOKENS];
 } mp_request;
 
@@ -52,6 +61,19 @@ typedef enum {
 } mp_parse_status;
 
 mp_parse_status mp_parse_line(const char *buf, size_t len, mp_request *req, size_t *consumed);
+
+/* Walks the words of line[0, len) from *pos (spaces separate; runs collapse).
+ * Returns false at the end of the line. */
+bool mp_next_token(const char *line, size_t len, size_t *pos, mp_token *tok);
+
+/* memcached's safe_strtoul / safe_strtol / safe_strtoull over a token that
+ * is not NUL-terminated, with the same acceptance rules (C strto* grammar:
+ * leading isspace, a sign, decimal digits, then the end or an isspace byte;
+ * a '-' on a value that is negative as signed is refused; the 32-bit ones
+ * truncate like the originals' assignments do). */
+bool mp_parse_u32(const char *p, size_t len, uint32_t *out);
+bool mp_parse_i32(const char *p, size_t len, int32_t *out);
+bool mp_parse_u64(const char *p, size_t len, uint64_t *out);
 
 /* Parser/executor state kept in each connection between calls. */
 typedef enum {
