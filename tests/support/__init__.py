@@ -1,0 +1,1 @@
+"""Shared helpers of the integration, differential, compat and stress suites."""

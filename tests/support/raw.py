@@ -1,0 +1,128 @@
+"""A raw-socket client: exact bytes out, exact bytes back.
+
+Replies to a batch of requests are collected by sending the meta no-op `mn`
+after the batch and reading until its reply `MN\\r\\n` ends the stream at a
+reply boundary (a VALUE line's data block may itself contain those bytes).
+Requests that close the connection are read until EOF instead.
+"""
+
+import socket
+import time
+
+MARKER = b"mn\r\n"
+MARKER_REPLY = b"MN\r\n"
+EOF_TAG = b"<EOF>"
+TIMEOUT_TAG = b"<TIMEOUT>"
+RESET_TAG = b"<RESET>"
+
+
+def reply_boundaries(buf):
+    """Offsets in buf where a reply line starts, walking VALUE data blocks.
+
+    Returns (offsets, complete): complete is False when buf ends inside a line
+    or a data block.  A VALUE line that does not parse is treated as a plain
+    line (the server is then wrong anyway and the bytes will be compared)."""
+    offs = []
+    i = 0
+    n = len(buf)
+    while i < n:
+        offs.append(i)
+        j = buf.find(b"\n", i)
+        if j < 0:
+            return offs, False
+        line = buf[i:j + 1]
+        i = j + 1
+        if line.startswith(b"VALUE "):
+            parts = line.rstrip(b"\r\n").split(b" ")
+            if len(parts) in (4, 5) and parts[3].isdigit():
+                size = int(parts[3])
+                if i + size + 2 > n:
+                    return offs, False
+                i += size + 2
+    return offs, True
+
+
+def ends_with_marker(buf):
+    if not buf.endswith(MARKER_REPLY):
+        return False
+    offs, complete = reply_boundaries(buf)
+    return complete and offs and offs[-1] == len(buf) - len(MARKER_REPLY)
+
+
+class RawConn:
+    def __init__(self, addr, timeout=5.0):
+        self.addr = addr
+        self.timeout = timeout
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data, pieces=None, pause=0.0):
+        """Sends data; with pieces (cut offsets), in several writes so the
+        server sees the request split at those bytes."""
+        if not pieces:
+            self.sock.sendall(data)
+            return
+        prev = 0
+        for cut in list(pieces) + [len(data)]:
+            if cut > prev:
+                self.sock.sendall(data[prev:cut])
+                if pause:
+                    time.sleep(pause)
+            prev = cut
+
+    def read_until_marker(self, timeout=None):
+        """Reads until the stream ends with the reply to `mn` at a reply
+        boundary.  On EOF or timeout the bytes so far are returned with a tag
+        appended, so they compare unequal to a proper reply."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        buf = b""
+        while not ends_with_marker(buf):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return buf + TIMEOUT_TAG
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                return buf + TIMEOUT_TAG
+            except ConnectionResetError:
+                return buf + RESET_TAG
+            if not chunk:
+                return buf + EOF_TAG
+            buf += chunk
+        return buf[:-len(MARKER_REPLY)]
+
+    def read_until_eof(self, timeout=None):
+        """Reads until the server closes; a reset counts as a close."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return buf + TIMEOUT_TAG
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                return buf + TIMEOUT_TAG
+            except ConnectionResetError:
+                return buf + EOF_TAG
+            if not chunk:
+                return buf + EOF_TAG
+            buf += chunk
+
+    def call(self, data, **kw):
+        """Sends data followed by `mn` and returns the replies to data."""
+        self.send(data + MARKER, **kw)
+        return self.read_until_marker()

@@ -1,0 +1,248 @@
+"""Real server processes for the tests: memcached (the reference) and mpcache.
+
+Every test that talks to a server runs once per backend, as uvloop's test
+mixins run each test on uvloop and on asyncio.  A backend is one row of
+BACKENDS: adding the io_uring engine is one line there.
+
+Servers listen on 127.0.0.1 only, on ports from this suite's range
+(PORT_RANGE), each probed free before use.  A server that does not start
+fails the test with its command line and stderr.
+"""
+
+import atexit
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+HOST = "127.0.0.1"
+# This suite's ports: other suites and engineers use other ranges.
+PORT_RANGE = (24000, 25000)
+# A server that is not accepting connections after this long is broken.
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    argv: tuple          # program and backend-selecting arguments
+    env: tuple = ()      # extra environment, (name, value) pairs
+    is_mpcache: bool = True
+
+    def command(self, port, threads, memory_mb, max_item_size, conn_limit, extra):
+        cmd = list(self.argv) + [
+            "-p", str(port), "-l", HOST, "-U", "0",
+            "-t", str(threads), "-m", str(memory_mb),
+            "-c", str(conn_limit), "-I", str(max_item_size),
+        ]
+        if os.geteuid() == 0:
+            # memcached refuses to run as root without -u; mpcache takes the flag too.
+            cmd += ["-u", "root"]
+        return cmd + list(extra)
+
+
+_MPCACHE = (sys.executable, "-m", "mpcache")
+
+# The reference first: tests run against memcached before mpcache.
+BACKENDS = {
+    "memcached": Backend("memcached", ("memcached",), is_mpcache=False),
+    "mpcache-epoll": Backend("mpcache-epoll", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "epoll"),)),
+    # "mpcache-uring": Backend("mpcache-uring", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "uring"),)),
+}
+
+
+def selected_backends():
+    """Backends to test: all, or those named in MPCACHE_TEST_BACKENDS (comma-separated)."""
+    wanted = os.environ.get("MPCACHE_TEST_BACKENDS")
+    if not wanted:
+        return list(BACKENDS)
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ValueError(f"MPCACHE_TEST_BACKENDS names unknown backends {unknown}; known: {list(BACKENDS)}")
+    return names
+
+
+def mpcache_backends():
+    return [n for n in selected_backends() if BACKENDS[n].is_mpcache]
+
+
+_port_counter = itertools.count()
+
+
+def _port_is_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port():
+    """A free loopback port in PORT_RANGE.  Start points differ per process so
+    concurrent test sessions rarely probe the same ports."""
+    lo, hi = PORT_RANGE
+    span = hi - lo
+    base = (os.getpid() * 37) % span
+    for _ in range(span):
+        port = lo + (base + next(_port_counter)) % span
+        if _port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
+
+
+class ServerStartError(AssertionError):
+    pass
+
+
+# Every process we started, so none outlives the test session even if a
+# fixture's teardown never runs.
+_live = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in list(_live):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class ServerProcess:
+    backend: Backend
+    threads: int = 2
+    memory_mb: int = 64
+    max_item_size: str = "1m"
+    conn_limit: int = 1024
+    extra: tuple = ()
+    port: int = 0
+    proc: subprocess.Popen = None
+    cmd: list = field(default_factory=list)
+    _stderr: object = None
+
+    @property
+    def name(self):
+        return self.backend.name
+
+    @property
+    def addr(self):
+        return (HOST, self.port)
+
+    def start(self):
+        last_error = None
+        # A port can be taken between the probe and the server's bind: retry on another.
+        for _ in range(3):
+            self.port = free_port()
+            self.cmd = self.backend.command(self.port, self.threads, self.memory_mb,
+                                            self.max_item_size, self.conn_limit, self.extra)
+            env = dict(os.environ)
+            env.update(dict(self.backend.env))
+            env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+            self._stderr = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+                                         stdout=self._stderr, stderr=self._stderr,
+                                         env=env, cwd=ROOT, start_new_session=True)
+            _live.add(self.proc)
+            try:
+                self._wait_ready()
+                return self
+            except ServerStartError as e:
+                last_error = e
+                self.stop()
+                if "in use" not in str(e).lower():
+                    break
+        raise last_error
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise ServerStartError(
+                    f"{self.name} exited with status {rc} before accepting connections\n"
+                    f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}")
+            try:
+                with socket.create_connection(self.addr, timeout=1.0) as s:
+                    s.sendall(b"version\r\n")
+                    reply = _recv_line(s)
+                    if reply.startswith(b"VERSION "):
+                        return
+                    raise ServerStartError(
+                        f"{self.name} answered {reply!r} to version\ncommand: {' '.join(self.cmd)}"
+                        f"\noutput:\n{self.output()}")
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"{self.name} did not accept connections on {self.addr} within {START_TIMEOUT}s\n"
+                    f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}")
+            time.sleep(0.02)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self):
+        """Everything the server wrote to stdout/stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        data = self._stderr.read()
+        self._stderr.seek(0, os.SEEK_END)
+        return data.decode("utf-8", "replace")[-8000:]
+
+    def stop(self):
+        """Stops the server; returns its exit status (None if it was not started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        _live.discard(self.proc)
+        return self.proc.returncode
+
+    def connect(self, timeout=5.0):
+        s = socket.create_connection(self.addr, timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._stderr is not None:
+            self._stderr.close()
+
+
+def _recv_line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def start_server(backend_name, **kw):
+    return ServerProcess(BACKENDS[backend_name], **kw).start()
