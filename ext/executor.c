@@ -588,7 +588,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     if (TOK_IS(r, 1, "reset")) {
-        mp_engine_reset_stats(eng);
+        mp_stats_reset(eng);
         REPLY(c, R_RESET);
         return 0;
     }
@@ -711,6 +711,7 @@ int mp_process(mp_conn *c, int budget)
         c->rstart += (uint32_t)consumed;
         budget--;
         STATS(c).requests++;
+        p->seen_cmd = true;
         p->noreply = false;
         int rc = dispatch(c, &req);
         if (p->phase == MP_PS_LINE)

@@ -86,6 +86,7 @@ typedef struct mp_proto {
     uint8_t phase;           /* mp_proto_phase */
     uint8_t op;              /* pending storage op */
     bool noreply;
+    bool seen_cmd;           /* a command was parsed ("stats conns" state) */
     uint8_t reply_kind;      /* what to answer once the data block completes */
     uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
     struct mp_item *item;    /* MP_PS_NREAD: the pending item */

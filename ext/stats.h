@@ -27,4 +27,9 @@ typedef struct mp_thread_stats {
 #undef MP_STAT_FIELD
 } mp_thread_stats;
 
+/* "stats reset": the engine's per-channel counters and the store's totals
+ * (total_items, evictions, ...) restart from zero, as in memcached. */
+struct mp_engine;
+void mp_stats_reset(struct mp_engine *eng);
+
 #endif

@@ -1,0 +1,526 @@
+/* "stats" and its groups, composed into a connection's output.
+ *
+ * Names, order and meaning are memcached 1.6.18's (as Debian builds it, with
+ * extstore and TLS), so tools that parse memcached's stats keep working.
+ * Counters memcached keeps for machinery we do not have (segmented LRU,
+ * crawler, logger, response objects) are printed with the value they have
+ * here: zero, or the constant memcached's defaults give.  mpcache's own
+ * figures follow under an "mpcache_" prefix memcached does not use.
+ *
+ * No shard lock is held while composing: the store's stats functions take
+ * each lock briefly and return copies.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "clock.h"
+#include "conn.h"
+#include "engine.h"
+#include "proto.h"
+#include "settings.h"
+#include "stats.h"
+#include "store.h"
+
+/* Room for one "STAT name value\r\n" line: names and values are short. */
+#define MP_STAT_LINE_MAX 512
+/* memcached's ITEM_UPDATE_INTERVAL: its clock starts this far (plus 2 s) in
+ * the past, and "uptime" subtracts it again. */
+#define MP_MC_UPDATE_INTERVAL 60
+
+static void stat_linef(mp_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void stat_linef(mp_conn *c, const char *fmt, ...)
+{
+    char *dst = mp_out_reserve(c, MP_STAT_LINE_MAX);
+    if (dst == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, MP_STAT_LINE_MAX - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > MP_STAT_LINE_MAX - 3)
+        n = MP_STAT_LINE_MAX - 3;
+    dst[n] = '\r';
+    dst[n + 1] = '\n';
+    mp_out_commit(c, (size_t)n + 2);
+}
+
+#define STAT_U64(c, name, v) stat_linef((c), "STAT %s %llu", (name), (unsigned long long)(v))
+#define STAT_STR(c, name, v) stat_linef((c), "STAT %s %s", (name), (v))
+#define STAT_YESNO(c, name, v) STAT_STR((c), (name), (v) ? "yes" : "no")
+
+/* ---- "stats reset" for the store's counters ----
+ * The store keeps monotonic totals and has no reset of its own, so a reset
+ * records a baseline that later reads subtract (as the engine does for the
+ * per-channel counters).  Kept here per engine; a baseline larger than the
+ * current total means the engine was recreated at the same address. */
+#define MP_RESET_SLOTS 8
+static struct {
+    const mp_engine *eng;
+    mp_store_stats base;
+} store_reset[MP_RESET_SLOTS];
+
+static mp_store_stats *store_base(const mp_engine *eng, bool create)
+{
+    for (int i = 0; i < MP_RESET_SLOTS; i++)
+        if (store_reset[i].eng == eng)
+            return &store_reset[i].base;
+    if (!create)
+        return NULL;
+    for (int i = 0; i < MP_RESET_SLOTS; i++) {
+        if (store_reset[i].eng == NULL) {
+            store_reset[i].eng = eng;
+            return &store_reset[i].base;
+        }
+    }
+    store_reset[0].eng = eng;
+    return &store_reset[0].base;
+}
+
+#define MP_STORE_RESETTABLE(X) \
+    X(total_items) X(evictions) X(reclaimed) X(expired_unfetched) \
+    X(evicted_unfetched) X(evicted_active) X(crawler_reclaimed) X(slab_reassigns)
+
+static void store_stats(mp_engine *eng, mp_store_stats *out)
+{
+    mp_store_get_stats(eng->store, out);
+    mp_store_stats *b = store_base(eng, false);
+    if (b == NULL)
+        return;
+#define MP_SUB(f) out->f = out->f >= b->f ? out->f - b->f : out->f;
+    MP_STORE_RESETTABLE(MP_SUB)
+#undef MP_SUB
+}
+
+void mp_stats_reset(mp_engine *eng)
+{
+    mp_engine_reset_stats(eng);
+    mp_store_stats now;
+    mp_store_get_stats(eng->store, &now);
+    mp_store_stats *b = store_base(eng, true);
+#define MP_SET(f) b->f = now.f;
+    MP_STORE_RESETTABLE(MP_SET)
+#undef MP_SET
+}
+
+/* ---- "stats" ---- */
+
+static int listeners_total(mp_engine *eng)
+{
+    /* memcached counts one connection structure per listening address; every
+     * channel listens on each address, so count one channel's */
+    return eng->nchannels > 0 ? eng->channels[0]->nlisteners : 0;
+}
+
+static void compose_general(mp_engine *eng, mp_conn *c)
+{
+    mp_thread_stats t;
+    mp_store_stats s;
+    mp_engine_thread_stats(eng, &t);
+    store_stats(eng, &s);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    mp_rel_time now = mp_current_time;
+    int curr = __atomic_load_n(&eng->curr_conns, __ATOMIC_RELAXED);
+    int nl = listeners_total(eng);
+    const mp_settings *set = &eng->settings;
+
+    STAT_U64(c, "pid", (unsigned long long)getpid());
+    STAT_U64(c, "uptime", now - MP_MC_UPDATE_INTERVAL);
+    STAT_U64(c, "time", (unsigned long long)(now + mp_process_started));
+    STAT_STR(c, "version", MP_VERSION);
+    STAT_STR(c, "libevent", "mpcache");
+    STAT_U64(c, "pointer_size", 8 * sizeof(void *));
+    stat_linef(c, "STAT rusage_user %ld.%06ld", (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec);
+    stat_linef(c, "STAT rusage_system %ld.%06ld", (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
+    STAT_U64(c, "max_connections", set->maxconns);
+    STAT_U64(c, "curr_connections", curr);
+    STAT_U64(c, "total_connections", t.total_conns + (unsigned)nl);
+    STAT_U64(c, "rejected_connections", t.rejected_conns);
+    STAT_U64(c, "connection_structures", curr + nl);
+    STAT_U64(c, "response_obj_oom", 0);
+    STAT_U64(c, "response_obj_count", 0);
+    STAT_U64(c, "response_obj_bytes", 0);
+    STAT_U64(c, "read_buf_count", 0);
+    STAT_U64(c, "read_buf_bytes", 0);
+    STAT_U64(c, "read_buf_bytes_free", 0);
+    STAT_U64(c, "read_buf_oom", 0);
+    STAT_U64(c, "reserved_fds", 20);
+    STAT_U64(c, "cmd_get", t.get_cmds);
+    STAT_U64(c, "cmd_set", t.set_cmds);
+    STAT_U64(c, "cmd_flush", t.flush_cmds);
+    STAT_U64(c, "cmd_touch", t.touch_cmds);
+    STAT_U64(c, "cmd_meta", t.meta_cmds);
+    STAT_U64(c, "get_hits", t.get_hits);
+    STAT_U64(c, "get_misses", t.get_misses);
+    STAT_U64(c, "get_expired", t.get_expired);
+    STAT_U64(c, "get_flushed", t.get_flushed);
+    STAT_U64(c, "delete_misses", t.delete_misses);
+    STAT_U64(c, "delete_hits", t.delete_hits);
+    STAT_U64(c, "incr_misses", t.incr_misses);
+    STAT_U64(c, "incr_hits", t.incr_hits);
+    STAT_U64(c, "decr_misses", t.decr_misses);
+    STAT_U64(c, "decr_hits", t.decr_hits);
+    STAT_U64(c, "cas_misses", t.cas_misses);
+    STAT_U64(c, "cas_hits", t.cas_hits);
+    STAT_U64(c, "cas_badval", t.cas_badval);
+    STAT_U64(c, "touch_hits", t.touch_hits);
+    STAT_U64(c, "touch_misses", t.touch_misses);
+    STAT_U64(c, "store_too_large", t.store_too_large);
+    STAT_U64(c, "store_no_memory", t.store_no_memory);
+    STAT_U64(c, "auth_cmds", 0);
+    STAT_U64(c, "auth_errors", 0);
+    STAT_U64(c, "bytes_read", t.bytes_read);
+    STAT_U64(c, "bytes_written", t.bytes_written);
+    STAT_U64(c, "limit_maxbytes", set->maxbytes);
+    STAT_U64(c, "accepting_conns", __atomic_load_n(&eng->accepting, __ATOMIC_RELAXED) ? 1 : 0);
+    STAT_U64(c, "listen_disabled_num", eng->listen_disabled_num);
+    STAT_U64(c, "time_in_listen_disabled_us", 0);
+    STAT_U64(c, "threads", eng->nchannels);
+    STAT_U64(c, "conn_yields", t.conn_yields);
+    STAT_U64(c, "hash_power_level", s.hash_power_level);
+    STAT_U64(c, "hash_bytes", s.hash_bytes);
+    STAT_U64(c, "hash_is_expanding", s.hash_is_expanding);
+    STAT_U64(c, "slab_reassign_rescues", 0);
+    STAT_U64(c, "slab_reassign_chunk_rescues", 0);
+    STAT_U64(c, "slab_reassign_evictions_nomem", 0);
+    STAT_U64(c, "slab_reassign_inline_reclaim", 0);
+    STAT_U64(c, "slab_reassign_busy_items", 0);
+    STAT_U64(c, "slab_reassign_busy_deletes", 0);
+    STAT_U64(c, "slab_reassign_running", 0);
+    STAT_U64(c, "slabs_moved", s.slab_reassigns);
+    STAT_U64(c, "lru_crawler_running", 0);
+    STAT_U64(c, "lru_crawler_starts", 0);
+    STAT_U64(c, "lru_maintainer_juggles", 0);
+    STAT_U64(c, "malloc_fails", 0);
+    STAT_U64(c, "log_worker_dropped", 0);
+    STAT_U64(c, "log_worker_written", 0);
+    STAT_U64(c, "log_watcher_skipped", 0);
+    STAT_U64(c, "log_watcher_sent", 0);
+    STAT_U64(c, "log_watchers", 0);
+    STAT_U64(c, "unexpected_napi_ids", 0);
+    STAT_U64(c, "round_robin_fallback", 0);
+    STAT_U64(c, "bytes", s.bytes);
+    STAT_U64(c, "curr_items", s.curr_items);
+    STAT_U64(c, "total_items", s.total_items);
+    STAT_U64(c, "slab_global_page_pool", 0);
+    STAT_U64(c, "expired_unfetched", s.expired_unfetched);
+    STAT_U64(c, "evicted_unfetched", s.evicted_unfetched);
+    STAT_U64(c, "evicted_active", s.evicted_active);
+    STAT_U64(c, "evictions", s.evictions);
+    STAT_U64(c, "reclaimed", s.reclaimed);
+    STAT_U64(c, "crawler_reclaimed", s.crawler_reclaimed);
+    STAT_U64(c, "crawler_items_checked", 0);
+    STAT_U64(c, "lrutail_reflocked", 0);
+    STAT_U64(c, "moves_to_cold", 0);
+    STAT_U64(c, "moves_to_warm", 0);
+    STAT_U64(c, "moves_within_lru", 0);
+    STAT_U64(c, "direct_reclaims", 0);
+    STAT_U64(c, "lru_bumps_dropped", 0);
+    /* mpcache's own: the MegaPipe mechanics */
+    STAT_STR(c, "mpcache_io_engine", set->io_engine);
+    STAT_U64(c, "mpcache_channels", eng->nchannels);
+    STAT_U64(c, "mpcache_requests", t.requests);
+    STAT_U64(c, "mpcache_syscalls", t.syscalls);
+    STAT_U64(c, "mpcache_loop_turns", t.loop_turns);
+    STAT_U64(c, "mpcache_events", t.events);
+    STAT_U64(c, "mpcache_accepts", t.accepts);
+}
+
+/* ---- "stats settings" ---- */
+
+static void compose_settings(mp_engine *eng, mp_conn *c)
+{
+    const mp_settings *s = &eng->settings;
+    STAT_U64(c, "maxbytes", s->maxbytes);
+    STAT_U64(c, "maxconns", s->maxconns);
+    STAT_U64(c, "tcpport", s->port);
+    STAT_U64(c, "udpport", s->udpport);
+    STAT_STR(c, "inter", s->inter[0] ? s->inter : "NULL");
+    STAT_U64(c, "verbosity", s->verbose);
+    STAT_U64(c, "oldest", 0);
+    STAT_STR(c, "evictions", s->evict_to_free ? "on" : "off");
+    STAT_STR(c, "domain_socket", s->socketpath[0] ? s->socketpath : "NULL");
+    stat_linef(c, "STAT umask %o", s->access);
+    STAT_YESNO(c, "shutdown_command", s->shutdown_command);
+    stat_linef(c, "STAT growth_factor %.2f", s->factor);
+    STAT_U64(c, "chunk_size", s->chunk_size);
+    STAT_U64(c, "num_threads", eng->nchannels);
+    STAT_U64(c, "num_threads_per_udp", eng->nchannels);
+    STAT_STR(c, "stat_key_prefix", ":");
+    STAT_YESNO(c, "detail_enabled", false);
+    STAT_U64(c, "reqs_per_event", s->reqs_per_event);
+    STAT_YESNO(c, "cas_enabled", s->use_cas);
+    STAT_U64(c, "tcp_backlog", s->backlog);
+    /* the binary protocol is not served: what memcached prints for -B ascii */
+    STAT_STR(c, "binding_protocol", "ascii");
+    STAT_YESNO(c, "auth_enabled_sasl", false);
+    STAT_YESNO(c, "auth_enabled_ascii", false);
+    STAT_U64(c, "item_size_max", s->item_size_max);
+    STAT_YESNO(c, "maxconns_fast", s->maxconns_fast);
+    STAT_U64(c, "hashpower_init", 0);
+    STAT_YESNO(c, "slab_reassign", true);
+    STAT_U64(c, "slab_automove", 1);
+    STAT_STR(c, "slab_automove_ratio", "0.80");
+    STAT_U64(c, "slab_automove_window", 30);
+    STAT_U64(c, "slab_chunk_max", s->item_size_max / 2);
+    STAT_YESNO(c, "lru_crawler", true);
+    STAT_U64(c, "lru_crawler_sleep", 100);
+    STAT_U64(c, "lru_crawler_tocrawl", 0);
+    STAT_U64(c, "tail_repair_time", 0);
+    STAT_YESNO(c, "flush_enabled", s->flush_enabled);
+    STAT_YESNO(c, "dump_enabled", true);
+    STAT_STR(c, "hash_algorithm", "murmur3");
+    STAT_YESNO(c, "lru_maintainer_thread", true);
+    STAT_YESNO(c, "lru_segmented", true);
+    STAT_U64(c, "hot_lru_pct", 20);
+    STAT_U64(c, "warm_lru_pct", 40);
+    STAT_STR(c, "hot_max_factor", "0.20");
+    STAT_STR(c, "warm_max_factor", "2.00");
+    STAT_YESNO(c, "temp_lru", false);
+    STAT_U64(c, "temporary_ttl", 61);
+    STAT_U64(c, "idle_timeout", s->idle_timeout);
+    STAT_U64(c, "watcher_logbuf_size", 262144);
+    STAT_U64(c, "worker_logbuf_size", 65536);
+    STAT_U64(c, "read_buf_mem_limit", 0);
+    STAT_YESNO(c, "track_sizes", false);
+    STAT_YESNO(c, "inline_ascii_response", false);
+    STAT_U64(c, "ext_item_size", 512);
+    STAT_U64(c, "ext_item_age", 4294967295u);
+    STAT_U64(c, "ext_low_ttl", 0);
+    STAT_U64(c, "ext_recache_rate", 2000);
+    STAT_U64(c, "ext_wbuf_size", 4194304);
+    STAT_U64(c, "ext_compact_under", 0);
+    STAT_U64(c, "ext_drop_under", 0);
+    STAT_U64(c, "ext_max_sleep", 1000000);
+    STAT_STR(c, "ext_max_frag", "0.80");
+    STAT_STR(c, "slab_automove_freeratio", "0.010");
+    STAT_YESNO(c, "ext_drop_unread", false);
+    STAT_YESNO(c, "ssl_enabled", false);
+    STAT_STR(c, "ssl_chain_cert", "(null)");
+    STAT_STR(c, "ssl_key", "(null)");
+    STAT_U64(c, "ssl_verify_mode", 0);
+    STAT_U64(c, "ssl_keyformat", 1);
+    STAT_STR(c, "ssl_ciphers", "NULL");
+    STAT_STR(c, "ssl_ca_cert", "NULL");
+    STAT_U64(c, "ssl_wbuf_size", 16384);
+    STAT_YESNO(c, "ssl_session_cache", false);
+    STAT_YESNO(c, "ssl_kernel_tls", false);
+    STAT_STR(c, "ssl_min_version", "tlsv1.2");
+    STAT_STR(c, "num_napi_ids", "(null)");
+    STAT_STR(c, "memory_file", "(null)");
+    STAT_STR(c, "mpcache_io_engine", s->io_engine);
+}
+
+/* ---- "stats items" and "stats slabs" ---- */
+
+static int slab_stats(mp_engine *eng, mp_slab_class_stats *cls)
+{
+    memset(cls, 0, sizeof(mp_slab_class_stats) * MP_MAX_SLAB_CLASSES);
+    int n = mp_store_get_slab_stats(eng->store, cls, MP_MAX_SLAB_CLASSES);
+    return n > MP_MAX_SLAB_CLASSES ? MP_MAX_SLAB_CLASSES : n;
+}
+
+static void compose_items(mp_engine *eng, mp_conn *c)
+{
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = slab_stats(eng, cls);
+    for (int i = 0; i < n; i++) {
+        const mp_slab_class_stats *k = &cls[i];
+        if (k->number == 0)
+            continue;
+        /* one queue per class here: memcached's hot/warm split does not
+         * exist, so everything counts as cold, the queue evictions take from */
+#define ITEM_STAT(name, v) stat_linef(c, "STAT items:%d:%s %llu", i, (name), (unsigned long long)(v))
+        ITEM_STAT("number", k->number);
+        ITEM_STAT("number_hot", 0);
+        ITEM_STAT("number_warm", 0);
+        ITEM_STAT("number_cold", k->number);
+        ITEM_STAT("age_hot", 0);
+        ITEM_STAT("age_warm", 0);
+        ITEM_STAT("age", k->age);
+        ITEM_STAT("mem_requested", k->mem_requested);
+        ITEM_STAT("evicted", k->evicted);
+        ITEM_STAT("evicted_nonzero", k->evicted_nonzero);
+        ITEM_STAT("evicted_time", k->evicted_time);
+        ITEM_STAT("outofmemory", k->outofmemory);
+        ITEM_STAT("tailrepairs", 0);
+        ITEM_STAT("reclaimed", k->reclaimed);
+        ITEM_STAT("expired_unfetched", k->expired_unfetched);
+        ITEM_STAT("evicted_unfetched", k->evicted_unfetched);
+        ITEM_STAT("evicted_active", k->evicted_active);
+        ITEM_STAT("crawler_reclaimed", 0);
+        ITEM_STAT("crawler_items_checked", 0);
+        ITEM_STAT("lrutail_reflocked", 0);
+        ITEM_STAT("moves_to_cold", 0);
+        ITEM_STAT("moves_to_warm", 0);
+        ITEM_STAT("moves_within_lru", 0);
+        ITEM_STAT("direct_reclaims", 0);
+        ITEM_STAT("hits_to_hot", 0);
+        ITEM_STAT("hits_to_warm", 0);
+        ITEM_STAT("hits_to_cold", k->get_hits);
+        ITEM_STAT("hits_to_temp", 0);
+#undef ITEM_STAT
+    }
+}
+
+static void compose_slabs(mp_engine *eng, mp_conn *c)
+{
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = slab_stats(eng, cls);
+    int active = 0;
+    for (int i = 0; i < n; i++) {
+        const mp_slab_class_stats *k = &cls[i];
+        if (k->total_pages == 0)
+            continue;
+        active++;
+#define SLAB_STAT(name, v) stat_linef(c, "STAT %d:%s %llu", i, (name), (unsigned long long)(v))
+        SLAB_STAT("chunk_size", k->chunk_size);
+        SLAB_STAT("chunks_per_page", k->chunks_per_page);
+        SLAB_STAT("total_pages", k->total_pages);
+        SLAB_STAT("total_chunks", k->total_chunks);
+        SLAB_STAT("used_chunks", k->used_chunks);
+        SLAB_STAT("free_chunks", k->free_chunks);
+        SLAB_STAT("free_chunks_end", 0);
+        SLAB_STAT("get_hits", k->get_hits);
+        SLAB_STAT("cmd_set", k->cmd_set);
+        SLAB_STAT("delete_hits", k->delete_hits);
+        SLAB_STAT("incr_hits", k->incr_hits);
+        SLAB_STAT("decr_hits", k->decr_hits);
+        SLAB_STAT("cas_hits", k->cas_hits);
+        SLAB_STAT("cas_badval", k->cas_badval);
+        SLAB_STAT("touch_hits", k->touch_hits);
+#undef SLAB_STAT
+    }
+    mp_store_stats s;
+    mp_store_get_stats(eng->store, &s);
+    STAT_U64(c, "active_slabs", active);
+    STAT_U64(c, "total_malloced", s.total_malloced);
+}
+
+/* ---- "stats conns" ---- */
+
+static void format_addr(const struct sockaddr_storage *ss, socklen_t len, bool is_unix,
+                        char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (is_unix || ss->ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
+        size_t max = len > offsetof(struct sockaddr_un, sun_path)
+                         ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+        snprintf(out, outlen, "unix:%.*s", (int)strnlen(un->sun_path, max), un->sun_path);
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "tcp:%s:%u", ip, ntohs(in->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "tcp6:[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, outlen, "unknown");
+    }
+}
+
+static void sock_name(int fd, bool is_unix, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(out, outlen, "unknown");
+        return;
+    }
+    format_addr(&ss, len, is_unix, out, outlen);
+}
+
+struct conns_ctx {
+    mp_conn *self;
+};
+
+/* memcached's state names, as they show for a connection in each phase */
+static const char *conn_state_name(const mp_conn *c, const mp_conn *self)
+{
+    if (c == self)
+        return "conn_parse_cmd";
+    if (c->state == MP_CONN_CLOSING)
+        return "conn_closing";
+    if (c->proto.phase == MP_PS_NREAD)
+        return "conn_nread";
+    if (c->proto.phase == MP_PS_SWALLOW)
+        return "conn_swallow";
+    if (c->wend != c->wstart)
+        return "conn_mwrite";
+    return c->proto.seen_cmd ? "conn_read" : "conn_new_cmd";
+}
+
+static void visit_conn(mp_conn *c, void *arg)
+{
+    struct conns_ctx *ctx = arg;
+    mp_conn *out = ctx->self;
+    char addr[160], laddr[160];
+    format_addr(&c->peer, c->peerlen, c->is_unix, addr, sizeof(addr));
+    sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
+    mp_rel_time now = mp_current_time;
+    mp_rel_time last = c->last_active;
+    stat_linef(out, "STAT %d:addr %s", c->fd, addr);
+    stat_linef(out, "STAT %d:listen_addr %s", c->fd, laddr);
+    stat_linef(out, "STAT %d:state %s", c->fd, conn_state_name(c, out));
+    stat_linef(out, "STAT %d:secs_since_last_cmd %u", c->fd, now >= last ? now - last : 0);
+}
+
+static void compose_conns(mp_engine *eng, mp_conn *c)
+{
+    mp_rel_time up = mp_current_time - MP_MC_UPDATE_INTERVAL;
+    for (int i = 0; i < eng->nchannels; i++) {
+        mp_channel *ch = eng->channels[i];
+        for (int j = 0; j < ch->nlisteners; j++) {
+            char addr[160];
+            int fd = ch->listeners[j].fd;
+            sock_name(fd, ch->listeners[j].is_unix, addr, sizeof(addr));
+            stat_linef(c, "STAT %d:addr %s", fd, addr);
+            stat_linef(c, "STAT %d:state conn_listening", fd);
+            stat_linef(c, "STAT %d:secs_since_last_cmd %u", fd, up);
+        }
+    }
+    struct conns_ctx ctx = {.self = c};
+    mp_engine_visit_conns(eng, visit_conn, &ctx);
+}
+
+/* ---- entry point ---- */
+
+static bool group_is(const char *g, size_t glen, const char *name)
+{
+    return glen == strlen(name) && memcmp(g, name, glen) == 0;
+}
+
+int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
+{
+    uint32_t start = c->wend;
+    if (glen == 0)
+        compose_general(eng, c);
+    else if (group_is(group, glen, "settings"))
+        compose_settings(eng, c);
+    else if (group_is(group, glen, "items"))
+        compose_items(eng, c);
+    else if (group_is(group, glen, "slabs"))
+        compose_slabs(eng, c);
+    else if (group_is(group, glen, "conns"))
+        compose_conns(eng, c);
+    else if (group_is(group, glen, "sizes"))
+        STAT_STR(c, "sizes_status", "disabled");
+    else
+        return -1;
+    return (int)(c->wend - start);
+}
