@@ -207,8 +207,9 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
         exptime = exptime_rel(e);
         first = 2;
     }
-    /* a bad key anywhere replaces the whole reply, hits found before it included */
-    uint32_t mark = c->wend;
+    /* a bad key anywhere replaces the whole reply, hits found before it
+     * included; kept relative to wstart since growing may compact the buffer */
+    uint32_t mark = c->wend - c->wstart;
     get_key_result res = GK_OK;
     for (int i = first; i < r->ntokens && res == GK_OK; i++)
         res = get_one(c, TOKP(r, i), TOKL(r, i), return_cas, touch, exptime);
@@ -219,7 +220,7 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
             res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime);
     }
     if (res != GK_OK) {
-        c->wend = mark;
+        c->wend = c->wstart + mark;
         if (res == GK_KEY_TOO_LONG)
             REPLY(c, R_BAD_FORMAT);
         else
@@ -621,9 +622,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         }
         return 0;
     }
-    uint32_t mark = c->wend;
     if (mp_stats_compose(eng, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
-        c->wend = mark;
         REPLY(c, R_ERROR);
         return 0;
     }

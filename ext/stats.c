@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -507,7 +508,8 @@ static bool group_is(const char *g, size_t glen, const char *name)
 
 int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
 {
-    uint32_t start = c->wend;
+    /* relative to wstart: growing the output may compact it */
+    uint32_t start = c->wend - c->wstart;
     if (glen == 0)
         compose_general(eng, c);
     else if (group_is(group, glen, "settings"))
@@ -522,5 +524,28 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
         STAT_STR(c, "sizes_status", "disabled");
     else
         return -1;
-    return (int)(c->wend - start);
+    return (int)(c->wend - c->wstart - start);
+}
+
+/* A reply big enough for "stats settings" in one piece; bigger ones realloc.
+ * Not MP_BUF_INITIAL, so mp_out_grow never hands this buffer to a channel's
+ * pool: the caller is not a channel thread. */
+#define MP_STATS_TEXT_INITIAL (64 * 1024)
+
+char *mp_stats_text(mp_engine *eng, const char *group, size_t glen, size_t *outlen)
+{
+    mp_conn c;
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    c.wbuf = malloc(MP_STATS_TEXT_INITIAL);
+    if (c.wbuf == NULL)
+        return NULL;
+    c.wsize = MP_STATS_TEXT_INITIAL;
+    if (mp_stats_compose(eng, &c, group, glen) < 0) {
+        free(c.wbuf);
+        return NULL;
+    }
+    mp_out_lit(&c, "END\r\n");
+    *outlen = c.wend;
+    return c.wbuf;
 }
