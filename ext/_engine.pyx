@@ -69,6 +69,9 @@ cdef void _fill_settings(mp_settings *s, dict values) except *:
 cdef class Engine:
     """Channels, store and settings of one server (several may share a process)."""
 
+    cdef mp_engine *eng
+    cdef object _running
+
     def __cinit__(self, dict settings=None):
         cdef mp_settings s
         cdef char err[256]

@@ -1,16 +1,8 @@
-/* The channel loop on epoll.
- *
- * One turn: epoll_wait for up to MP_EVENTS_PER_TURN events; accept on ready
- * listeners; for each readable connection one read into the channel's scratch
- * buffer, then the protocol runs over everything that arrived and the replies
- * of all pipelined requests go out in one send; connections that spent their
- * request budget (-R) are resumed at the end of the turn, after everyone else
- * had a go.  Level-triggered, so a connection that is not read this turn is
- * simply reported again by the next epoll_wait.
- *
- * System calls per request are counted in ch->stats so the benchmark can
- * report them without strace.
- */
+/* What a channel does whatever its backend: the connection table, input
+ * buffering, running the protocol, fairness between connections (-R), the
+ * connection limit (-c), idle timeouts and shard maintenance.  The backends
+ * (epoll.c, uring.c) only move bytes and descriptors; see engine.h for the
+ * per-core picture. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -28,22 +20,6 @@
 #include "proto.h"
 #include "store.h"
 
-/* epoll user data: tag in the top two bits, then the slot's generation, then
- * the slot, so an event for a slot closed and reused within one batch is
- * recognised as stale. */
-#define TAG_CONN     0ULL
-#define TAG_LISTENER 1ULL
-#define TAG_STOP     2ULL
-#define TAG_SHIFT    62
-#define GEN_MASK     0x3fffffffULL
-
-static const char too_many_conns[] = "ERROR Too many open connections\r\n";
-
-static inline uint64_t conn_token(const mp_conn *c)
-{
-    return (TAG_CONN << TAG_SHIFT) | (((uint64_t)c->gen & GEN_MASK) << 32) | c->slot;
-}
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -51,52 +27,26 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* ---- interest registration ---- */
+/* ---- the connection table ---- */
 
-static int conn_set_events(mp_channel *ch, mp_conn *c, uint32_t events)
+bool mp_conn_admit(mp_channel *ch)
 {
-    if (c->events == events)
-        return 0;
-    struct epoll_event ev = {.events = events, .data.u64 = conn_token(c)};
-    ch->stats.syscalls++;
-    ch->stats.syscall_ctl++;
-    if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-        return -1;
-    c->events = events;
-    return 0;
+    mp_engine *eng = ch->eng;
+    int now = __atomic_add_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
+    if (now > eng->settings.maxconns || ch->free_head == MP_NO_SLOT) {
+        __atomic_sub_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
+        ch->stats.rejected_conns++;
+        return false;
+    }
+    return true;
 }
 
-/* ---- connection life cycle ---- */
-
-static void conn_close(mp_channel *ch, mp_conn *c)
-{
-    if (c->state == MP_CONN_FREE)
-        return;
-    mp_proto_reset(c);
-    ch->stats.syscalls++;
-    ch->stats.syscall_close++;
-    close(c->fd);   /* also removes it from the epoll set */
-    if (c->rbuf != NULL && c->rbuf != ch->scratch)
-        mp_buf_put(ch, c->rbuf, c->rsize);
-    if (c->wbuf != NULL)
-        mp_buf_put(ch, c->wbuf, c->wsize);
-    c->rbuf = c->wbuf = NULL;
-    c->rsize = c->rstart = c->rend = 0;
-    c->wsize = c->wstart = c->wend = 0;
-    c->state = MP_CONN_FREE;
-    c->fd = -1;
-    c->gen++;
-    c->in_ready = false;   /* the ready list skips free slots */
-    c->next_free = ch->free_head;
-    ch->free_head = c->slot;
-    ch->nopen--;
-    __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
-}
-
-static mp_conn *conn_open(mp_channel *ch, int fd, const mp_listener *l,
-                          const struct sockaddr_storage *peer, socklen_t peerlen)
+mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
+                      const struct sockaddr_storage *peer, socklen_t peerlen)
 {
     uint32_t slot = ch->free_head;
+    if (slot == MP_NO_SLOT)
+        return NULL;
     mp_conn *c = &ch->conns[slot];
     ch->free_head = c->next_free;
     uint32_t gen = c->gen;
@@ -115,19 +65,36 @@ static mp_conn *conn_open(mp_channel *ch, int fd, const mp_listener *l,
         memcpy(&c->peer, peer, peerlen);
         c->peerlen = peerlen;
     }
-    c->events = EPOLLIN;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = conn_token(c)};
-    ch->stats.syscalls++;
-    ch->stats.syscall_ctl++;
-    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        c->state = MP_CONN_FREE;
-        c->next_free = ch->free_head;
-        ch->free_head = slot;
-        return NULL;
-    }
     ch->nopen++;
+    ch->stats.accepts++;
+    ch->stats.total_conns++;
     return c;
 }
+
+void mp_conn_release(mp_channel *ch, mp_conn *c)
+{
+    if (c->state == MP_CONN_FREE)
+        return;
+    mp_proto_reset(c);
+    if (c->rbuf != NULL && !c->rbuf_borrowed)
+        mp_buf_put(ch, c->rbuf, c->rsize);
+    mp_buf_put(ch, c->wbuf, c->wsize);
+    mp_buf_put(ch, c->sbuf, c->ssize);
+    c->rbuf = c->wbuf = c->sbuf = NULL;
+    c->rsize = c->rstart = c->rend = 0;
+    c->wsize = c->wstart = c->wend = 0;
+    c->ssize = c->sstart = c->send = 0;
+    c->state = MP_CONN_FREE;
+    c->fd = -1;
+    c->gen++;
+    c->in_ready = false;   /* the ready list skips free slots */
+    c->next_free = ch->free_head;
+    ch->free_head = c->slot;
+    ch->nopen--;
+    __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
+}
+
+/* ---- input ---- */
 
 static void ready_push(mp_channel *ch, mp_conn *c)
 {
@@ -143,11 +110,12 @@ static void ready_push(mp_channel *ch, mp_conn *c)
 }
 
 /* Gives back the input buffer when nothing is left in it, and moves a partial
- * request out of the shared scratch buffer into one the connection keeps. */
+ * request out of a borrowed buffer into one the connection keeps. */
 static bool conn_keep_input(mp_channel *ch, mp_conn *c)
 {
     uint32_t left = c->rend - c->rstart;
-    if (c->rbuf == ch->scratch) {
+    if (c->rbuf_borrowed) {
+        c->rbuf_borrowed = false;
         if (left == 0) {
             c->rbuf = NULL;
             c->rsize = c->rstart = c->rend = 0;
@@ -162,8 +130,10 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
                 size *= 2;
             buf = malloc(size);
         }
-        if (buf == NULL)
+        if (buf == NULL) {
+            c->rbuf = NULL;
             return false;
+        }
         memcpy(buf, c->rbuf + c->rstart, left);
         c->rbuf = buf;
         c->rsize = size;
@@ -177,66 +147,86 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
     return true;
 }
 
-/* One send of everything pending.  Returns false if the connection closed. */
-static bool conn_flush(mp_channel *ch, mp_conn *c)
+bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
 {
-    uint32_t pending = c->wend - c->wstart;
-    if (pending > 0) {
-        ch->stats.syscalls++;
-        ch->stats.syscall_write++;
-        ssize_t n = send(c->fd, c->wbuf + c->wstart, pending, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                conn_close(ch, c);
-                return false;
-            }
-            n = 0;
-        }
-        ch->stats.bytes_written += (uint64_t)n;
-        c->wstart += (uint32_t)n;
-        pending -= (uint32_t)n;
-    }
-    if (pending > 0) {
-        uint32_t ev = (c->blocked_out || c->state == MP_CONN_CLOSING) ? EPOLLOUT
-                                                                      : EPOLLIN | EPOLLOUT;
-        if (conn_set_events(ch, c, ev) < 0) {
-            conn_close(ch, c);
+    if (c->rbuf == NULL) {
+        c->rbuf = mp_buf_get(ch);
+        if (c->rbuf == NULL)
             return false;
-        }
-        c->want_write = true;
+        c->rsize = MP_BUF_INITIAL;
+        c->rstart = c->rend = 0;
+    }
+    if (c->rstart > 0) {
+        memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+        c->rend -= c->rstart;
+        c->rstart = 0;
+    }
+    size_t want = c->rsize;
+    if (want < c->proto.want_rbuf)
+        want = c->proto.want_rbuf;
+    while (want - c->rend < n)
+        want *= 2;
+    if (want == c->rsize)
         return true;
-    }
-    if (c->wbuf != NULL) {
-        mp_buf_put(ch, c->wbuf, c->wsize);
-        c->wbuf = NULL;
-        c->wsize = c->wstart = c->wend = 0;
-    }
-    c->want_write = false;
-    if (c->state == MP_CONN_CLOSING) {
-        conn_close(ch, c);
+    /* a request (a long multi-get line) longer than the buffer */
+    if (want > MP_RBUF_MAX)
         return false;
-    }
-    if (conn_set_events(ch, c, EPOLLIN) < 0) {
-        conn_close(ch, c);
+    char *nb = malloc(want);
+    if (nb == NULL)
         return false;
-    }
+    memcpy(nb, c->rbuf, c->rend);
+    mp_buf_put(ch, c->rbuf, c->rsize);
+    c->rbuf = nb;
+    c->rsize = (uint32_t)want;
     return true;
 }
 
-/* Runs the protocol over what is buffered, then sends the replies. */
-static void conn_run(mp_channel *ch, mp_conn *c)
+void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
+{
+    ch->stats.bytes_read += n;
+    c->last_active = mp_current_time;
+    if (c->rbuf != NULL) {
+        /* a partial request is waiting: append behind it */
+        if (!mp_conn_rbuf_room(ch, c, n)) {
+            ch->close(ch, c);
+            return;
+        }
+        memcpy(c->rbuf + c->rend, data, n);
+        c->rend += (uint32_t)n;
+    } else {
+        c->rbuf = data;
+        c->rsize = c->rend = (uint32_t)n;
+        c->rstart = 0;
+        c->rbuf_borrowed = true;
+    }
+    if (c->in_ready || c->blocked_out) {
+        /* it resumes later; the bytes must not stay in a borrowed buffer */
+        if (!conn_keep_input(ch, c))
+            ch->close(ch, c);
+        return;
+    }
+    mp_conn_run(ch, c);
+}
+
+/* ---- running the protocol ---- */
+
+void mp_conn_run(mp_channel *ch, mp_conn *c)
 {
     int r = mp_process(c, ch->eng->settings.reqs_per_event);
     if (r == MP_PROC_CLOSE) {
         if (!c->close_after_write) {
-            conn_close(ch, c);
+            if (c->rbuf_borrowed) {
+                c->rbuf = NULL;
+                c->rbuf_borrowed = false;
+            }
+            ch->close(ch, c);
             return;
         }
         c->state = MP_CONN_CLOSING;
         c->rstart = c->rend;   /* input after quit is ignored */
     }
     if (!conn_keep_input(ch, c)) {
-        conn_close(ch, c);
+        ch->close(ch, c);
         return;
     }
     if (r == MP_PROC_YIELD) {
@@ -246,139 +236,10 @@ static void conn_run(mp_channel *ch, mp_conn *c)
         else
             ready_push(ch, c);
     }
-    conn_flush(ch, c);
+    ch->flush(ch, c);
 }
 
-static void conn_readable(mp_channel *ch, mp_conn *c)
-{
-    if (c->in_ready || c->blocked_out || c->state != MP_CONN_OPEN)
-        return;
-    if (c->rbuf == NULL) {
-        c->rbuf = ch->scratch;
-        c->rsize = MP_SCRATCH_SIZE;
-        c->rstart = c->rend = 0;
-    } else {
-        if (c->rstart > 0) {
-            memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
-            c->rend -= c->rstart;
-            c->rstart = 0;
-        }
-        if (c->rend == c->rsize || c->proto.want_rbuf > c->rsize) {
-            /* a request (a long multi-get line) longer than the buffer */
-            size_t want = (size_t)c->rsize * 2;
-            if (want < c->proto.want_rbuf)
-                want = c->proto.want_rbuf;
-            if (want > MP_RBUF_MAX) {
-                conn_close(ch, c);
-                return;
-            }
-            char *nb = malloc(want);
-            if (nb == NULL) {
-                conn_close(ch, c);
-                return;
-            }
-            memcpy(nb, c->rbuf, c->rend);
-            mp_buf_put(ch, c->rbuf, c->rsize);
-            c->rbuf = nb;
-            c->rsize = (uint32_t)want;
-        }
-    }
-    ch->stats.syscalls++;
-    ch->stats.syscall_read++;
-    ssize_t n = recv(c->fd, c->rbuf + c->rend, c->rsize - c->rend, MSG_DONTWAIT);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            conn_keep_input(ch, c);
-            return;
-        }
-        conn_close(ch, c);
-        return;
-    }
-    ch->stats.bytes_read += (uint64_t)n;
-    c->rend += (uint32_t)n;
-    c->last_active = mp_current_time;
-    conn_run(ch, c);
-}
-
-static void conn_writable(mp_channel *ch, mp_conn *c)
-{
-    if (!conn_flush(ch, c))
-        return;
-    if (c->blocked_out && mp_out_pending(c) == 0) {
-        c->blocked_out = false;
-        if (c->rbuf == NULL) {
-            /* nothing buffered: the data is still in the socket */
-            return;
-        }
-        conn_run(ch, c);
-    }
-}
-
-/* ---- accepting: this channel's partition of each listening address ---- */
-
-static void reject(mp_channel *ch, int fd)
-{
-    ch->stats.syscalls += 2;
-    ch->stats.syscall_write++;
-    ch->stats.syscall_close++;
-    ch->stats.rejected_conns++;
-    ssize_t n = send(fd, too_many_conns, sizeof(too_many_conns) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
-    close(fd);
-}
-
-static void listener_ready(mp_channel *ch, mp_listener *l)
-{
-    mp_engine *eng = ch->eng;
-    for (int k = 0; k < MP_ACCEPTS_PER_TURN; k++) {
-        struct sockaddr_storage peer;
-        socklen_t len = sizeof(peer);
-        ch->stats.syscalls++;
-        ch->stats.syscall_accept++;
-        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            /* EAGAIN: drained (another channel may have won the race for a
-             * shared unix listener); EMFILE and friends: retried next turn. */
-            return;
-        }
-        int now = __atomic_add_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
-        if (now > eng->settings.maxconns || ch->free_head == MP_NO_SLOT) {
-            __atomic_sub_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
-            reject(ch, fd);
-            continue;
-        }
-        mp_conn *c = conn_open(ch, fd, l, &peer, len);
-        if (c == NULL) {
-            __atomic_sub_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
-            close(fd);
-            continue;
-        }
-        ch->stats.accepts++;
-        ch->stats.total_conns++;
-    }
-}
-
-/* ---- periodic work ---- */
-
-static void channel_maintain(mp_channel *ch)
-{
-    mp_engine *eng = ch->eng;
-    int nshards = mp_store_nshards(eng->store);
-    for (int s = ch->id; s < nshards; s += eng->nchannels)
-        mp_store_maintain(eng->store, s);
-    int idle = eng->settings.idle_timeout;
-    if (idle > 0) {
-        mp_rel_time now = mp_current_time;
-        for (uint32_t i = 0; i < ch->nslots; i++) {
-            mp_conn *c = &ch->conns[i];
-            if (c->state == MP_CONN_OPEN && !c->want_write &&
-                now - c->last_active > (mp_rel_time)idle)
-                conn_close(ch, c);
-        }
-    }
-}
+/* ---- end of a turn ---- */
 
 static void run_ready(mp_channel *ch)
 {
@@ -392,12 +253,42 @@ static void run_ready(mp_channel *ch)
         c->in_ready = false;
         c->next_free = MP_NO_SLOT;
         if (c->state == MP_CONN_OPEN)
-            conn_run(ch, c);
+            mp_conn_run(ch, c);
     }
 }
 
-static void hist_add(mp_channel *ch, int n)
+static void channel_maintain(mp_channel *ch)
 {
+    mp_engine *eng = ch->eng;
+    int nshards = mp_store_nshards(eng->store);
+    for (int s = ch->id; s < nshards; s += eng->nchannels)
+        mp_store_maintain(eng->store, s);
+    int idle = eng->settings.idle_timeout;
+    if (idle > 0) {
+        mp_rel_time now = mp_current_time;
+        for (uint32_t i = 0; i < ch->nslots; i++) {
+            mp_conn *c = &ch->conns[i];
+            if (c->state == MP_CONN_OPEN && mp_out_pending(c) == 0 && !c->send_inflight &&
+                now - c->last_active > (mp_rel_time)idle)
+                ch->close(ch, c);
+        }
+    }
+}
+
+void mp_channel_end_turn(mp_channel *ch)
+{
+    run_ready(ch);
+    uint64_t t = now_ms();
+    if (t - ch->last_maintain_ms >= MP_MAINTAIN_MS) {
+        ch->last_maintain_ms = t;
+        channel_maintain(ch);
+    }
+}
+
+void mp_channel_count_turn(mp_channel *ch, int n)
+{
+    ch->stats.loop_turns++;
+    ch->stats.events += (uint64_t)n;
     int b = 0;
     while (n > 0 && b < 7) {
         n >>= 1;
@@ -409,63 +300,9 @@ static void hist_add(mp_channel *ch, int n)
 int mp_channel_run(mp_engine *eng, int id)
 {
     mp_channel *ch = eng->channels[id];
-    struct epoll_event events[MP_EVENTS_PER_TURN];
-
-    while (!ch->stopping) {
-        mp_clock_update();
-        int timeout = ch->ready_head != MP_NO_SLOT ? 0 : MP_MAINTAIN_MS;
-        ch->stats.syscalls++;
-        ch->stats.syscall_wait++;
-        int n = epoll_wait(ch->epfd, events, MP_EVENTS_PER_TURN, timeout);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        mp_clock_update();
-        ch->stats.loop_turns++;
-        ch->stats.events += (uint64_t)n;
-        hist_add(ch, n);
-        for (int i = 0; i < n; i++) {
-            uint64_t u = events[i].data.u64;
-            uint64_t tag = u >> TAG_SHIFT;
-            if (tag == TAG_STOP) {
-                ch->stopping = 1;
-                continue;
-            }
-            if (tag == TAG_LISTENER) {
-                listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
-                continue;
-            }
-            uint32_t slot = (uint32_t)u;
-            mp_conn *c = &ch->conns[slot];
-            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != ((u >> 32) & GEN_MASK))
-                continue;
-            uint32_t e = events[i].events;
-            if (e & EPOLLOUT)
-                conn_writable(ch, c);
-            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != ((u >> 32) & GEN_MASK))
-                continue;
-            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                if (c->state == MP_CONN_CLOSING || c->blocked_out) {
-                    if (e & (EPOLLERR | EPOLLHUP))
-                        conn_close(ch, c);
-                } else {
-                    conn_readable(ch, c);
-                }
-            }
-        }
-        run_ready(ch);
-        uint64_t t = now_ms();
-        if (t - ch->last_maintain_ms >= MP_MAINTAIN_MS) {
-            ch->last_maintain_ms = t;
-            channel_maintain(ch);
-        }
-    }
-
-    for (uint32_t i = 0; i < ch->nslots; i++)
-        conn_close(ch, &ch->conns[i]);
-    return 0;
+    if (eng->use_uring)
+        return mp_uring_run(ch);
+    return mp_epoll_run(ch);
 }
 
 /* ---- set-up, called from the engine before the loop runs ---- */
@@ -477,13 +314,13 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
         return NULL;
     ch->id = id;
     ch->eng = eng;
-    ch->epfd = epoll_create1(EPOLL_CLOEXEC);
+    ch->epfd = -1;
     ch->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ch->nslots = (uint32_t)eng->settings.maxconns;
     ch->conns = calloc(ch->nslots, sizeof(mp_conn));
     ch->scratch = malloc(MP_SCRATCH_SIZE);
     ch->ready_head = ch->ready_tail = MP_NO_SLOT;
-    if (ch->epfd < 0 || ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL) {
+    if (ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL) {
         mp_channel_destroy(ch);
         return NULL;
     }
@@ -493,11 +330,6 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
         ch->conns[i].next_free = i + 1 < ch->nslots ? i + 1 : MP_NO_SLOT;
     }
     ch->free_head = ch->nslots > 0 ? 0 : MP_NO_SLOT;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP << TAG_SHIFT};
-    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->stop_fd, &ev) < 0) {
-        mp_channel_destroy(ch);
-        return NULL;
-    }
     return ch;
 }
 
@@ -505,10 +337,7 @@ void mp_channel_destroy(mp_channel *ch)
 {
     if (ch == NULL)
         return;
-    if (ch->conns != NULL)
-        for (uint32_t i = 0; i < ch->nslots; i++)
-            if (ch->conns[i].state != MP_CONN_FREE)
-                conn_close(ch, &ch->conns[i]);
+    /* the loop closed its connections on the way out */
     if (ch->epfd >= 0)
         close(ch->epfd);
     if (ch->stop_fd >= 0)
@@ -524,22 +353,15 @@ int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix)
 {
     if (ch->nlisteners >= MP_MAX_LISTENERS)
         return -1;
-    int idx = ch->nlisteners;
-    struct epoll_event ev = {.events = EPOLLIN,
-                             .data.u64 = (TAG_LISTENER << TAG_SHIFT) | (uint64_t)idx};
-    /* a unix listener is shared by all channels: wake only one per connection */
-    if (is_unix)
-        ev.events |= EPOLLEXCLUSIVE;
-    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-        return -1;
-    ch->listeners[idx].fd = fd;
-    ch->listeners[idx].is_unix = is_unix;
+    ch->listeners[ch->nlisteners].fd = fd;
+    ch->listeners[ch->nlisteners].is_unix = is_unix;
     ch->nlisteners++;
     return 0;
 }
 
 void mp_channel_stop(mp_channel *ch)
 {
+    ch->stopping = 1;
     uint64_t one = 1;
     ssize_t n = write(ch->stop_fd, &one, sizeof(one));
     (void)n;

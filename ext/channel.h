@@ -38,10 +38,17 @@ typedef struct mp_listener {
     bool is_unix;
 } mp_listener;
 
+typedef struct mp_uring mp_uring;
+
 struct mp_channel {
     int id;
     mp_engine *eng;
     mp_thread_stats stats;
+
+    /* the backend: how output leaves and how a descriptor is closed */
+    void (*flush)(mp_channel *ch, mp_conn *c);
+    void (*close)(mp_channel *ch, mp_conn *c);
+    mp_uring *uring;             /* NULL on epoll */
 
     int epfd;
     int stop_fd;                 /* eventfd written by mp_engine_stop */
@@ -63,6 +70,31 @@ struct mp_channel {
     uint64_t last_maintain_ms;
     uint64_t turn_hist[8];       /* events per turn: 0,1,2-3,4-7,...,64+ */
 };
+
+/* ---- shared by the backends (channel.c) ---- */
+
+/* Takes a free slot for an accepted descriptor; NULL when the table is full. */
+mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
+                      const struct sockaddr_storage *peer, socklen_t peerlen);
+/* Gives back buffers and the slot once the descriptor is closed. */
+void mp_conn_release(mp_channel *ch, mp_conn *c);
+/* Admission against -c; false: reject the connection. */
+bool mp_conn_admit(mp_channel *ch);
+/* Runs the protocol over what is buffered and hands replies to the backend. */
+void mp_conn_run(mp_channel *ch, mp_conn *c);
+/* Bytes that arrived in a buffer the connection does not own (the scratch
+ * buffer, a kernel-provided buffer): processed in place, the remainder kept. */
+void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n);
+/* Makes room for more input in the connection's own buffer; false: close. */
+bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n);
+/* End of a loop turn: resume connections that yielded, periodic maintenance. */
+void mp_channel_end_turn(mp_channel *ch);
+void mp_channel_count_turn(mp_channel *ch, int nevents);
+
+/* ---- backends ---- */
+int mp_epoll_run(mp_channel *ch);
+int mp_uring_run(mp_channel *ch);           /* -errno if the ring cannot start */
+int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
 
 mp_channel *mp_channel_create(mp_engine *eng, int id);
 void mp_channel_destroy(mp_channel *ch);

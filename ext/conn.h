@@ -36,6 +36,10 @@ typedef struct mp_conn {
     bool want_write;          /* waiting for EPOLLOUT */
     bool in_ready;            /* on the channel's ready list (budget exhausted) */
     bool blocked_out;         /* stopped at MP_OUT_HIGHWATER until output drains */
+    bool rbuf_borrowed;       /* rbuf is the channel's scratch or a kernel buffer */
+    bool fixed;               /* fd is an io_uring direct descriptor (lwsocket) */
+    bool recv_armed;          /* io_uring: a multishot receive is pending */
+    bool send_inflight;       /* io_uring: sbuf is being sent */
     uint32_t events;          /* epoll interest currently registered */
     uint32_t next_free;       /* free list / ready list link */
     mp_rel_time last_active;
@@ -44,6 +48,8 @@ typedef struct mp_conn {
     uint32_t rsize, rstart, rend;
     char *wbuf;               /* output: [wstart, wend) is unsent */
     uint32_t wsize, wstart, wend;
+    char *sbuf;               /* io_uring: output handed to the kernel, */
+    uint32_t ssize, sstart, send;   /* [sstart, send) not yet acknowledged */
 
     struct mp_channel *ch;
     struct sockaddr_storage peer;

@@ -43,6 +43,21 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
+    if (strcmp(settings->io_engine, "epoll") != 0) {
+        char why[96] = "";
+        int ok = mp_uring_probe(why, sizeof(why)) == 0;
+        if (!ok && strcmp(settings->io_engine, "uring") == 0) {
+            snprintf(err, errlen, "io_uring is not available: %s", why);
+            goto fail;
+        }
+        eng->use_uring = ok;
+        if (!ok)
+            snprintf(eng->engine_desc, sizeof(eng->engine_desc), "epoll (io_uring: %s)", why);
+    }
+    if (eng->engine_desc[0] == 0)
+        snprintf(eng->engine_desc, sizeof(eng->engine_desc), "%s",
+                 eng->use_uring ? "io_uring" : "epoll");
+    strcpy(eng->settings.io_engine, eng->use_uring ? "uring" : "epoll");
     eng->store = mp_store_create(&eng->settings, pow2_at_least(eng->nchannels), err, errlen);
     if (eng->store == NULL)
         goto fail;

@@ -1,0 +1,262 @@
+/* The epoll backend: the fallback where io_uring is unavailable.
+ *
+ * One turn: epoll_wait for up to MP_EVENTS_PER_TURN events; accept on ready
+ * listeners; for each readable connection one recv into the channel's scratch
+ * buffer (or behind a partial request it keeps), the protocol over all of it,
+ * and the replies of every pipelined request in one send.  Level-triggered:
+ * a connection not read this turn (it yielded, or its output is blocked) is
+ * reported again by the next epoll_wait, so nothing is lost by skipping it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "clock.h"
+#include "conn.h"
+
+/* epoll user data: tag in the top two bits, then the slot's generation, then
+ * the slot, so an event for a slot closed and reused within one batch is
+ * recognised as stale. */
+#define TAG_CONN     0ULL
+#define TAG_LISTENER 1ULL
+#define TAG_STOP     2ULL
+#define TAG_SHIFT    62
+#define GEN_MASK     0x3fffffffULL
+
+static const char too_many_conns[] = "ERROR Too many open connections\r\n";
+
+static inline uint64_t conn_token(const mp_conn *c)
+{
+    return (TAG_CONN << TAG_SHIFT) | (((uint64_t)c->gen & GEN_MASK) << 32) | c->slot;
+}
+
+static int set_events(mp_channel *ch, mp_conn *c, uint32_t events)
+{
+    if (c->events == events)
+        return 0;
+    struct epoll_event ev = {.events = events, .data.u64 = conn_token(c)};
+    ch->stats.syscalls++;
+    ch->stats.syscall_ctl++;
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        return -1;
+    c->events = events;
+    return 0;
+}
+
+static void epoll_close(mp_channel *ch, mp_conn *c)
+{
+    if (c->state == MP_CONN_FREE)
+        return;
+    ch->stats.syscalls++;
+    ch->stats.syscall_close++;
+    close(c->fd);   /* also leaves the epoll set */
+    mp_conn_release(ch, c);
+}
+
+/* One send of everything pending. */
+static void epoll_flush(mp_channel *ch, mp_conn *c)
+{
+    uint32_t pending = c->wend - c->wstart;
+    if (pending > 0) {
+        ch->stats.syscalls++;
+        ch->stats.syscall_write++;
+        ssize_t n = send(c->fd, c->wbuf + c->wstart, pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                epoll_close(ch, c);
+                return;
+            }
+            n = 0;
+        }
+        ch->stats.bytes_written += (uint64_t)n;
+        c->wstart += (uint32_t)n;
+        pending -= (uint32_t)n;
+    }
+    if (pending > 0) {
+        /* a connection that stopped at the high-water mark, or is closing,
+         * reads nothing more until its output drains */
+        uint32_t ev = (c->blocked_out || c->state == MP_CONN_CLOSING) ? EPOLLOUT
+                                                                      : EPOLLIN | EPOLLOUT;
+        if (set_events(ch, c, ev) < 0)
+            epoll_close(ch, c);
+        return;
+    }
+    if (c->wbuf != NULL) {
+        mp_buf_put(ch, c->wbuf, c->wsize);
+        c->wbuf = NULL;
+        c->wsize = c->wstart = c->wend = 0;
+    }
+    if (c->state == MP_CONN_CLOSING) {
+        epoll_close(ch, c);
+        return;
+    }
+    if (set_events(ch, c, EPOLLIN) < 0)
+        epoll_close(ch, c);
+}
+
+static void conn_readable(mp_channel *ch, mp_conn *c)
+{
+    char *dst;
+    size_t room;
+    if (c->rbuf == NULL) {
+        dst = ch->scratch;
+        room = MP_SCRATCH_SIZE;
+    } else {
+        /* behind the partial request the connection keeps */
+        if (!mp_conn_rbuf_room(ch, c, c->rend == c->rsize ? c->rsize : 1)) {
+            epoll_close(ch, c);
+            return;
+        }
+        dst = c->rbuf + c->rend;
+        room = c->rsize - c->rend;
+    }
+    ch->stats.syscalls++;
+    ch->stats.syscall_read++;
+    ssize_t n = recv(c->fd, dst, room, MSG_DONTWAIT);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        epoll_close(ch, c);
+        return;
+    }
+    if (c->rbuf == NULL) {
+        mp_conn_input(ch, c, dst, (size_t)n);
+        return;
+    }
+    ch->stats.bytes_read += (uint64_t)n;
+    c->rend += (uint32_t)n;
+    c->last_active = mp_current_time;
+    mp_conn_run(ch, c);
+}
+
+static void conn_writable(mp_channel *ch, mp_conn *c)
+{
+    epoll_flush(ch, c);
+    if (c->state != MP_CONN_OPEN)
+        return;
+    if (c->blocked_out && mp_out_pending(c) == 0) {
+        c->blocked_out = false;
+        if (c->rbuf != NULL)
+            mp_conn_run(ch, c);
+    }
+}
+
+static void listener_ready(mp_channel *ch, mp_listener *l)
+{
+    for (int k = 0; k < MP_ACCEPTS_PER_TURN; k++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        ch->stats.syscalls++;
+        ch->stats.syscall_accept++;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            /* EAGAIN: drained (another channel may have won the race for a
+             * shared unix listener); EMFILE and friends: retried next turn */
+            return;
+        }
+        if (!mp_conn_admit(ch)) {
+            ch->stats.syscalls += 2;
+            ssize_t w = send(fd, too_many_conns, sizeof(too_many_conns) - 1,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+            close(fd);
+            continue;
+        }
+        mp_conn *c = mp_conn_open(ch, fd, l, &peer, len);
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (c != NULL) {
+            c->events = EPOLLIN;
+            ev.data.u64 = conn_token(c);
+            ch->stats.syscalls++;
+            ch->stats.syscall_ctl++;
+            if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+                continue;
+            epoll_close(ch, c);
+        } else {
+            __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
+            close(fd);
+        }
+    }
+}
+
+static int epoll_setup(mp_channel *ch)
+{
+    ch->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ch->epfd < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP << TAG_SHIFT};
+    if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->stop_fd, &ev) < 0)
+        return -1;
+    for (int i = 0; i < ch->nlisteners; i++) {
+        ev.events = EPOLLIN;
+        ev.data.u64 = (TAG_LISTENER << TAG_SHIFT) | (uint64_t)i;
+        /* a unix listener is shared by all channels: wake one per connection */
+        if (ch->listeners[i].is_unix)
+            ev.events |= EPOLLEXCLUSIVE;
+        if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->listeners[i].fd, &ev) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int mp_epoll_run(mp_channel *ch)
+{
+    struct epoll_event events[MP_EVENTS_PER_TURN];
+    ch->flush = epoll_flush;
+    ch->close = epoll_close;
+    if (epoll_setup(ch) < 0)
+        return -1;
+
+    while (!ch->stopping) {
+        mp_clock_update();
+        int timeout = ch->ready_head != MP_NO_SLOT ? 0 : MP_MAINTAIN_MS;
+        ch->stats.syscalls++;
+        ch->stats.syscall_wait++;
+        int n = epoll_wait(ch->epfd, events, MP_EVENTS_PER_TURN, timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        mp_clock_update();
+        mp_channel_count_turn(ch, n);
+        for (int i = 0; i < n; i++) {
+            uint64_t u = events[i].data.u64;
+            uint64_t tag = u >> TAG_SHIFT;
+            if (tag == TAG_STOP) {
+                ch->stopping = 1;
+                continue;
+            }
+            if (tag == TAG_LISTENER) {
+                listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
+                continue;
+            }
+            mp_conn *c = &ch->conns[(uint32_t)u];
+            uint32_t gen = (uint32_t)((u >> 32) & GEN_MASK);
+            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
+                continue;
+            uint32_t e = events[i].events;
+            if (e & EPOLLOUT)
+                conn_writable(ch, c);
+            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
+                continue;
+            if (!(e & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                continue;
+            if (c->state == MP_CONN_OPEN && !c->in_ready && !c->blocked_out)
+                conn_readable(ch, c);
+            else if (e & (EPOLLERR | EPOLLHUP))
+                epoll_close(ch, c);
+        }
+        mp_channel_end_turn(ch);
+    }
+
+    for (uint32_t i = 0; i < ch->nslots; i++)
+        epoll_close(ch, &ch->conns[i]);
+    return 0;
+}
