@@ -79,6 +79,7 @@ struct config {
     double warmup;
     int preload;
     int preload_only;
+    int preloaded;              /* an earlier run stored every key */
     int fill_on_miss;           /* hit-ratio mode: get, and set on a miss */
     int allow_miss;
     int src_addrs;
@@ -543,7 +544,7 @@ static inline void count_hit(int hit)
 /* A miss is an error only where every key must be there: after a preload. */
 static inline int miss_is_error(void)
 {
-    return cfg.preload && !cfg.fill_on_miss && !cfg.allow_miss && phase != PH_PRELOAD;
+    return (cfg.preload || cfg.preloaded) && !cfg.fill_on_miss && !cfg.allow_miss && phase != PH_PRELOAD;
 }
 
 static inline char *find_crlf(char *p, char *end)
@@ -1192,10 +1193,10 @@ static void report(const struct window *w)
     json_str(f, cfg.label);
     fprintf(f, ", \"mode\": \"%s\", \"config\": {\"port\": %d, \"conns\": %d, \"depth\": %d, \"mget\": %d, "
                "\"reqs_per_conn\": %d, \"get_ratio\": %.4f, \"value_size\": %d, \"keys\": %" PRIu64 ", "
-               "\"zipf\": %.4f, \"duration\": %.3f, \"warmup\": %.3f, \"preload\": %d, \"fill_on_miss\": %d, "
+               "\"zipf\": %.4f, \"duration\": %.3f, \"warmup\": %.3f, \"preload\": %d, \"preloaded\": %d, \"fill_on_miss\": %d, "
                "\"src_addrs\": %d, \"linger0\": %d, \"nodelay\": %d, \"seed\": %" PRIu64 "},\n",
             mode_name(), cfg.port, cfg.conns, cfg.depth, cfg.mget, cfg.reqs_per_conn, cfg.get_ratio,
-            cfg.value_size, cfg.keys, cfg.zipf, cfg.duration, cfg.warmup, cfg.preload, cfg.fill_on_miss,
+            cfg.value_size, cfg.keys, cfg.zipf, cfg.duration, cfg.warmup, cfg.preload, cfg.preloaded, cfg.fill_on_miss,
             cfg.src_addrs, cfg.linger0, cfg.nodelay, cfg.seed);
     fprintf(f, " \"window_s\": %.6f, \"requests\": %" PRIu64 ", \"requests_per_s\": %.1f, \"gets\": %" PRIu64
                ", \"sets\": %" PRIu64 ", \"fills\": %" PRIu64 ", \"keys_per_s\": %.1f,\n",
@@ -1346,6 +1347,7 @@ static void usage(FILE *f)
         "  -w, --warmup S         warm-up seconds before measuring (1)\n"
         "  -P, --preload          store every key before the run; then a miss is an error\n"
         "      --preload-only     store every key and exit\n"
+        "      --preloaded        an earlier --preload-only stored every key: a miss is an error\n"
         "      --fill-on-miss     hit-ratio mode: get, and set the key when it missed\n"
         "      --allow-miss       misses are not errors even after --preload\n"
         "      --src-addrs N      spread connections over 127.0.0.1..N (default 16 in churn)\n"
@@ -1363,7 +1365,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    enum { O_PREFIX = 256, O_PRELOAD_ONLY, O_FILL, O_ALLOW_MISS, O_SRC, O_LINGER0, O_NONODELAY, O_TIMEOUT,
+    enum { O_PREFIX = 256, O_PRELOAD_ONLY, O_PRELOADED, O_FILL, O_ALLOW_MISS, O_SRC, O_LINGER0, O_NONODELAY, O_TIMEOUT,
            O_SEED, O_PID, O_STATS, O_LABEL, O_MAXERR, O_JSON };
     static const struct option opts[] = {
         {"host", required_argument, 0, 's'}, {"port", required_argument, 0, 'p'},
@@ -1373,7 +1375,8 @@ int main(int argc, char **argv)
         {"keys", required_argument, 0, 'k'}, {"key-prefix", required_argument, 0, O_PREFIX},
         {"zipf", required_argument, 0, 'z'}, {"duration", required_argument, 0, 'd'},
         {"warmup", required_argument, 0, 'w'}, {"preload", no_argument, 0, 'P'},
-        {"preload-only", no_argument, 0, O_PRELOAD_ONLY}, {"fill-on-miss", no_argument, 0, O_FILL},
+        {"preload-only", no_argument, 0, O_PRELOAD_ONLY},
+        {"preloaded", no_argument, 0, O_PRELOADED}, {"fill-on-miss", no_argument, 0, O_FILL},
         {"allow-miss", no_argument, 0, O_ALLOW_MISS}, {"src-addrs", required_argument, 0, O_SRC},
         {"linger0", no_argument, 0, O_LINGER0}, {"no-nodelay", no_argument, 0, O_NONODELAY},
         {"timeout", required_argument, 0, O_TIMEOUT}, {"seed", required_argument, 0, O_SEED},
@@ -1399,6 +1402,7 @@ int main(int argc, char **argv)
         case 'P': cfg.preload = 1; break;
         case O_PREFIX: cfg.prefix = optarg; break;
         case O_PRELOAD_ONLY: cfg.preload = cfg.preload_only = 1; break;
+        case O_PRELOADED: cfg.preloaded = 1; break;
         case O_FILL: cfg.fill_on_miss = 1; break;
         case O_ALLOW_MISS: cfg.allow_miss = 1; break;
         case O_SRC: cfg.src_addrs = atoi(optarg); break;
