@@ -65,6 +65,8 @@ def _root_flags():
 
 SERVERS = {
     "memcached": {"argv": ["memcached"], "env": {}},
+    # memcached against itself: an A/A run shows the noise floor of the ratios.
+    "memcached-aa": {"argv": ["memcached"], "env": {}},
     "mpcache": {"argv": [sys.executable, "-m", "mpcache"], "env": {}},
     "mpcache-epoll": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "epoll"}},
     "mpcache-uring": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "uring"}},
