@@ -183,6 +183,8 @@ bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
 
 void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
 {
+    if (c->state != MP_CONN_OPEN)
+        return;   /* closing: input after quit is ignored */
     ch->stats.bytes_read += n;
     c->last_active = mp_current_time;
     if (c->rbuf != NULL) {
@@ -300,8 +302,13 @@ void mp_channel_count_turn(mp_channel *ch, int n)
 int mp_channel_run(mp_engine *eng, int id)
 {
     mp_channel *ch = eng->channels[id];
-    if (eng->use_uring)
-        return mp_uring_run(ch);
+    if (eng->use_uring) {
+        int rc = mp_uring_run(ch);
+        if (rc != MP_URING_FALLBACK)
+            return rc;
+        ch->flush = NULL;
+        ch->close = NULL;
+    }
     return mp_epoll_run(ch);
 }
 

@@ -93,7 +93,9 @@ void mp_channel_count_turn(mp_channel *ch, int nevents);
 
 /* ---- backends ---- */
 int mp_epoll_run(mp_channel *ch);
-int mp_uring_run(mp_channel *ch);           /* -errno if the ring cannot start */
+/* MP_URING_FALLBACK: the ring could not be set up, run epoll instead */
+#define MP_URING_FALLBACK 1
+int mp_uring_run(mp_channel *ch);
 int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
 
 mp_channel *mp_channel_create(mp_engine *eng, int id);

@@ -24,7 +24,10 @@ struct mp_channel;
  * a client that pipelines without reading cannot make us buffer unboundedly. */
 #define MP_OUT_HIGHWATER (1024 * 1024)
 
-typedef enum { MP_CONN_FREE = 0, MP_CONN_OPEN, MP_CONN_CLOSING } mp_conn_state;
+/* CLOSING: flush the output, then close (quit).  DEAD: io_uring only, the
+ * descriptor is being torn down and the slot waits for the completions of
+ * operations still in flight, which may reference its buffers. */
+typedef enum { MP_CONN_FREE = 0, MP_CONN_OPEN, MP_CONN_CLOSING, MP_CONN_DEAD } mp_conn_state;
 
 typedef struct mp_conn {
     int fd;

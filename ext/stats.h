@@ -19,7 +19,7 @@
     /* MegaPipe mechanics, per channel */ \
     X(requests) X(syscalls) X(accepts) X(loop_turns) X(events) \
     X(syscall_wait) X(syscall_read) X(syscall_write) X(syscall_accept) \
-    X(syscall_close) X(syscall_ctl)
+    X(syscall_close) X(syscall_ctl) X(sqes)
 
 typedef struct mp_thread_stats {
 #define MP_STAT_FIELD(name) uint64_t name;

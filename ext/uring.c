@@ -1,17 +1,498 @@
-/* The io_uring backend (placeholder until the ring loop lands). */
+/* The io_uring backend: MegaPipe's batched system calls and lwsockets.
+ *
+ * One turn is one io_uring_enter: it submits every accept, receive, send and
+ * close the previous turn produced and waits for completions; the turn then
+ * reaps all completions, runs the protocol over everything that arrived, and
+ * queues one send per connection with replies.  Listeners are served by a
+ * multishot accept that puts each connection straight into the ring's sparse
+ * file table (a direct descriptor, never in the process file table: the
+ * lwsocket); receives are multishot from a provided-buffer ring, so idle
+ * connections pin no receive memory.
+ *
+ * user_data carries (operation, generation, slot): a completion for a slot
+ * that was closed and reused is recognised by its generation and dropped.
+ *
+ * A send hands the connection's output buffer to the kernel (sbuf) and starts
+ * a fresh one for later replies, so the bytes the kernel reads never move.
+ * A connection is torn down only when no operation that could reference its
+ * buffers is in flight (state DEAD waits for them).
+ */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "channel.h"
+#include "clock.h"
+#include "conn.h"
+#include "ring.h"
+
+/* Submission queue size: a busy turn queues a send per connection plus
+ * re-arms; when it fills we submit early, so this bounds nothing else. */
+#define MP_URING_SQ 1024
+/* Completion queue: multishot receives can post many CQEs per connection. */
+#define MP_URING_CQ 8192
+/* Provided receive buffers per channel and their size: 256 x 16 KiB keeps a
+ * channel's receive memory at 4 MiB however many connections are open. */
+#define MP_URING_NBUFS 256
+#define MP_URING_BUFSIZE 16384
+#define MP_URING_BGID 1
+
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL };
+
+#define UD(op, gen, slot) (((uint64_t)(op) << 56) | (((uint64_t)(gen) & 0xffffff) << 32) | (slot))
+#define UD_OP(u)   ((unsigned)((u) >> 56))
+#define UD_GEN(u)  ((uint32_t)(((u) >> 32) & 0xffffff))
+#define UD_SLOT(u) ((uint32_t)(u))
+
+struct mp_uring {
+    mp_ring ring;
+    mp_bufring bufs;
+    bool direct;                 /* accept into the registered file table */
+    bool rearm_accept[MP_MAX_LISTENERS];
+    uint64_t stop_val;
+};
+
+static const char too_many_conns[] = "ERROR Too many open connections\r\n";
+
+/* ---- submission helpers ---- */
+
+static struct io_uring_sqe *get_sqe(mp_channel *ch)
+{
+    mp_ring *r = &ch->uring->ring;
+    struct io_uring_sqe *sqe = mp_ring_sqe(r);
+    if (sqe == NULL) {
+        /* full: submit what we have without waiting, then there is room */
+        ch->stats.syscalls++;
+        mp_ring_submit(r, 0, -1);
+        sqe = mp_ring_sqe(r);
+    }
+    ch->stats.sqes++;
+    return sqe;
+}
+
+static void set_fd(mp_channel *ch, struct io_uring_sqe *sqe, const mp_conn *c)
+{
+    sqe->fd = c->fd;
+    if (c->fixed)
+        sqe->flags |= IOSQE_FIXED_FILE;
+    (void)ch;
+}
+
+static void arm_accept(mp_channel *ch, int i)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_ACCEPT;
+    sqe->fd = ch->listeners[i].fd;
+    sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+    /* a direct descriptor has no file-table entry to close on exec, and
+     * the kernel rejects SOCK_CLOEXEC for it */
+    if (ch->uring->direct)
+        sqe->file_index = IORING_FILE_INDEX_ALLOC;
+    else
+        sqe->accept_flags = SOCK_CLOEXEC;
+    sqe->user_data = UD(OP_ACCEPT, 0, (uint32_t)i);
+}
+
+static void arm_recv(mp_channel *ch, mp_conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_RECV;
+    set_fd(ch, sqe, c);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = MP_URING_BGID;
+    sqe->ioprio = IORING_RECV_MULTISHOT;
+    sqe->user_data = UD(OP_RECV, c->gen, c->slot);
+    c->recv_armed = true;
+}
+
+static void submit_send(mp_channel *ch, mp_conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_SEND;
+    set_fd(ch, sqe, c);
+    sqe->addr = (uint64_t)(uintptr_t)(c->sbuf + c->sstart);
+    sqe->len = c->send - c->sstart;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = UD(OP_SEND, c->gen, c->slot);
+    c->send_inflight = true;
+    ch->stats.syscall_write++;   /* counted as the send it replaces */
+}
+
+static void close_descriptor(mp_channel *ch, int fd, bool fixed, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_CLOSE;
+    if (fixed) {
+        sqe->fd = 0;
+        sqe->file_index = (uint32_t)fd + 1;
+    } else {
+        sqe->fd = fd;
+    }
+    sqe->user_data = ud;
+    ch->stats.syscall_close++;
+}
+
+/* ---- connection teardown ---- */
+
+static void finish_close(mp_channel *ch, mp_conn *c)
+{
+    close_descriptor(ch, c->fd, c->fixed, UD(OP_CLOSE, 0, 0));
+    mp_conn_release(ch, c);
+}
+
+static void uring_close(mp_channel *ch, mp_conn *c)
+{
+    if (c->state == MP_CONN_FREE || c->state == MP_CONN_DEAD)
+        return;
+    if (c->rbuf_borrowed) {
+        c->rbuf = NULL;
+        c->rbuf_borrowed = false;
+    }
+    if (!c->recv_armed && !c->send_inflight) {
+        finish_close(ch, c);
+        return;
+    }
+    c->state = MP_CONN_DEAD;
+    if (c->recv_armed) {
+        struct io_uring_sqe *sqe = get_sqe(ch);
+        sqe->opcode = IORING_OP_ASYNC_CANCEL;
+        sqe->addr = UD(OP_RECV, c->gen, c->slot);
+        sqe->user_data = UD(OP_CANCEL, 0, 0);
+    }
+    /* an in-flight send completes (or fails) on its own */
+}
+
+static void dead_progress(mp_channel *ch, mp_conn *c)
+{
+    if (c->state == MP_CONN_DEAD && !c->recv_armed && !c->send_inflight)
+        finish_close(ch, c);
+}
+
+/* ---- output ---- */
+
+static void uring_flush(mp_channel *ch, mp_conn *c)
+{
+    if (c->state == MP_CONN_DEAD || c->state == MP_CONN_FREE || c->send_inflight)
+        return;
+    if (mp_out_pending(c) == 0) {
+        if (c->wbuf != NULL) {
+            mp_buf_put(ch, c->wbuf, c->wsize);
+            c->wbuf = NULL;
+            c->wsize = c->wstart = c->wend = 0;
+        }
+        if (c->state == MP_CONN_CLOSING)
+            uring_close(ch, c);
+        return;
+    }
+    /* hand the buffer to the kernel; later replies start a fresh one */
+    mp_buf_put(ch, c->sbuf, c->ssize);
+    c->sbuf = c->wbuf;
+    c->ssize = c->wsize;
+    c->sstart = c->wstart;
+    c->send = c->wend;
+    c->wbuf = NULL;
+    c->wsize = c->wstart = c->wend = 0;
+    submit_send(ch, c);
+}
+
+static void on_send(mp_channel *ch, mp_conn *c, int res)
+{
+    c->send_inflight = false;
+    if (c->state == MP_CONN_DEAD) {
+        dead_progress(ch, c);
+        return;
+    }
+    if (res < 0) {
+        if (res == -EINTR || res == -EAGAIN) {
+            submit_send(ch, c);
+            return;
+        }
+        uring_close(ch, c);
+        return;
+    }
+    ch->stats.bytes_written += (uint64_t)res;
+    c->sstart += (uint32_t)res;
+    if (c->sstart < c->send) {
+        submit_send(ch, c);
+        return;
+    }
+    mp_buf_put(ch, c->sbuf, c->ssize);
+    c->sbuf = NULL;
+    c->ssize = c->sstart = c->send = 0;
+    if (c->blocked_out && mp_out_pending(c) <= MP_OUT_HIGHWATER) {
+        c->blocked_out = false;
+        if (c->rbuf != NULL) {
+            mp_conn_run(ch, c);   /* flushes what it produces */
+            return;
+        }
+    }
+    uring_flush(ch, c);
+}
+
+/* ---- input ---- */
+
+static void on_recv(mp_channel *ch, mp_conn *c, int res, unsigned flags)
+{
+    mp_uring *u = ch->uring;
+    bool more = (flags & IORING_CQE_F_MORE) != 0;
+    if (!more)
+        c->recv_armed = false;
+    if (c->state == MP_CONN_DEAD) {
+        dead_progress(ch, c);
+        return;
+    }
+    if (res > 0) {
+        unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        ch->stats.syscall_read++;   /* counted as the read it replaces */
+        mp_conn_input(ch, c, mp_bufring_addr(&u->bufs, bid), (size_t)res);
+        if (c->state == MP_CONN_OPEN && !c->recv_armed)
+            arm_recv(ch, c);
+        return;
+    }
+    if (res == -ENOBUFS) {
+        /* every provided buffer is in use this turn; they come back at its end */
+        if (!c->recv_armed)
+            arm_recv(ch, c);
+        return;
+    }
+    /* 0: the peer closed; anything else: the connection failed */
+    if (c->state == MP_CONN_CLOSING && res == 0)
+        return;   /* still flushing the reply to quit */
+    uring_close(ch, c);
+}
+
+/* ---- accepting ---- */
+
+static void reject(mp_channel *ch, int fd)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    if (ch->uring->direct)
+        sqe->flags |= IOSQE_FIXED_FILE;
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe->addr = (uint64_t)(uintptr_t)too_many_conns;
+    sqe->len = sizeof(too_many_conns) - 1;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = UD(OP_REJECT, 0, 0);
+    close_descriptor(ch, fd, ch->uring->direct, UD(OP_REJECT, 0, 0));
+}
+
+static void on_accept(mp_channel *ch, uint32_t idx, int res, unsigned flags)
+{
+    /* EINVAL/EBADF/ENOTSOCK would fail again at once: that listener is
+     * dropped rather than spinning; EMFILE, ENFILE (table full) and the
+     * like are retried next turn */
+    if (!(flags & IORING_CQE_F_MORE) && res != -EINVAL && res != -EBADF && res != -ENOTSOCK)
+        ch->uring->rearm_accept[idx] = true;
+    if (res < 0)
+        return;
+    ch->stats.syscall_accept++;   /* counted as the accept4 it replaces */
+    if (!mp_conn_admit(ch)) {
+        reject(ch, res);
+        return;
+    }
+    mp_conn *c = mp_conn_open(ch, res, &ch->listeners[idx], NULL, 0);
+    if (c == NULL) {
+        __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
+        close_descriptor(ch, res, ch->uring->direct, UD(OP_CLOSE, 0, 0));
+        return;
+    }
+    c->fixed = ch->uring->direct;
+    arm_recv(ch, c);
+}
+
+static void arm_stop(mp_channel *ch)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_READ;
+    sqe->fd = ch->stop_fd;
+    sqe->addr = (uint64_t)(uintptr_t)&ch->uring->stop_val;
+    sqe->len = sizeof(ch->uring->stop_val);
+    sqe->user_data = UD(OP_STOP, 0, 0);
+}
+
+/* ---- set-up ---- */
+
+static int ring_features_ok(mp_ring *r, char *why, size_t whylen)
+{
+    static const struct { int op; const char *name; } need[] = {
+        {IORING_OP_ACCEPT, "accept"}, {IORING_OP_RECV, "recv"}, {IORING_OP_SEND, "send"},
+        {IORING_OP_CLOSE, "close"}, {IORING_OP_ASYNC_CANCEL, "cancel"},
+        {IORING_OP_READ, "read"},
+    };
+    if (!(r->features & IORING_FEAT_EXT_ARG)) {
+        snprintf(why, whylen, "kernel lacks IORING_FEAT_EXT_ARG");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+        if (!mp_ring_probe_op(r, need[i].op)) {
+            snprintf(why, whylen, "kernel lacks IORING_OP_%s", need[i].name);
+            return -1;
+        }
+    return 0;
+}
+
+static int register_files(mp_ring *r, unsigned n)
+{
+    struct io_uring_rsrc_register reg = {.nr = n, .flags = IORING_RSRC_REGISTER_SPARSE};
+    return mp_ring_register(r, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+}
 
 int mp_uring_probe(char *why, size_t whylen)
 {
-    snprintf(why, whylen, "not built yet");
-    return -1;
+    mp_ring r;
+    int rc = mp_ring_init(&r, 8, 16, 0);
+    if (rc < 0) {
+        snprintf(why, whylen, "io_uring_setup: %s", strerror(-rc));
+        return -1;
+    }
+    if (ring_features_ok(&r, why, whylen) < 0) {
+        mp_ring_exit(&r);
+        return -1;
+    }
+    mp_bufring b;
+    rc = mp_bufring_init(&r, &b, MP_URING_BGID, 2, 64);
+    if (rc < 0) {
+        snprintf(why, whylen, "provided buffer rings: %s", strerror(-rc));
+        mp_ring_exit(&r);
+        return -1;
+    }
+    mp_bufring_free(&r, &b);
+    mp_ring_exit(&r);
+    return 0;
+}
+
+static int uring_setup(mp_channel *ch)
+{
+    mp_uring *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return -ENOMEM;
+    ch->uring = u;
+    /* created on the channel's own thread: SINGLE_ISSUER binds it here */
+    int rc = mp_ring_init(&u->ring, MP_URING_SQ, MP_URING_CQ,
+                          IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                              IORING_SETUP_COOP_TASKRUN);
+    if (rc < 0)
+        return rc;
+    rc = mp_bufring_init(&u->ring, &u->bufs, MP_URING_BGID, MP_URING_NBUFS, MP_URING_BUFSIZE);
+    if (rc < 0)
+        return rc;
+    u->direct = register_files(&u->ring, ch->nslots + 64) >= 0;
+    snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
+             "io_uring (%s%s%s, multishot accept+recv, provided buffers)",
+             u->direct ? "direct descriptors" : "regular descriptors",
+             (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ", single issuer" : "",
+             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ", deferred task run" : "");
+    arm_stop(ch);
+    for (int i = 0; i < ch->nlisteners; i++)
+        arm_accept(ch, i);
+    return 0;
+}
+
+static void uring_teardown(mp_channel *ch)
+{
+    mp_uring *u = ch->uring;
+    if (u == NULL)
+        return;
+    /* closing the ring cancels what is in flight and closes the direct
+     * descriptors; only then are the connections' buffers ours again */
+    if (u->ring.fd >= 0)
+        mp_ring_exit(&u->ring);
+    for (uint32_t i = 0; i < ch->nslots; i++) {
+        mp_conn *c = &ch->conns[i];
+        if (c->state != MP_CONN_FREE) {
+            if (!c->fixed)
+                close(c->fd);
+            if (c->rbuf_borrowed) {
+                c->rbuf = NULL;
+                c->rbuf_borrowed = false;
+            }
+            mp_conn_release(ch, c);
+        }
+    }
+    mp_bufring_free(&u->ring, &u->bufs);
+    free(u);
+    ch->uring = NULL;
+}
+
+/* ---- the loop ---- */
+
+static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    unsigned op = UD_OP(ud);
+    if (op == OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER)) {
+        /* whoever gets the data, the buffer goes back at the end of the turn
+         * (mp_conn_input copies what it must keep) */
+        mp_bufring_recycle(&ch->uring->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    }
+    switch (op) {
+    case OP_ACCEPT:
+        on_accept(ch, UD_SLOT(ud), cqe->res, cqe->flags);
+        return;
+    case OP_STOP:
+        ch->stopping = 1;
+        return;
+    case OP_RECV:
+    case OP_SEND: {
+        uint32_t slot = UD_SLOT(ud);
+        if (slot >= ch->nslots)
+            return;
+        mp_conn *c = &ch->conns[slot];
+        if (c->state == MP_CONN_FREE || (c->gen & 0xffffff) != UD_GEN(ud))
+            return;
+        if (op == OP_RECV)
+            on_recv(ch, c, cqe->res, cqe->flags);
+        else
+            on_send(ch, c, cqe->res);
+        return;
+    }
+    default:
+        return;   /* close, reject, cancel: nothing to do */
+    }
 }
 
 int mp_uring_run(mp_channel *ch)
 {
-    (void)ch;
-    return -ENOSYS;
+    ch->flush = uring_flush;
+    ch->close = uring_close;
+    int rc = uring_setup(ch);
+    if (rc < 0) {
+        uring_teardown(ch);
+        snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
+                 "epoll (io_uring set-up failed: %s)", strerror(-rc));
+        return MP_URING_FALLBACK;
+    }
+    mp_ring *r = &ch->uring->ring;
+
+    while (!ch->stopping) {
+        mp_clock_update();
+        bool busy = ch->ready_head != MP_NO_SLOT;
+        ch->stats.syscalls++;
+        ch->stats.syscall_wait++;
+        rc = mp_ring_submit(r, busy ? 0 : 1, MP_MAINTAIN_MS);
+        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
+            break;
+        mp_clock_update();
+        unsigned head;
+        unsigned n = mp_ring_cq_ready(r, &head);
+        for (unsigned i = 0; i < n; i++)
+            dispatch(ch, mp_ring_cqe_at(r, head + i));
+        mp_ring_cq_advance(r, n);
+        mp_bufring_commit(&ch->uring->bufs);
+        mp_channel_count_turn(ch, (int)n);
+        for (int i = 0; i < ch->nlisteners; i++)
+            if (ch->uring->rearm_accept[i]) {
+                ch->uring->rearm_accept[i] = false;
+                arm_accept(ch, i);
+            }
+        mp_channel_end_turn(ch);
+    }
+    uring_teardown(ch);
+    return 0;
 }
