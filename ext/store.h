@@ -25,6 +25,8 @@
 #define MP_IT_STALE    0x08   /* meta: invalidated by md I / ms I */
 #define MP_IT_WIN      0x10   /* meta: a W flag has been handed out */
 #define MP_IT_LARGE    0x20   /* lives outside the slab classes (store-internal) */
+#define MP_IT_HELD     0x40   /* must survive the allocation in progress (store-internal) */
+#define MP_IT_FREE     0x80   /* chunk on a free list (store-internal) */
 
 typedef struct mp_item {
     struct mp_item *hnext;     /* hash chain */
@@ -71,9 +73,10 @@ void mp_shard_unlock(mp_shard *s);
 
 /* ---- lookups: shard lock held; returned pointer valid until unlock ---- */
 
-/* Finds a live item; an expired or flushed one is unlinked and counted
- * (reclaimed, expired_unfetched) and NULL returned.  *why_missing (optional)
- * gets MP_MISS_* so the caller can count get_expired / get_flushed.
+/* Finds a live item; an expired or flushed one is unlinked and NULL returned.
+ * As in memcached, such a lazy unlink is not "reclaimed" (that counts memory
+ * reused at allocation) but get_expired / get_flushed, which the caller counts
+ * from *why_missing (optional, MP_MISS_*).
  * Does not mark the item fetched nor bump its access time: see mp_item_bump. */
 #define MP_MISS_NONE    0
 #define MP_MISS_ABSENT  1
@@ -81,7 +84,8 @@ void mp_shard_unlock(mp_shard *s);
 #define MP_MISS_FLUSHED 3
 mp_item *mp_item_find(mp_shard *s, const char *key, size_t nkey, uint64_t hv, int *why_missing);
 
-/* Records an access for the eviction policy, sets MP_IT_FETCHED, updates time. */
+/* Records an access for the eviction policy, sets MP_IT_FETCHED, updates time,
+ * and counts a get hit for the item's class ("stats slabs" get_hits). */
 void mp_item_bump(mp_shard *s, mp_item *it);
 
 /* Sets a new expiry (rel time, already converted by mp_realtime). */
@@ -115,9 +119,11 @@ typedef enum {
 
 /* Stores a PENDING item from mp_store_alloc (consumes it in every case).
  * cas_in is the client's unique for MP_CAS (0 means "match nothing": EXISTS if
- * present, NOT_FOUND if not).  On success *cas_out (optional) gets the new cas.
- * append/prepend keep the old item's flags and exptime and may need a larger
- * allocation; TOO_LARGE / NO_MEMORY can result from that. */
+ * present, NOT_FOUND if not); for append/prepend a non-zero cas_in that does
+ * not match gives EXISTS (meta ms C).  On success *cas_out (optional) gets the
+ * new cas.  append/prepend keep the old item's flags and exptime and need a
+ * larger allocation: when the result would exceed -I or memory is short, the
+ * answer is NOT_STORED, as memcached 1.6.18 answers. */
 mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
                               uint64_t cas_in, uint64_t *cas_out);
 

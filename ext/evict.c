@@ -1,0 +1,174 @@
+#include <string.h>
+
+#include "evict.h"
+
+/* Queue links: qprev points toward the head (newer), qnext toward the tail. */
+
+static inline void fifo_push(mp_fifo *f, mp_item *it)
+{
+    it->qprev = NULL;
+    it->qnext = f->head;
+    if (f->head != NULL)
+        f->head->qprev = it;
+    else
+        f->tail = it;
+    f->head = it;
+    f->n++;
+}
+
+static inline void fifo_unlink(mp_fifo *f, mp_item *it)
+{
+    if (it->qprev != NULL)
+        it->qprev->qnext = it->qnext;
+    else
+        f->head = it->qnext;
+    if (it->qnext != NULL)
+        it->qnext->qprev = it->qprev;
+    else
+        f->tail = it->qprev;
+    it->qnext = it->qprev = NULL;
+    f->n--;
+}
+
+void mp_s3_insert(mp_s3 *q, mp_item *it, bool to_main)
+{
+    if (to_main) {
+        it->freq |= MP_FREQ_MAIN;
+        fifo_push(&q->main, it);
+    } else {
+        it->freq &= (uint8_t)~MP_FREQ_MAIN;
+        fifo_push(&q->small, it);
+    }
+}
+
+void mp_s3_remove(mp_s3 *q, mp_item *it)
+{
+    fifo_unlink((it->freq & MP_FREQ_MAIN) ? &q->main : &q->small, it);
+}
+
+static inline bool small_turn(const mp_s3 *q)
+{
+    if (q->small.n == 0)
+        return false;
+    if (q->main.n == 0)
+        return true;
+    return (uint64_t)q->small.n * 100 >=
+           (uint64_t)(q->small.n + q->main.n) * MP_S3_SMALL_PERCENT;
+}
+
+mp_item *mp_s3_victim(mp_s3 *q, int max_steps, mp_s3_judge judge, void *ctx,
+                      bool *dead, bool *from_small)
+{
+    int steps = 0;
+    uint32_t skips = 0;
+    uint32_t total = q->small.n + q->main.n;
+
+    while (q->small.n + q->main.n > 0) {
+        bool use_small = small_turn(q);
+        mp_fifo *f = use_small ? &q->small : &q->main;
+        mp_item *t = f->tail;
+        int verdict = judge(ctx, t);
+        if (verdict == MP_S3_DEAD) {
+            *dead = true;
+            *from_small = use_small;
+            return t;
+        }
+        if (verdict == MP_S3_SKIP) {
+            if (++skips > total)
+                return NULL;
+            fifo_unlink(f, t);
+            fifo_push(f, t);
+            continue;
+        }
+        bool forced = steps >= max_steps;
+        if (!forced && (t->freq & MP_FREQ_MASK) > 0) {
+            steps++;
+            fifo_unlink(f, t);
+            if (use_small) {
+                /* read while in the small queue: promote, keeping its count */
+                t->freq |= MP_FREQ_MAIN;
+            } else {
+                t->freq--;
+            }
+            fifo_push(&q->main, t);
+            continue;
+        }
+        *dead = false;
+        *from_small = use_small;
+        return t;
+    }
+    return NULL;
+}
+
+mp_rel_time mp_s3_tail_time(const mp_s3 *q, bool *empty)
+{
+    mp_rel_time t = 0;
+    bool have = false;
+    if (q->small.tail != NULL) {
+        t = q->small.tail->time;
+        have = true;
+    }
+    if (q->main.tail != NULL && (!have || q->main.tail->time < t)) {
+        t = q->main.tail->time;
+        have = true;
+    }
+    *empty = !have;
+    return t;
+}
+
+/* ---- ghost ---- */
+
+void mp_ghost_init(mp_ghost *g, uint64_t *slots, uint32_t nbuckets)
+{
+    g->slots = slots;
+    g->bucket_mask = nbuckets - 1;
+    g->clock = 0;
+}
+
+/* The shard comes from the top bits and the bucket from the low ones: the
+ * fingerprint takes the middle, independent of both. */
+static inline uint32_t ghost_fp(uint64_t hv)
+{
+    uint32_t fp = (uint32_t)(hv >> 24);
+    return fp ? fp : 1;
+}
+
+void mp_ghost_add(mp_ghost *g, uint64_t hv)
+{
+    if (g->slots == NULL)
+        return;
+    uint64_t *b = &g->slots[(hv & g->bucket_mask) * MP_GHOST_WAYS];
+    uint32_t fp = ghost_fp(hv);
+    int victim = 0;
+    uint32_t oldest_age = 0;
+    for (int i = 0; i < MP_GHOST_WAYS; i++) {
+        uint64_t e = b[i];
+        if (e == 0 || (uint32_t)(e >> 32) == fp) {
+            victim = i;
+            break;
+        }
+        uint32_t age = g->clock - (uint32_t)e;
+        if (age >= oldest_age) {
+            oldest_age = age;
+            victim = i;
+        }
+    }
+    b[victim] = ((uint64_t)fp << 32) | g->clock;
+    g->clock++;
+}
+
+bool mp_ghost_take(mp_ghost *g, uint64_t hv, uint32_t window)
+{
+    if (g->slots == NULL)
+        return false;
+    uint64_t *b = &g->slots[(hv & g->bucket_mask) * MP_GHOST_WAYS];
+    uint32_t fp = ghost_fp(hv);
+    for (int i = 0; i < MP_GHOST_WAYS; i++) {
+        uint64_t e = b[i];
+        if (e != 0 && (uint32_t)(e >> 32) == fp) {
+            b[i] = 0;
+            return g->clock - (uint32_t)e < window;
+        }
+    }
+    return false;
+}

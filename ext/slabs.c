@@ -1,0 +1,466 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "slabs.h"
+
+/* Under AddressSanitizer the arena is poisoned except the bytes of live
+ * items (and the header of free chunks, which the free lists and slab moves
+ * read), so an overrun into a neighbouring chunk is reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* memcached's item header size, which its -I check and chunk sizes assume. */
+#define MEMCACHED_ITEM_HEADER 48
+
+/* How many candidates a victim scan looks at: enough to find a cheap page or
+ * slab, few enough to keep the scan short under the lock. */
+#define MP_VICTIM_SCAN 32
+
+/* ---- circular lists threaded through the metadata arrays (links are
+ * index + 1, 0 = none) ---- */
+
+#define DEFINE_CLIST(name, type)                                              \
+static void name##_add(type *m, uint32_t *head, uint32_t i, bool at_head)     \
+{                                                                             \
+    uint32_t id = i + 1;                                                      \
+    if (*head == MP_NONE) {                                                   \
+        m[i].next = m[i].prev = id;                                           \
+        *head = id;                                                           \
+        return;                                                               \
+    }                                                                         \
+    uint32_t h = *head - 1, t = m[h].prev - 1;                                \
+    m[i].next = *head;                                                        \
+    m[i].prev = t + 1;                                                        \
+    m[t].next = id;                                                           \
+    m[h].prev = id;                                                           \
+    if (at_head)                                                              \
+        *head = id;                                                           \
+}                                                                             \
+static void name##_del(type *m, uint32_t *head, uint32_t i)                   \
+{                                                                             \
+    uint32_t id = i + 1;                                                      \
+    if (m[i].next == id) {                                                    \
+        *head = MP_NONE;                                                      \
+    } else {                                                                  \
+        m[m[i].prev - 1].next = m[i].next;                                    \
+        m[m[i].next - 1].prev = m[i].prev;                                    \
+        if (*head == id)                                                      \
+            *head = m[i].next;                                                \
+    }                                                                         \
+    m[i].next = m[i].prev = MP_NONE;                                          \
+}
+
+DEFINE_CLIST(slist, mp_slab_meta)
+DEFINE_CLIST(plist, mp_page_meta)
+
+/* ---- start-up ---- */
+
+static size_t round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
+}
+
+static uint32_t pages_for(const mp_arena *a, size_t bytes)
+{
+    size_t n = bytes / a->page_size;
+    if (n < 1)
+        n = 1;   /* -m below one page: still able to store something */
+    if (n > a->pages_reserved)
+        n = a->pages_reserved;
+    return (uint32_t)n;
+}
+
+int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
+                  char *err, size_t errlen)
+{
+    memset(a, 0, sizeof(*a));
+    pthread_mutex_init(&a->pool_lock, NULL);
+
+    /* The largest item memcached accepts, in our layout: ours differs from
+     * memcached's ntotal by header size, cas and the flags word. */
+    size_t max_own = (size_t)settings->item_size_max + offsetof(mp_item, data) -
+                     MEMCACHED_ITEM_HEADER - (settings->use_cas ? 8 : 0);
+    a->page_size = round_up(max_own > MP_PAGE_MIN ? max_own : MP_PAGE_MIN, MP_UNIT_SIZE);
+    a->units_per_page = (uint32_t)(a->page_size / MP_UNIT_SIZE);
+
+    size_t limit_pages = limit / a->page_size;
+    if (limit_pages < 1)
+        limit_pages = 1;
+    size_t reserve = MP_ARENA_RESERVE;
+    if (reserve < limit_pages * a->page_size)
+        reserve = limit_pages * a->page_size;
+    reserve = reserve / a->page_size * a->page_size;
+    void *base = mmap(NULL, reserve, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        /* address space is limited (ulimit -v): reserve just the limit */
+        reserve = limit_pages * a->page_size;
+        base = mmap(NULL, reserve, PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED) {
+            snprintf(err, errlen, "cannot reserve %zu bytes for items: %s",
+                     reserve, strerror(errno));
+            return -1;
+        }
+    }
+    a->base = base;
+    a->pages_reserved = (uint32_t)(reserve / a->page_size);
+    if (mprotect(base, limit_pages * a->page_size, PROT_READ | PROT_WRITE) != 0) {
+        snprintf(err, errlen, "cannot map %zu bytes for items: %s",
+                 limit_pages * a->page_size, strerror(errno));
+        munmap(base, reserve);
+        a->base = NULL;
+        return -1;
+    }
+    a->pages_mapped = (uint32_t)limit_pages;
+    a->budget = (uint32_t)limit_pages;
+
+    /* calloc'ed metadata stays untouched (not resident) until pages are used */
+    a->pages = calloc(a->pages_reserved, sizeof(mp_page_meta));
+    a->slabs = calloc((size_t)a->pages_reserved * a->units_per_page, sizeof(mp_slab_meta));
+    if (a->pages == NULL || a->slabs == NULL) {
+        snprintf(err, errlen, "out of memory for slab metadata");
+        mp_arena_destroy(a);
+        return -1;
+    }
+
+    /* Classes as memcached builds them: from the header plus -n, growing by
+     * -f, 8-byte aligned, up to half a page; the last class is a whole page
+     * and holds the largest item. */
+    double factor = settings->factor > 1.0 ? settings->factor : 1.25;
+    size_t size = round_up(sizeof(mp_item) + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), 8);
+    int i = 1;
+    while (i < MP_MAX_SLAB_CLASSES - 1 && size <= a->page_size / 2) {
+        a->chunk_size[i] = (uint32_t)size;
+        a->small[i] = size <= MP_SMALL_CHUNK_MAX;
+        a->perslab[i] = (uint32_t)((a->small[i] ? MP_UNIT_SIZE : a->page_size) / size);
+        size_t next = round_up((size_t)((double)size * factor), 8);
+        size = next > size ? next : size + 8;
+        i++;
+    }
+    a->chunk_size[i] = (uint32_t)a->page_size;
+    a->perslab[i] = 1;
+    a->small[i] = false;
+    a->nclasses = i;
+    return 0;
+}
+
+void mp_arena_destroy(mp_arena *a)
+{
+    if (a->base != NULL)
+        munmap(a->base, (size_t)a->pages_reserved * a->page_size);
+    free(a->pages);
+    free(a->slabs);
+    pthread_mutex_destroy(&a->pool_lock);
+    a->base = NULL;
+    a->pages = NULL;
+    a->slabs = NULL;
+}
+
+size_t mp_arena_set_limit(mp_arena *a, size_t bytes)
+{
+    uint32_t want = pages_for(a, bytes);
+    pthread_mutex_lock(&a->pool_lock);
+    uint32_t mapped = a->pages_mapped;
+    pthread_mutex_unlock(&a->pool_lock);
+    if (want > mapped) {
+        if (mprotect(a->base + (size_t)mapped * a->page_size,
+                     (size_t)(want - mapped) * a->page_size, PROT_READ | PROT_WRITE) != 0)
+            want = mapped;
+    }
+    pthread_mutex_lock(&a->pool_lock);
+    if (want > a->pages_mapped)
+        a->pages_mapped = want;
+    a->budget = want;
+    pthread_mutex_unlock(&a->pool_lock);
+    return (size_t)want * a->page_size;
+}
+
+void mp_slabs_init(mp_slabs *sl, int shard)
+{
+    memset(sl, 0, sizeof(*sl));
+    sl->shard = shard;
+}
+
+int mp_slabs_clsid(const mp_arena *a, size_t size)
+{
+    /* ~40 classes: a linear scan is a handful of cache-resident compares */
+    for (int i = 1; i <= a->nclasses; i++)
+        if (size <= a->chunk_size[i])
+            return i;
+    return 0;
+}
+
+/* ---- the pool ---- */
+
+static uint32_t pool_take(mp_arena *a)
+{
+    uint32_t pg = UINT32_MAX;
+    pthread_mutex_lock(&a->pool_lock);
+    if (a->in_use < a->budget) {
+        if (a->free_head != MP_NONE) {
+            pg = a->free_head - 1;
+            a->free_head = a->pages[pg].next;
+        } else if (a->fresh < a->pages_mapped) {
+            pg = a->fresh++;
+        }
+        if (pg != UINT32_MAX)
+            a->in_use++;
+    }
+    pthread_mutex_unlock(&a->pool_lock);
+    return pg;
+}
+
+static void pool_give(mp_arena *a, uint32_t pg)
+{
+    pthread_mutex_lock(&a->pool_lock);
+    a->pages[pg].kind = MP_PAGE_FREE;
+    a->pages[pg].shard = -1;
+    a->pages[pg].prev = MP_NONE;
+    a->pages[pg].next = a->free_head;
+    a->free_head = pg + 1;
+    a->in_use--;
+    pthread_mutex_unlock(&a->pool_lock);
+}
+
+/* ---- pages and units of a shard ---- */
+
+static void page_attach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    mp_page_meta *p = &a->pages[pg];
+    p->kind = MP_PAGE_SPLIT;
+    p->shard = sl->shard;
+    p->free_units = (uint16_t)a->units_per_page;
+    plist_add(a->pages, &sl->pages, pg, false);
+    sl->npages++;
+    uint32_t u0 = pg * a->units_per_page;
+    for (uint32_t k = 0; k < a->units_per_page; k++) {
+        memset(&a->slabs[u0 + k], 0, sizeof(mp_slab_meta));
+        /* at the tail: units of partly used pages are taken first, so empty
+         * pages stay whole for large classes */
+        slist_add(a->slabs, &sl->free_units, u0 + k, false);
+    }
+    sl->nfree_units += a->units_per_page;
+    sl->empty_pages++;
+}
+
+static void page_detach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    uint32_t u0 = pg * a->units_per_page;
+    for (uint32_t k = 0; k < a->units_per_page; k++)
+        slist_del(a->slabs, &sl->free_units, u0 + k);
+    sl->nfree_units -= a->units_per_page;
+    sl->empty_pages--;
+    if (sl->page_cursor == pg + 1)
+        sl->page_cursor = MP_NONE;
+    plist_del(a->pages, &sl->pages, pg);
+    sl->npages--;
+}
+
+void mp_page_release(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    page_detach_empty(a, sl, pg);
+    pool_give(a, pg);
+}
+
+void mp_page_transfer(mp_arena *a, mp_slabs *from, mp_slabs *to, uint32_t pg)
+{
+    page_detach_empty(a, from, pg);
+    page_attach_empty(a, to, pg);
+    __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
+}
+
+uint32_t mp_slabs_empty_page(const mp_arena *a, const mp_slabs *sl)
+{
+    if (sl->empty_pages == 0 || sl->pages == MP_NONE)
+        return UINT32_MAX;
+    uint32_t pg = sl->pages - 1;
+    for (uint32_t n = 0; n < sl->npages; n++) {
+        const mp_page_meta *p = &a->pages[pg];
+        if (p->kind == MP_PAGE_SPLIT && p->free_units == a->units_per_page)
+            return pg;
+        pg = p->next - 1;
+    }
+    return UINT32_MAX;
+}
+
+static void slab_assign(mp_arena *a, mp_slabs *sl, int cls, uint32_t u)
+{
+    mp_slab_meta *m = &a->slabs[u];
+    m->used = m->carved = m->pending = 0;
+    m->clsid = (uint8_t)cls;
+    mp_slab_class *c = &sl->cls[cls];
+    slist_add(a->slabs, &c->slabs, u, false);
+    c->nslabs++;
+    c->cur = u + 1;
+    POISON(mp_slab_base(a, u), a->small[cls] ? MP_UNIT_SIZE : a->page_size);
+}
+
+bool mp_slab_grow(mp_arena *a, mp_slabs *sl, int cls)
+{
+    if (a->small[cls]) {
+        if (sl->nfree_units == 0) {
+            uint32_t pg = pool_take(a);
+            if (pg == UINT32_MAX)
+                return false;
+            page_attach_empty(a, sl, pg);
+        }
+        uint32_t u = sl->free_units - 1;
+        slist_del(a->slabs, &sl->free_units, u);
+        sl->nfree_units--;
+        mp_page_meta *p = &a->pages[mp_page_of_unit(a, u)];
+        if (p->free_units == a->units_per_page)
+            sl->empty_pages--;
+        p->free_units--;
+        slab_assign(a, sl, cls, u);
+        return true;
+    }
+    uint32_t pg = mp_slabs_empty_page(a, sl);
+    if (pg == UINT32_MAX) {
+        pg = pool_take(a);
+        if (pg == UINT32_MAX)
+            return false;
+        page_attach_empty(a, sl, pg);
+    }
+    /* an empty SPLIT page becomes one WHOLE slab */
+    uint32_t u0 = pg * a->units_per_page;
+    for (uint32_t k = 0; k < a->units_per_page; k++)
+        slist_del(a->slabs, &sl->free_units, u0 + k);
+    sl->nfree_units -= a->units_per_page;
+    sl->empty_pages--;
+    a->pages[pg].kind = MP_PAGE_WHOLE;
+    a->pages[pg].free_units = 0;
+    slab_assign(a, sl, cls, u0);
+    return true;
+}
+
+/* ---- chunks ---- */
+
+static inline void free_push(mp_slab_class *c, mp_item *it)
+{
+    it->qprev = NULL;
+    it->qnext = c->free;
+    if (c->free != NULL)
+        c->free->qprev = it;
+    c->free = it;
+    c->nfree++;
+}
+
+static inline void free_unlink(mp_slab_class *c, mp_item *it)
+{
+    if (it->qprev != NULL)
+        it->qprev->qnext = it->qnext;
+    else
+        c->free = it->qnext;
+    if (it->qnext != NULL)
+        it->qnext->qprev = it->qprev;
+    it->qnext = it->qprev = NULL;
+    c->nfree--;
+}
+
+mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pending)
+{
+    mp_slab_class *c = &sl->cls[cls];
+    mp_item *it = c->free;
+    if (it != NULL) {
+        free_unlink(c, it);
+    } else if (c->cur != MP_NONE) {
+        uint32_t u = c->cur - 1;
+        mp_slab_meta *m = &a->slabs[u];
+        it = (mp_item *)(mp_slab_base(a, u) + (size_t)m->carved * a->chunk_size[cls]);
+        if (++m->carved == a->perslab[cls])
+            c->cur = MP_NONE;
+    } else {
+        return NULL;
+    }
+    POISON(it, a->chunk_size[cls]);
+    UNPOISON(it, size);
+    mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
+    m->used++;
+    if (pending)
+        m->pending++;
+    c->used++;
+    c->requested += size;
+    it->clsid = (uint8_t)cls;
+    it->iflags = pending ? MP_IT_PENDING : 0;
+    return it;
+}
+
+void mp_slab_unpend(mp_arena *a, mp_item *it)
+{
+    a->slabs[mp_slab_of(a, it)].pending--;
+    it->iflags &= (uint8_t)~MP_IT_PENDING;
+}
+
+/* A slab with nothing used leaves its class: its free chunks leave the free
+ * list (one pass over the slab, paid once per emptied slab), and its memory
+ * goes back to the shard, or the pool. */
+static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
+{
+    mp_slab_meta *m = &a->slabs[u];
+    int cls = m->clsid;
+    mp_slab_class *c = &sl->cls[cls];
+    char *base = mp_slab_base(a, u);
+    for (uint32_t k = 0; k < m->carved; k++)
+        free_unlink(c, (mp_item *)(base + (size_t)k * a->chunk_size[cls]));
+    slist_del(a->slabs, &c->slabs, u);
+    c->nslabs--;
+    if (c->cur == u + 1)
+        c->cur = MP_NONE;
+    m->clsid = 0;
+    m->carved = m->used = m->pending = 0;
+
+    uint32_t pg = mp_page_of_unit(a, u);
+    mp_page_meta *p = &a->pages[pg];
+    if (p->kind == MP_PAGE_WHOLE) {
+        /* back to an empty SPLIT page: one representation for "free" */
+        p->kind = MP_PAGE_SPLIT;
+        p->free_units = (uint16_t)a->units_per_page;
+        uint32_t u0 = pg * a->units_per_page;
+        for (uint32_t k = 0; k < a->units_per_page; k++) {
+            memset(&a->slabs[u0 + k], 0, sizeof(mp_slab_meta));
+            slist_add(a->slabs, &sl->free_units, u0 + k, false);
+        }
+        sl->nfree_units += a->units_per_page;
+        sl->empty_pages++;
+    } else {
+        slist_add(a->slabs, &sl->free_units, u, true);
+        sl->nfree_units++;
+        if (++p->free_units == a->units_per_page)
+            sl->empty_pages++;
+    }
+    if (!sl->hoard && p->free_units == a->units_per_page)
+        mp_page_release(a, sl, pg);
+}
+
+void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
+{
+    uint32_t u = mp_slab_of(a, it);
+    mp_slab_meta *m = &a->slabs[u];
+    mp_slab_class *c = &sl->cls[it->clsid];
+    m->used--;
+    if (it->iflags & MP_IT_PENDING)
+        m->pending--;
+    c->used--;
+    c->requested -= size;
+    it->iflags = MP_IT_FREE;
+    free_push(c, it);
+    POISON(it->data, a->chunk_size[it->clsid] - offsetof(mp_item, data));
+    if (m->used == 0)
+        slab_release(a, sl, u);
+}
+
+void mp_slab_detach(mp_arena *a, mp_slabs *sl, uint32_t u)
+{
+    if (a->slabs[u].clsid != 0 && a->slabs[u].used == 0)
+        slab_release(a, sl, u);
+}

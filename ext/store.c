@@ -1,0 +1,1223 @@
+/* The item store.
+ *
+ * Locks and ownership (the rules every function here relies on)
+ * ---------------------------------------------------------------
+ *   shard lock (one per shard, pthread mutex)
+ *       protects the shard's hash table, its S3-FIFO queues and ghost, its
+ *       statistics, the slab metadata of every page the shard owns, and every
+ *       linked item of the shard.  A channel takes it for one command's
+ *       critical section; no system call and no malloc happen while it is held.
+ *   arena pool lock (slabs.c)
+ *       a leaf: taken under a shard lock, only to take or give back a page.
+ *   two shard locks
+ *       never waited for together: a shard that must steal a page from another
+ *       shard only pthread_mutex_trylock()s the other one, so no lock cycle
+ *       can form.
+ *   pending items (MP_IT_PENDING)
+ *       belong to the connection that allocated them, between mp_store_alloc
+ *       and mp_store_item / mp_store_release; no lock is held while their data
+ *       arrives.  A slab holding a pending item is never emptied for reuse, so
+ *       the connection's pointer stays valid.
+ *   held item (MP_IT_HELD, at most one per shard)
+ *       the old item of an append/prepend/incr while the new one is being
+ *       allocated under the same lock: eviction and slab moves skip it.
+ *   global atomics
+ *       the cas counter, flush markers (oldest_live, oldest_cas), the limit.
+ *   start-up / shutdown
+ *       mp_store_create / mp_store_destroy run with no other thread using the
+ *       store, and may allocate.
+ *   allocations outside locks
+ *       a bigger hash table (calloc) is made by mp_store_alloc or
+ *       mp_store_maintain before taking the lock and swapped in under it; the
+ *       old one is freed after unlocking.
+ *
+ * Making room for an item of class c in shard s (shard_alloc):
+ *   1. a free chunk of c, or the rest of c's current slab;
+ *   2. a new slab for c: a free unit of s, or a page from the global budget;
+ *   3. an expired or flushed item at the tails of c's queues;
+ *   4. (-M stops here: out of memory) evict from c by S3-FIFO;
+ *   5. c has nothing to evict: empty a slab/page of another class of s;
+ *   6. s has nothing to give: take a page from another shard (trylock).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evict.h"
+#include "hash.h"
+#include "slabs.h"
+#include "store.h"
+
+/* memcached starts with 2^16 buckets; the shards share that start. */
+#define MP_HT_INITIAL_TOTAL_POWER 16
+#define MP_HT_MIN_POWER 8
+/* Buckets moved per link while a table doubles: inserts drive growth, so
+ * they pay for it, a few pointer moves each. */
+#define MP_HT_MIGRATE_PER_LINK 2
+/* Buckets moved per maintenance call (every ~100 ms): finishes a doubling
+ * of a quiet shard in seconds, each call well under a millisecond. */
+#define MP_HT_MIGRATE_PER_MAINTAIN 8192
+/* Expiry sweep per maintenance call: buckets looked at and items reclaimed. */
+#define MP_SWEEP_BUCKETS 4096
+#define MP_SWEEP_MAX_RECLAIM 512
+/* memcached's lru_pull_tail looks at 5 tail items for an expired one. */
+#define MP_TAIL_SEARCH 5
+/* S3-FIFO reinsertions per eviction before the candidate is taken anyway.
+ * Each item is promoted out of the small queue once and each reinsertion in
+ * main is paid for by an earlier hit, so the work is O(1) per operation on
+ * average; the cap only bounds one unlucky eviction (~1000 pointer moves,
+ * some microseconds), and is high enough that a burst of hot items at a
+ * tail is promoted rather than evicted. */
+#define MP_EVICT_STEPS 1024
+/* Rounds of the make-room loop: each round frees or gains memory. */
+#define MP_ALLOC_ROUNDS 16
+/* Ghost: one fingerprint (8 bytes) per 512 bytes of -m, i.e. 1.5% of the
+ * limit, remembering about as many evicted keys as a cache of ~500-byte
+ * items holds. */
+#define MP_GHOST_BYTES_PER_ENTRY 512
+#define MP_GHOST_MIN_BUCKETS 64
+#define MP_VICTIM_SCAN 32
+
+typedef struct class_stats {
+    uint64_t evicted, evicted_nonzero, evicted_unfetched, evicted_active;
+    uint64_t reclaimed, expired_unfetched, crawler_reclaimed, outofmemory;
+    mp_rel_time evicted_time;
+    uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
+             cas_badval, touch_hits;
+} class_stats;
+
+struct mp_shard {
+    pthread_mutex_t lock;
+    mp_store *st;
+    int index;
+    mp_htable ht;
+    mp_slabs slabs;
+    mp_ghost ghost;
+    mp_item *held;
+    uint64_t curr_items, total_items, bytes;
+    uint64_t sweep_pos;
+    int grow_hint;               /* written under the lock, read without */
+    int growing;                 /* atomic: a thread is allocating a bigger table */
+    mp_s3 q[MP_MAX_SLAB_CLASSES];
+    class_stats cs[MP_MAX_SLAB_CLASSES];
+} __attribute__((aligned(64)));
+
+struct mp_store {
+    mp_arena arena;
+    mp_shard *shards;
+    int nshards;
+    int shard_bits;
+    bool use_cas;
+    bool evict_to_free;
+    uint32_t item_size_max;
+    uint64_t cas_id;             /* atomic */
+    mp_rel_time oldest_live;     /* atomic: flush_all marker */
+    uint64_t oldest_cas;         /* atomic */
+    uint64_t limit;              /* atomic: bytes, for stats */
+    uint64_t too_large, no_memory;   /* atomic */
+    uint64_t *ghost_slots;
+};
+
+#define ITEM_SIZE(nkey, nbytes) (offsetof(mp_item, data) + (size_t)(nkey) + 1 + (size_t)(nbytes))
+#define ITEM_size(it) ITEM_SIZE((it)->nkey, (it)->nbytes)
+
+static inline uint64_t item_ntotal(const mp_store *st, const mp_item *it)
+{
+    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags, st->use_cas);
+}
+
+/* ---- life cycle ---- */
+
+static int log2_floor(uint64_t n)
+{
+    int b = 0;
+    while (n > 1) {
+        n >>= 1;
+        b++;
+    }
+    return b;
+}
+
+mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, size_t errlen)
+{
+    if (nshards < 1 || (nshards & (nshards - 1)) != 0) {
+        snprintf(err, errlen, "number of shards must be a power of two (got %d)", nshards);
+        return NULL;
+    }
+    mp_store *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->nshards = nshards;
+    st->shard_bits = log2_floor((uint64_t)nshards);
+    st->use_cas = settings->use_cas;
+    st->evict_to_free = settings->evict_to_free;
+    st->item_size_max = settings->item_size_max;
+    if (mp_arena_init(&st->arena, settings, settings->maxbytes, err, errlen) != 0) {
+        free(st);
+        return NULL;
+    }
+    st->limit = settings->maxbytes;
+
+    if (posix_memalign((void **)&st->shards, 64, sizeof(mp_shard) * (size_t)nshards) != 0) {
+        st->shards = NULL;
+        goto oom;
+    }
+    memset(st->shards, 0, sizeof(mp_shard) * (size_t)nshards);
+
+    uint64_t ghost_entries = settings->maxbytes / MP_GHOST_BYTES_PER_ENTRY / (uint64_t)nshards;
+    uint64_t ghost_buckets = MP_GHOST_MIN_BUCKETS;
+    while (ghost_buckets * 2 * MP_GHOST_WAYS <= ghost_entries && ghost_buckets < ((uint64_t)1 << 30))
+        ghost_buckets *= 2;
+    st->ghost_slots = calloc(ghost_buckets * MP_GHOST_WAYS * (uint64_t)nshards, sizeof(uint64_t));
+    if (st->ghost_slots == NULL)
+        goto oom;
+
+    int power = MP_HT_INITIAL_TOTAL_POWER - st->shard_bits;
+    if (power < MP_HT_MIN_POWER)
+        power = MP_HT_MIN_POWER;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_MUTEX_ADAPTIVE_NP
+    /* critical sections are a few hundred nanoseconds: spin briefly first */
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    for (int i = 0; i < nshards; i++) {
+        mp_shard *s = &st->shards[i];
+        s->st = st;
+        s->index = i;
+        pthread_mutex_init(&s->lock, &attr);
+        mp_item **buckets = calloc(MP_HT_SIZE(power), sizeof(mp_item *));
+        if (buckets == NULL) {
+            pthread_mutexattr_destroy(&attr);
+            goto oom;
+        }
+        mp_ht_init(&s->ht, buckets, (uint32_t)power);
+        mp_slabs_init(&s->slabs, i);
+        mp_ghost_init(&s->ghost, st->ghost_slots + (uint64_t)i * ghost_buckets * MP_GHOST_WAYS,
+                      (uint32_t)ghost_buckets);
+    }
+    pthread_mutexattr_destroy(&attr);
+    return st;
+oom:
+    snprintf(err, errlen, "out of memory");
+    mp_store_destroy(st);
+    return NULL;
+}
+
+void mp_store_destroy(mp_store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->shards != NULL) {
+        for (int i = 0; i < st->nshards; i++) {
+            mp_shard *s = &st->shards[i];
+            if (s->st == NULL)
+                continue;
+            free(s->ht.buckets);
+            free(s->ht.old);
+            free(s->ht.retired);
+            pthread_mutex_destroy(&s->lock);
+        }
+        free(st->shards);
+    }
+    free(st->ghost_slots);
+    mp_arena_destroy(&st->arena);
+    free(st);
+}
+
+int mp_store_nshards(const mp_store *st)
+{
+    return st->nshards;
+}
+
+/* ---- shards and locks ---- */
+
+mp_shard *mp_store_shard(mp_store *st, uint64_t hv)
+{
+    if (st->shard_bits == 0)
+        return &st->shards[0];
+    return &st->shards[hv >> (64 - st->shard_bits)];
+}
+
+mp_shard *mp_store_shard_at(mp_store *st, int index)
+{
+    return &st->shards[index];
+}
+
+void mp_shard_lock(mp_shard *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
+
+void mp_shard_unlock(mp_shard *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t mp_store_next_cas(mp_store *st)
+{
+    return __atomic_add_fetch(&st->cas_id, 1, __ATOMIC_RELAXED);
+}
+
+/* ---- liveness ---- */
+
+/* memcached's item_is_flushed: with cas on, an immediate flush_all marks the
+ * next cas id, so items stored earlier in the same second die and later ones
+ * live; without cas only the second is known. */
+static inline bool item_flushed(const mp_store *st, const mp_item *it)
+{
+    mp_rel_time oldest_live = __atomic_load_n(&st->oldest_live, __ATOMIC_RELAXED);
+    if (oldest_live == 0 || oldest_live > mp_current_time)
+        return false;
+    if (it->time <= oldest_live)
+        return true;
+    uint64_t oldest_cas = __atomic_load_n(&st->oldest_cas, __ATOMIC_RELAXED);
+    return oldest_cas != 0 && it->cas != 0 && it->cas < oldest_cas;
+}
+
+static inline bool item_expired(const mp_item *it)
+{
+    return it->exptime != 0 && it->exptime <= mp_current_time;
+}
+
+/* ---- link / unlink ---- */
+
+static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, uint8_t inherit_freq)
+{
+    mp_store *st = s->st;
+    if (it->iflags & MP_IT_PENDING)
+        mp_slab_unpend(&st->arena, it);
+    it->iflags |= MP_IT_LINKED;
+    it->time = mp_current_time;
+    it->cas = st->use_cas ? mp_store_next_cas(st) : 0;
+    it->freq = inherit_freq & MP_FREQ_MASK;
+    bool to_main;
+    if (inherit_main >= 0)
+        to_main = inherit_main != 0;
+    else
+        to_main = mp_ghost_take(&s->ghost, hv, (uint32_t)(s->ht.count + 1));
+    mp_ht_insert(&s->ht, it, hv);
+    mp_s3_insert(&s->q[it->clsid], it, to_main);
+    s->curr_items++;
+    s->total_items++;
+    s->bytes += item_ntotal(st, it);
+    if (mp_ht_expanding(&s->ht))
+        mp_ht_migrate(&s->ht, MP_HT_MIGRATE_PER_LINK);
+    if (s->ht.retired != NULL || mp_ht_wants_growth(&s->ht))
+        __atomic_store_n(&s->grow_hint, 1, __ATOMIC_RELAXED);
+}
+
+/* Takes a linked item out of the table and queues and frees its chunk. */
+static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
+{
+    mp_store *st = s->st;
+    mp_ht_remove(&s->ht, it, hv);
+    mp_s3_remove(&s->q[it->clsid], it);
+    s->curr_items--;
+    s->bytes -= item_ntotal(st, it);
+    it->iflags &= (uint8_t)~MP_IT_LINKED;
+    mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+}
+
+static void item_unlink(mp_shard *s, mp_item *it)
+{
+    item_unlink_hv(s, it, mp_hash(MP_ITEM_key(it), it->nkey));
+}
+
+/* Replaces old (linked) with new (fresh chunk): the new one takes the old
+ * one's place in the eviction policy, as a write to a cached key should. */
+static void item_replace(mp_shard *s, mp_item *old, mp_item *it, uint64_t hv)
+{
+    int in_main = (old->freq & MP_FREQ_MAIN) ? 1 : 0;
+    uint8_t freq = old->freq & MP_FREQ_MASK;
+    item_unlink_hv(s, old, hv);
+    item_link(s, it, hv, in_main, freq);
+}
+
+/* Dead (expired or flushed) item found while looking for memory. */
+static void item_reclaim(mp_shard *s, mp_item *it)
+{
+    class_stats *cs = &s->cs[it->clsid];
+    cs->reclaimed++;
+    if (!(it->iflags & MP_IT_FETCHED))
+        cs->expired_unfetched++;
+    item_unlink(s, it);
+}
+
+static void item_evict(mp_shard *s, mp_item *it, bool to_ghost)
+{
+    class_stats *cs = &s->cs[it->clsid];
+    cs->evicted++;
+    cs->evicted_time = mp_current_time - it->time;
+    if (it->exptime != 0)
+        cs->evicted_nonzero++;
+    if (!(it->iflags & MP_IT_FETCHED))
+        cs->evicted_unfetched++;
+    if ((it->freq & MP_FREQ_MASK) != 0)
+        cs->evicted_active++;
+    uint64_t hv = mp_hash(MP_ITEM_key(it), it->nkey);
+    if (to_ghost)
+        mp_ghost_add(&s->ghost, hv);
+    item_unlink_hv(s, it, hv);
+}
+
+static void item_evict_or_reclaim(mp_shard *s, mp_item *it)
+{
+    if (item_expired(it) || item_flushed(s->st, it))
+        item_reclaim(s, it);
+    else
+        item_evict(s, it, false);
+}
+
+/* ---- making room ---- */
+
+static int judge_item(void *ctx, mp_item *it)
+{
+    mp_shard *s = ctx;
+    if (it->iflags & MP_IT_HELD)
+        return MP_S3_SKIP;
+    if (item_expired(it) || item_flushed(s->st, it))
+        return MP_S3_DEAD;
+    return MP_S3_LIVE;
+}
+
+/* Frees one chunk of class cls by reclaiming a dead tail item or, when
+ * evictions are allowed, by S3-FIFO.  1: freed one; 0: nothing to take. */
+static int class_make_room(mp_shard *s, int cls)
+{
+    mp_s3 *q = &s->q[cls];
+    if (mp_s3_count(q) == 0)
+        return 0;
+    mp_fifo *fifos[2] = { &q->small, &q->main };
+    for (int f = 0; f < 2; f++) {
+        mp_item *it = fifos[f]->tail;
+        for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = it->qprev) {
+            if (!(it->iflags & MP_IT_HELD) && (item_expired(it) || item_flushed(s->st, it))) {
+                item_reclaim(s, it);
+                return 1;
+            }
+        }
+    }
+    if (!s->st->evict_to_free)
+        return 0;
+    bool dead, from_small;
+    mp_item *victim = mp_s3_victim(q, MP_EVICT_STEPS, judge_item, s, &dead, &from_small);
+    if (victim == NULL)
+        return 0;
+    if (dead)
+        item_reclaim(s, victim);
+    else
+        item_evict(s, victim, from_small);
+    return 1;
+}
+
+static uint32_t held_slab(const mp_shard *s)
+{
+    return s->held != NULL ? mp_slab_of(&s->st->arena, s->held) : UINT32_MAX;
+}
+
+/* Evicts everything in a slab; when the last item goes the slab leaves its
+ * class (slabs.c), and with sl->hoard set its page stays in the shard. */
+static void drain_slab(mp_shard *s, uint32_t u)
+{
+    mp_arena *a = &s->st->arena;
+    mp_slab_meta *m = &a->slabs[u];
+    int cls = m->clsid;
+    uint32_t carved = m->carved;
+    size_t csize = a->chunk_size[cls];
+    char *base = mp_slab_base(a, u);
+    for (uint32_t k = 0; k < carved; k++) {
+        mp_item *it = (mp_item *)(base + (size_t)k * csize);
+        if (it->iflags & MP_IT_LINKED)
+            item_evict_or_reclaim(s, it);
+    }
+}
+
+/* Can the page be emptied now?  Sets *used to the chunks it holds. */
+static bool page_drainable(const mp_shard *s, uint32_t pg, uint32_t avoid, uint64_t *used)
+{
+    const mp_arena *a = &s->st->arena;
+    uint32_t u0 = pg * a->units_per_page;
+    *used = 0;
+    if (a->pages[pg].kind == MP_PAGE_WHOLE) {
+        const mp_slab_meta *m = &a->slabs[u0];
+        *used = m->used;
+        return m->pending == 0 && u0 != avoid;
+    }
+    for (uint32_t k = 0; k < a->units_per_page; k++) {
+        const mp_slab_meta *m = &a->slabs[u0 + k];
+        if (m->clsid == 0)
+            continue;
+        if (m->pending != 0 || u0 + k == avoid)
+            return false;
+        *used += m->used;
+    }
+    return true;
+}
+
+/* The cheapest page of the shard to empty (fewest items lost) among a few,
+ * starting where the last scan stopped. */
+static uint32_t pick_victim_page(mp_shard *s)
+{
+    mp_arena *a = &s->st->arena;
+    mp_slabs *sl = &s->slabs;
+    if (sl->pages == MP_NONE)
+        return UINT32_MAX;
+    uint32_t avoid = held_slab(s);
+    uint32_t pg = (sl->page_cursor != MP_NONE ? sl->page_cursor : sl->pages) - 1;
+    uint32_t best = UINT32_MAX;
+    uint64_t best_used = UINT64_MAX;
+    uint32_t n = sl->npages < MP_VICTIM_SCAN ? sl->npages : MP_VICTIM_SCAN;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t used;
+        if (page_drainable(s, pg, avoid, &used) && used < best_used) {
+            best = pg;
+            best_used = used;
+        }
+        pg = a->pages[pg].next - 1;
+    }
+    sl->page_cursor = pg + 1;
+    return best;
+}
+
+static void drain_page(mp_shard *s, uint32_t pg)
+{
+    mp_arena *a = &s->st->arena;
+    uint32_t u0 = pg * a->units_per_page;
+    if (a->pages[pg].kind == MP_PAGE_WHOLE) {
+        drain_slab(s, u0);
+        return;
+    }
+    for (uint32_t k = 0; k < a->units_per_page; k++)
+        if (a->slabs[u0 + k].clsid != 0)
+            drain_slab(s, u0 + k);
+}
+
+/* The least used drainable slab of a class among the first few. */
+static uint32_t pick_victim_slab(mp_shard *s, int cls)
+{
+    mp_arena *a = &s->st->arena;
+    mp_slab_class *c = &s->slabs.cls[cls];
+    if (c->slabs == MP_NONE)
+        return UINT32_MAX;
+    uint32_t avoid = held_slab(s);
+    uint32_t u = c->slabs - 1, best = UINT32_MAX, best_used = UINT32_MAX;
+    uint32_t n = c->nslabs < MP_VICTIM_SCAN ? c->nslabs : MP_VICTIM_SCAN;
+    for (uint32_t i = 0; i < n; i++) {
+        const mp_slab_meta *m = &a->slabs[u];
+        if (m->pending == 0 && u != avoid && m->used < best_used) {
+            best = u;
+            best_used = m->used;
+        }
+        u = m->next - 1;
+    }
+    /* next time start further on, so one slab is not emptied again and again */
+    c->slabs = u + 1;
+    return best;
+}
+
+/* Step 5: memory of another class of the same shard.  The class whose
+ * eviction candidate was used least recently gives a slab (a small class
+ * needs one unit; emptying a large class's slab frees a whole page); a large
+ * class needs a whole page, and the cheapest page to empty is taken. */
+static bool shard_move_memory(mp_shard *s, int cls)
+{
+    mp_arena *a = &s->st->arena;
+    if (a->small[cls]) {
+        int best = 0;
+        uint32_t best_slab = UINT32_MAX;
+        mp_rel_time best_time = 0;
+        for (int d = 1; d <= a->nclasses; d++) {
+            if (d == cls || s->slabs.cls[d].nslabs == 0)
+                continue;
+            bool empty;
+            mp_rel_time t = mp_s3_tail_time(&s->q[d], &empty);
+            if (best != 0 && t >= best_time)
+                continue;
+            uint32_t u = pick_victim_slab(s, d);
+            if (u == UINT32_MAX)
+                continue;
+            best = d;
+            best_slab = u;
+            best_time = t;
+        }
+        if (best != 0) {
+            drain_slab(s, best_slab);
+            __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
+            return true;
+        }
+        return false;
+    }
+    uint32_t pg = pick_victim_page(s);
+    if (pg == UINT32_MAX)
+        return false;
+    drain_page(s, pg);
+    __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Step 6: a page from another shard, without ever waiting for its lock. */
+static bool shard_steal_page(mp_shard *s)
+{
+    mp_store *st = s->st;
+    mp_arena *a = &st->arena;
+    for (int i = 1; i < st->nshards; i++) {
+        mp_shard *t = &st->shards[(s->index + i) & (st->nshards - 1)];
+        if (pthread_mutex_trylock(&t->lock) != 0)
+            continue;
+        bool hoard = t->slabs.hoard;
+        t->slabs.hoard = true;
+        uint32_t pg = mp_slabs_empty_page(a, &t->slabs);
+        if (pg == UINT32_MAX) {
+            pg = pick_victim_page(t);
+            if (pg != UINT32_MAX)
+                drain_page(t, pg);
+        }
+        if (pg != UINT32_MAX && (a->pages[pg].kind != MP_PAGE_SPLIT ||
+                                 a->pages[pg].free_units != a->units_per_page))
+            pg = UINT32_MAX;   /* not emptied after all: keep looking */
+        if (pg != UINT32_MAX)
+            mp_page_transfer(a, &t->slabs, &s->slabs, pg);
+        t->slabs.hoard = hoard;
+        pthread_mutex_unlock(&t->lock);
+        if (pg != UINT32_MAX)
+            return true;
+    }
+    return false;
+}
+
+/* Empties one page of shard t into the pool; the caller holds no lock. */
+static bool shard_free_page(mp_shard *t)
+{
+    bool freed = false;
+    pthread_mutex_lock(&t->lock);
+    uint32_t pg = pick_victim_page(t);
+    if (pg != UINT32_MAX) {
+        drain_page(t, pg);   /* not hoarding: the empty page goes to the pool */
+        freed = true;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return freed;
+}
+
+/* Pages emptied while hoarding go back to the pool. */
+static void shard_release_empty_pages(mp_shard *s)
+{
+    mp_arena *a = &s->st->arena;
+    uint32_t pg;
+    while (s->slabs.empty_pages > 0 && (pg = mp_slabs_empty_page(a, &s->slabs)) != UINT32_MAX)
+        mp_page_release(a, &s->slabs, pg);
+}
+
+/* A chunk for an item of `size` bytes of class cls; see the note at the top. */
+static mp_item *shard_alloc(mp_shard *s, int cls, size_t size, bool pending)
+{
+    mp_store *st = s->st;
+    mp_arena *a = &st->arena;
+    mp_item *it = NULL;
+    s->slabs.hoard = true;
+    for (int round = 0; round < MP_ALLOC_ROUNDS; round++) {
+        it = mp_slab_chunk(a, &s->slabs, cls, size, pending);
+        if (it != NULL)
+            break;
+        if (mp_slab_grow(a, &s->slabs, cls))
+            continue;
+        if (class_make_room(s, cls))
+            continue;
+        if (!st->evict_to_free)
+            break;
+        if (shard_move_memory(s, cls))
+            continue;
+        if (!shard_steal_page(s))
+            break;
+    }
+    s->slabs.hoard = false;
+    if (s->slabs.empty_pages > 0)
+        shard_release_empty_pages(s);
+    if (it == NULL)
+        s->cs[cls].outofmemory++;
+    return it;
+}
+
+static void item_init(mp_item *it, const char *key, size_t nkey, uint32_t flags,
+                      mp_rel_time exptime, uint32_t nbytes)
+{
+    it->hnext = it->qnext = it->qprev = NULL;
+    it->cas = 0;
+    it->time = mp_current_time;
+    it->exptime = exptime;
+    it->flags = flags;
+    it->nbytes = nbytes;
+    it->nkey = (uint8_t)nkey;
+    it->freq = 0;
+    memcpy(it->data, key, nkey);
+    it->data[nkey] = '\0';
+}
+
+/* A bigger table is allocated outside the lock by whoever notices first. */
+static void shard_grow_table(mp_shard *s)
+{
+    if (__atomic_exchange_n(&s->growing, 1, __ATOMIC_ACQUIRE) != 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    mp_item **retired = s->ht.retired;
+    s->ht.retired = NULL;
+    bool want = mp_ht_wants_growth(&s->ht);
+    uint32_t power = s->ht.power;
+    __atomic_store_n(&s->grow_hint, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->lock);
+    free(retired);
+    if (want) {
+        mp_item **fresh = calloc(MP_HT_SIZE(power + 1), sizeof(mp_item *));
+        if (fresh != NULL) {
+            pthread_mutex_lock(&s->lock);
+            if (s->ht.power == power && mp_ht_wants_growth(&s->ht)) {
+                mp_ht_expand_begin(&s->ht, fresh);
+                fresh = NULL;
+            }
+            pthread_mutex_unlock(&s->lock);
+            free(fresh);
+        }
+    }
+    __atomic_store_n(&s->growing, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- lookups (shard lock held) ---- */
+
+static mp_item *shard_find(mp_shard *s, const char *key, size_t nkey, uint64_t hv, int *why)
+{
+    mp_item *it = mp_ht_find(&s->ht, key, nkey, hv);
+    int w = MP_MISS_NONE;
+    if (it == NULL) {
+        w = MP_MISS_ABSENT;
+    } else if (item_flushed(s->st, it)) {
+        item_unlink_hv(s, it, hv);
+        it = NULL;
+        w = MP_MISS_FLUSHED;
+    } else if (item_expired(it)) {
+        item_unlink_hv(s, it, hv);
+        it = NULL;
+        w = MP_MISS_EXPIRED;
+    }
+    if (why != NULL)
+        *why = w;
+    return it;
+}
+
+mp_item *mp_item_find(mp_shard *s, const char *key, size_t nkey, uint64_t hv, int *why_missing)
+{
+    return shard_find(s, key, nkey, hv, why_missing);
+}
+
+static inline void item_touch_access(mp_item *it)
+{
+    mp_s3_hit(it);
+    it->iflags |= MP_IT_FETCHED;
+    it->time = mp_current_time;
+}
+
+void mp_item_bump(mp_shard *s, mp_item *it)
+{
+    item_touch_access(it);
+    s->cs[it->clsid].get_hits++;
+}
+
+void mp_item_set_exptime(mp_shard *s, mp_item *it, mp_rel_time exptime)
+{
+    (void)s;
+    it->exptime = exptime;
+}
+
+void mp_item_unlink(mp_shard *s, mp_item *it)
+{
+    if (it->iflags & MP_IT_LINKED)
+        item_unlink(s, it);
+}
+
+/* ---- allocation ---- */
+
+int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                   uint32_t flags, mp_rel_time exptime, uint32_t nbytes_with_crlf,
+                   mp_item **out)
+{
+    *out = NULL;
+    if (mp_item_ntotal_memcached(nkey, nbytes_with_crlf, flags, st->use_cas) > st->item_size_max) {
+        __atomic_add_fetch(&st->too_large, 1, __ATOMIC_RELAXED);
+        return MP_ALLOC_TOO_LARGE;
+    }
+    size_t size = ITEM_SIZE(nkey, nbytes_with_crlf);
+    int cls = mp_slabs_clsid(&st->arena, size);
+    if (cls == 0) {   /* cannot happen: the page holds the largest item */
+        __atomic_add_fetch(&st->too_large, 1, __ATOMIC_RELAXED);
+        return MP_ALLOC_TOO_LARGE;
+    }
+    mp_shard *s = mp_store_shard(st, hv);
+    if (__atomic_load_n(&s->grow_hint, __ATOMIC_RELAXED))
+        shard_grow_table(s);
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = shard_alloc(s, cls, size, true);
+    pthread_mutex_unlock(&s->lock);
+    /* Every other shard was busy when shard_alloc tried to take a page: now,
+     * holding no lock, wait for one to free a page into the pool. */
+    for (int i = 1; it == NULL && st->evict_to_free && i < st->nshards; i++) {
+        if (!shard_free_page(&st->shards[(s->index + i) & (st->nshards - 1)]))
+            continue;
+        pthread_mutex_lock(&s->lock);
+        it = shard_alloc(s, cls, size, true);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (it == NULL) {
+        __atomic_add_fetch(&st->no_memory, 1, __ATOMIC_RELAXED);
+        return MP_ALLOC_NO_MEMORY;
+    }
+    /* pending: nobody else looks at it (slabs.c set iflags and clsid) */
+    item_init(it, key, nkey, flags, exptime, nbytes_with_crlf);
+    *out = it;
+    return MP_ALLOC_OK;
+}
+
+void mp_store_release(mp_store *st, mp_item *it, uint64_t hv)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    pthread_mutex_lock(&s->lock);
+    mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- storage commands (memcached's do_store_item) ---- */
+
+/* append/prepend: a new item holding both values, old flags and exptime.
+ * NULL when too large or out of memory: memcached answers NOT_STORED then. */
+static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_op op)
+{
+    mp_store *st = s->st;
+    uint32_t nbytes = old->nbytes + it->nbytes - 2;
+    if (mp_item_ntotal_memcached(it->nkey, nbytes, old->flags, st->use_cas) > st->item_size_max)
+        return NULL;
+    size_t size = ITEM_SIZE(it->nkey, nbytes);
+    int cls = mp_slabs_clsid(&st->arena, size);
+    if (cls == 0)
+        return NULL;
+    old->iflags |= MP_IT_HELD;
+    s->held = old;
+    mp_item *n = shard_alloc(s, cls, size, false);
+    s->held = NULL;
+    old->iflags &= (uint8_t)~MP_IT_HELD;
+    if (n == NULL)
+        return NULL;
+    item_init(n, MP_ITEM_key(it), it->nkey, old->flags, old->exptime, nbytes);
+    char *dst = MP_ITEM_value(n);
+    if (op == MP_APPEND) {
+        memcpy(dst, MP_ITEM_value(old), old->nbytes - 2);
+        memcpy(dst + old->nbytes - 2, MP_ITEM_value(it), it->nbytes);
+    } else {
+        memcpy(dst, MP_ITEM_value(it), it->nbytes - 2);
+        memcpy(dst + it->nbytes - 2, MP_ITEM_value(old), old->nbytes);
+    }
+    return n;
+}
+
+mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
+                              uint64_t cas_in, uint64_t *cas_out)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_store_result res = MP_NOT_STORED;
+    mp_item *stored = NULL;
+
+    pthread_mutex_lock(&s->lock);
+    s->cs[it->clsid].cmd_set++;
+    mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
+    if (old != NULL) {
+        switch (op) {
+        case MP_ADD:
+            /* memcached: add fails but refreshes the old item's access time */
+            old->time = mp_current_time;
+            break;
+        case MP_CAS:
+            if (cas_in != 0 && cas_in == old->cas) {
+                s->cs[old->clsid].cas_hits++;
+                item_replace(s, old, it, hv);
+                stored = it;
+            } else {
+                s->cs[old->clsid].cas_badval++;
+                res = MP_EXISTS;
+            }
+            break;
+        case MP_APPEND:
+        case MP_PREPEND:
+            if (cas_in != 0 && cas_in != old->cas) {
+                res = MP_EXISTS;
+                break;
+            }
+            {
+                mp_item *n = combine_values(s, old, it, op);
+                if (n != NULL) {
+                    item_replace(s, old, n, hv);
+                    stored = n;
+                }
+            }
+            break;
+        case MP_SET:
+        case MP_REPLACE:
+            item_replace(s, old, it, hv);
+            stored = it;
+            break;
+        }
+    } else {
+        switch (op) {
+        case MP_SET:
+        case MP_ADD:
+            item_link(s, it, hv, -1, 0);
+            stored = it;
+            break;
+        case MP_CAS:
+            res = MP_NOT_FOUND;
+            break;
+        default:
+            break;   /* replace, append, prepend need an existing item */
+        }
+    }
+    if (stored != NULL) {
+        res = MP_STORED;
+        if (cas_out != NULL)
+            *cas_out = stored->cas;
+    }
+    if (stored != it)
+        mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t hv)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = mp_ht_find(&s->ht, key, nkey, hv);
+    if (it != NULL)
+        item_unlink_hv(s, it, hv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = shard_find(s, key, nkey, hv, NULL);
+    if (it != NULL) {
+        s->cs[it->clsid].delete_hits++;
+        item_unlink_hv(s, it, hv);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return it != NULL;
+}
+
+bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_rel_time exptime)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = shard_find(s, key, nkey, hv, NULL);
+    if (it != NULL) {
+        /* memcached's touch fetches with update: the item counts as read */
+        item_touch_access(it);
+        it->exptime = exptime;
+        s->cs[it->clsid].touch_hits++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return it != NULL;
+}
+
+/* ---- incr / decr (memcached's do_add_delta) ---- */
+
+/* memcached's safe_strtoull over the value bytes: leading white space and a
+ * sign allowed, digits, then white space or the end; a "negative" result
+ * (minus sign with the top bit set) is refused.  An all-blank value is
+ * refused too (memcached reads past the value there). */
+static bool value_to_u64(const char *p, size_t len, uint64_t *out)
+{
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)p[i]))
+        i++;
+    if (i == len)
+        return false;
+    bool neg = false;
+    if (p[i] == '+' || p[i] == '-') {
+        neg = p[i] == '-';
+        i++;
+    }
+    size_t start = i;
+    uint64_t v = 0;
+    bool overflow = false;
+    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++) {
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            overflow = true;
+        else
+            v = v * 10 + d;
+    }
+    if (i == start || overflow)
+        return false;
+    if (i < len && !isspace((unsigned char)p[i]) && p[i] != '\0')
+        return false;
+    if (neg) {
+        v = (uint64_t)0 - v;
+        if ((int64_t)v < 0)
+            return false;
+    }
+    *out = v;
+    return true;
+}
+
+static size_t u64_to_dec(uint64_t v, char *buf)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
+mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                               bool incr, uint64_t delta, char *buf, uint64_t *cas_out)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_delta_result res = MP_DELTA_OK;
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = shard_find(s, key, nkey, hv, NULL);
+    uint64_t value;
+    if (it == NULL) {
+        res = MP_DELTA_NOT_FOUND;
+        goto out;
+    }
+    if (it->nbytes <= 2 || !value_to_u64(MP_ITEM_value(it), it->nbytes - 2, &value)) {
+        res = MP_DELTA_NON_NUMERIC;
+        goto out;
+    }
+    if (incr)
+        value += delta;
+    else
+        value = delta > value ? 0 : value - delta;
+    if (incr)
+        s->cs[it->clsid].incr_hits++;
+    else
+        s->cs[it->clsid].decr_hits++;
+    size_t len = u64_to_dec(value, buf);
+    if (len + 2 <= it->nbytes) {
+        /* in place, blank-padded to the old length, with a new cas */
+        char *v = MP_ITEM_value(it);
+        memcpy(v, buf, len);
+        memset(v + len, ' ', it->nbytes - 2 - len);
+        it->cas = st->use_cas ? mp_store_next_cas(st) : 0;
+        it->time = mp_current_time;
+        if (cas_out != NULL)
+            *cas_out = it->cas;
+        goto out;
+    }
+    size_t size = ITEM_SIZE(nkey, len + 2);
+    int cls = mp_slabs_clsid(&st->arena, size);
+    it->iflags |= MP_IT_HELD;
+    s->held = it;
+    mp_item *n = shard_alloc(s, cls, size, false);
+    s->held = NULL;
+    it->iflags &= (uint8_t)~MP_IT_HELD;
+    if (n == NULL) {
+        res = MP_DELTA_EOM;
+        goto out;
+    }
+    item_init(n, key, nkey, it->flags, it->exptime, (uint32_t)len + 2);
+    memcpy(MP_ITEM_value(n), buf, len);
+    memcpy(MP_ITEM_value(n) + len, "\r\n", 2);
+    item_replace(s, it, n, hv);
+    if (cas_out != NULL)
+        *cas_out = n->cas;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+/* ---- flush_all ---- */
+
+void mp_store_flush(mp_store *st, int64_t delay)
+{
+    /* memcached's process_flush_all_command: realtime(0) is 0, so no delay
+     * means "now"; the marker is one second before the deadline, and with
+     * cas on an immediate flush also marks the next cas id. */
+    mp_rel_time now = mp_current_time;
+    mp_rel_time new_oldest = delay > 0 ? mp_realtime(delay) : now;
+    if (st->use_cas) {
+        mp_rel_time oldest_live = new_oldest - 1;
+        if (oldest_live <= now)
+            __atomic_store_n(&st->oldest_cas, mp_store_next_cas(st), __ATOMIC_RELAXED);
+        __atomic_store_n(&st->oldest_live, oldest_live, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(&st->oldest_live, new_oldest, __ATOMIC_RELAXED);
+    }
+}
+
+void mp_store_set_limit(mp_store *st, size_t bytes)
+{
+    mp_arena_set_limit(&st->arena, bytes);
+    __atomic_store_n(&st->limit, (uint64_t)bytes, __ATOMIC_RELAXED);
+}
+
+/* ---- maintenance ---- */
+
+/* Reclaims dead items in a slice of the table, as memcached's LRU crawler
+ * does (counted as crawler_reclaimed). */
+static void shard_sweep(mp_shard *s)
+{
+    mp_htable *t = &s->ht;
+    if (mp_ht_expanding(t))
+        return;
+    uint64_t size = MP_HT_SIZE(t->power);
+    uint64_t pos = s->sweep_pos % size;
+    int reclaimed = 0;
+    for (int b = 0; b < MP_SWEEP_BUCKETS && reclaimed < MP_SWEEP_MAX_RECLAIM; b++) {
+        mp_item *it = t->buckets[pos];
+        while (it != NULL) {
+            mp_item *next = it->hnext;
+            bool flushed = item_flushed(s->st, it);
+            if (flushed || item_expired(it)) {
+                class_stats *cs = &s->cs[it->clsid];
+                cs->crawler_reclaimed++;
+                if (!(it->iflags & MP_IT_FETCHED) && !flushed)
+                    cs->expired_unfetched++;
+                item_unlink(s, it);
+                reclaimed++;
+            }
+            it = next;
+        }
+        pos = (pos + 1) % size;
+    }
+    s->sweep_pos = pos;
+}
+
+void mp_store_maintain(mp_store *st, int shard_index)
+{
+    mp_shard *s = &st->shards[shard_index];
+    if (__atomic_load_n(&s->grow_hint, __ATOMIC_RELAXED))
+        shard_grow_table(s);
+    pthread_mutex_lock(&s->lock);
+    if (mp_ht_expanding(&s->ht)) {
+        mp_ht_migrate(&s->ht, MP_HT_MIGRATE_PER_MAINTAIN);
+        if (s->ht.retired != NULL)
+            __atomic_store_n(&s->grow_hint, 1, __ATOMIC_RELAXED);
+    }
+    shard_sweep(s);
+    /* cache_memlimit lowered: give back one page per call */
+    mp_arena *a = &st->arena;
+    pthread_mutex_lock(&a->pool_lock);
+    bool over = a->in_use > a->budget;
+    pthread_mutex_unlock(&a->pool_lock);
+    if (over) {
+        uint32_t pg = pick_victim_page(s);
+        if (pg != UINT32_MAX)
+            drain_page(s, pg);   /* the emptied page returns to the pool */
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- statistics ---- */
+
+void mp_store_get_stats(mp_store *st, mp_store_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t buckets = 0;
+    for (int i = 0; i < st->nshards; i++) {
+        mp_shard *s = &st->shards[i];
+        pthread_mutex_lock(&s->lock);
+        out->curr_items += s->curr_items;
+        out->total_items += s->total_items;
+        out->bytes += s->bytes;
+        for (int c = 1; c < MP_MAX_SLAB_CLASSES; c++) {
+            const class_stats *cs = &s->cs[c];
+            out->evictions += cs->evicted;
+            out->reclaimed += cs->reclaimed;
+            out->expired_unfetched += cs->expired_unfetched;
+            out->evicted_unfetched += cs->evicted_unfetched;
+            out->evicted_active += cs->evicted_active;
+            out->crawler_reclaimed += cs->crawler_reclaimed;
+        }
+        buckets += MP_HT_SIZE(s->ht.power);
+        out->hash_bytes += mp_ht_bytes(&s->ht);
+        if (mp_ht_expanding(&s->ht))
+            out->hash_is_expanding = 1;
+        pthread_mutex_unlock(&s->lock);
+    }
+    out->hash_power_level = (uint64_t)log2_floor(buckets);
+    out->store_too_large = __atomic_load_n(&st->too_large, __ATOMIC_RELAXED);
+    out->store_no_memory = __atomic_load_n(&st->no_memory, __ATOMIC_RELAXED);
+    mp_arena *a = &st->arena;
+    pthread_mutex_lock(&a->pool_lock);
+    out->slabs_used_pages = a->in_use;
+    out->total_malloced = (uint64_t)a->in_use * a->page_size;
+    pthread_mutex_unlock(&a->pool_lock);
+    out->limit_maxbytes = __atomic_load_n(&st->limit, __ATOMIC_RELAXED);
+    out->slab_reassigns = __atomic_load_n(&a->reassigns, __ATOMIC_RELAXED);
+}
+
+int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max)
+{
+    mp_arena *a = &st->arena;
+    int n = a->nclasses + 1;
+    if (n > max)
+        n = max;
+    memset(out, 0, sizeof(*out) * (size_t)max);
+    mp_rel_time oldest[MP_MAX_SLAB_CLASSES];
+    bool have[MP_MAX_SLAB_CLASSES] = { false };
+    for (int c = 1; c < n; c++) {
+        out[c].chunk_size = a->chunk_size[c];
+        out[c].chunks_per_page = a->perslab[c];
+    }
+    for (int i = 0; i < st->nshards; i++) {
+        mp_shard *s = &st->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (int c = 1; c < n; c++) {
+            mp_slab_class_stats *o = &out[c];
+            const mp_slab_class *sc = &s->slabs.cls[c];
+            const class_stats *cs = &s->cs[c];
+            o->total_pages += sc->nslabs;
+            o->used_chunks += sc->used;
+            o->mem_requested += sc->requested;
+            o->number += mp_s3_count(&s->q[c]);
+            bool empty;
+            mp_rel_time t = mp_s3_tail_time(&s->q[c], &empty);
+            if (!empty && (!have[c] || t < oldest[c])) {
+                oldest[c] = t;
+                have[c] = true;
+            }
+            o->evicted += cs->evicted;
+            o->evicted_nonzero += cs->evicted_nonzero;
+            if (cs->evicted_time > o->evicted_time)
+                o->evicted_time = cs->evicted_time;
+            o->outofmemory += cs->outofmemory;
+            o->reclaimed += cs->reclaimed;
+            o->expired_unfetched += cs->expired_unfetched;
+            o->evicted_unfetched += cs->evicted_unfetched;
+            o->evicted_active += cs->evicted_active;
+            o->get_hits += cs->get_hits;
+            o->cmd_set += cs->cmd_set;
+            o->delete_hits += cs->delete_hits;
+            o->incr_hits += cs->incr_hits;
+            o->decr_hits += cs->decr_hits;
+            o->cas_hits += cs->cas_hits;
+            o->cas_badval += cs->cas_badval;
+            o->touch_hits += cs->touch_hits;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    mp_rel_time now = mp_current_time;
+    for (int c = 1; c < n; c++) {
+        out[c].total_chunks = out[c].total_pages * out[c].chunks_per_page;
+        out[c].free_chunks = out[c].total_chunks - out[c].used_chunks;
+        out[c].age = have[c] && now > oldest[c] ? now - oldest[c] : 0;
+    }
+    return n;
+}

@@ -1,0 +1,1070 @@
+/* Unit tests of the item store (ext/store.c and its parts), with
+ * memcached 1.6.18's answers as the expected values.
+ *
+ *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_store.c ext/store.c \
+ *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -o /tmp/t && /tmp/t
+ *
+ * Time is driven by hand: mp_current_time is advanced directly. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "settings.h"
+#include "store.h"
+
+static int failures;
+static int checks;
+
+#define CHECK(cond) do {                                                      \
+    checks++;                                                                 \
+    if (!(cond)) {                                                            \
+        failures++;                                                           \
+        fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                         \
+} while (0)
+
+#define CHECK_EQ_U64(a, b) do {                                               \
+    unsigned long long _a = (unsigned long long)(a), _b = (unsigned long long)(b); \
+    checks++;                                                                 \
+    if (_a != _b) {                                                           \
+        failures++;                                                           \
+        fprintf(stderr, "%s:%d: %s == %llu, expected %s == %llu\n",           \
+                __FILE__, __LINE__, #a, _a, #b, _b);                          \
+    }                                                                         \
+} while (0)
+
+#define CHECK_STR(got, want) do {                                             \
+    checks++;                                                                 \
+    if (strcmp((got), (want)) != 0) {                                         \
+        failures++;                                                           \
+        fprintf(stderr, "%s:%d: got \"%s\", expected \"%s\"\n",               \
+                __FILE__, __LINE__, (got), (want));                           \
+    }                                                                         \
+} while (0)
+
+#define MIB ((size_t)1024 * 1024)
+
+static mp_store *make_store(size_t maxbytes, int nshards, bool use_cas, bool evict)
+{
+    mp_settings s;
+    mp_settings_init(&s);
+    s.maxbytes = maxbytes;
+    s.use_cas = use_cas;
+    s.evict_to_free = evict;
+    char err[256] = "";
+    mp_store *st = mp_store_create(&s, nshards, err, sizeof(err));
+    if (st == NULL) {
+        fprintf(stderr, "mp_store_create: %s\n", err);
+        exit(2);
+    }
+    return st;
+}
+
+/* ---- helpers acting like the executor ---- */
+
+/* exptime as the protocol gives it, converted as memcached does (negative:
+ * already expired). */
+static mp_rel_time exptime_of(long long e)
+{
+    if (e < 0)
+        return mp_realtime(MP_REALTIME_MAXDELTA + 1);
+    return mp_realtime(e);
+}
+
+static int store_full(mp_store *st, mp_store_op op, const char *key, const char *val,
+                      size_t vlen, uint32_t flags, long long exptime, uint64_t cas_in,
+                      uint64_t *cas_out)
+{
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_item *it;
+    int r = mp_store_alloc(st, key, nkey, hv, flags, exptime_of(exptime), (uint32_t)vlen + 2, &it);
+    if (r == MP_ALLOC_TOO_LARGE) {
+        if (op == MP_SET)
+            mp_store_delete_quiet(st, key, nkey, hv);
+        return MP_TOO_LARGE;
+    }
+    if (r == MP_ALLOC_NO_MEMORY) {
+        if (op == MP_SET)
+            mp_store_delete_quiet(st, key, nkey, hv);
+        return MP_NO_MEMORY;
+    }
+    memcpy(MP_ITEM_value(it), val, vlen);
+    memcpy(MP_ITEM_value(it) + vlen, "\r\n", 2);
+    return mp_store_item(st, it, hv, op, cas_in, cas_out);
+}
+
+static int store(mp_store *st, mp_store_op op, const char *key, const char *val)
+{
+    return store_full(st, op, key, val, strlen(val), 0, 0, 0, NULL);
+}
+
+typedef struct got {
+    bool hit;
+    char value[256];
+    uint32_t flags;
+    uint64_t cas;
+    mp_rel_time exptime;
+    int why;
+} got;
+
+static got get(mp_store *st, const char *key)
+{
+    got g;
+    memset(&g, 0, sizeof(g));
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard_lock(s);
+    mp_item *it = mp_item_find(s, key, nkey, hv, &g.why);
+    if (it != NULL) {
+        g.hit = true;
+        size_t n = it->nbytes - 2;
+        if (n >= sizeof(g.value))
+            n = sizeof(g.value) - 1;
+        memcpy(g.value, MP_ITEM_value(it), n);
+        g.value[n] = '\0';
+        g.flags = it->flags;
+        g.cas = it->cas;
+        g.exptime = it->exptime;
+        mp_item_bump(s, it);
+    }
+    mp_shard_unlock(s);
+    return g;
+}
+
+static bool exists(mp_store *st, const char *key)
+{
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard_lock(s);
+    bool hit = mp_item_find(s, key, nkey, hv, NULL) != NULL;
+    mp_shard_unlock(s);
+    return hit;
+}
+
+static mp_delta_result arith(mp_store *st, const char *key, bool incr, uint64_t delta, char *buf)
+{
+    return mp_store_arith(st, key, strlen(key), mp_hash(key, strlen(key)), incr, delta, buf, NULL);
+}
+
+static mp_store_stats stats(mp_store *st)
+{
+    mp_store_stats s;
+    mp_store_get_stats(st, &s);
+    return s;
+}
+
+/* ---- tests ---- */
+
+static void test_storage_commands(void)
+{
+    mp_store *st = make_store(64 * MIB, 4, true, true);
+    got g;
+
+    CHECK_EQ_U64(store(st, MP_SET, "k", "v1"), MP_STORED);
+    g = get(st, "k");
+    CHECK(g.hit);
+    CHECK_STR(g.value, "v1");
+
+    CHECK_EQ_U64(store(st, MP_ADD, "k", "v2"), MP_NOT_STORED);
+    CHECK_STR(get(st, "k").value, "v1");
+    CHECK_EQ_U64(store(st, MP_ADD, "k2", "a"), MP_STORED);
+    CHECK_STR(get(st, "k2").value, "a");
+
+    CHECK_EQ_U64(store(st, MP_REPLACE, "nope", "x"), MP_NOT_STORED);
+    CHECK(!exists(st, "nope"));
+    CHECK_EQ_U64(store(st, MP_REPLACE, "k", "v3"), MP_STORED);
+    CHECK_STR(get(st, "k").value, "v3");
+
+    CHECK_EQ_U64(store(st, MP_APPEND, "nope", "x"), MP_NOT_STORED);
+    CHECK_EQ_U64(store(st, MP_PREPEND, "nope", "x"), MP_NOT_STORED);
+    CHECK(!exists(st, "nope"));
+
+    /* append/prepend keep the old flags and exptime, ignore the new ones */
+    CHECK_EQ_U64(store_full(st, MP_SET, "ap", "mid", 3, 42, 1000, 0, NULL), MP_STORED);
+    mp_rel_time exp_before = get(st, "ap").exptime;
+    CHECK_EQ_U64(store_full(st, MP_APPEND, "ap", "END", 3, 7, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_PREPEND, "ap", "BEG", 3, 9, 5, 0, NULL), MP_STORED);
+    g = get(st, "ap");
+    CHECK_STR(g.value, "BEGmidEND");
+    CHECK_EQ_U64(g.flags, 42);
+    CHECK_EQ_U64(g.exptime, exp_before);
+
+    /* empty values */
+    CHECK_EQ_U64(store(st, MP_SET, "empty", ""), MP_STORED);
+    g = get(st, "empty");
+    CHECK(g.hit);
+    CHECK_STR(g.value, "");
+    CHECK_EQ_U64(store(st, MP_APPEND, "empty", "x"), MP_STORED);
+    CHECK_STR(get(st, "empty").value, "x");
+
+    /* cas */
+    uint64_t c1 = 0, c2 = 0;
+    CHECK_EQ_U64(store_full(st, MP_SET, "c", "one", 3, 0, 0, 0, &c1), MP_STORED);
+    CHECK(c1 != 0);
+    CHECK_EQ_U64(get(st, "c").cas, c1);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "c", "two", 3, 0, 0, c1 + 1000, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "c", "two", 3, 0, 0, 0, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "c", "two", 3, 0, 0, c1, &c2), MP_STORED);
+    CHECK(c2 > c1);
+    CHECK_STR(get(st, "c").value, "two");
+    CHECK_EQ_U64(store_full(st, MP_CAS, "c", "three", 5, 0, 0, c1, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "missing", "x", 1, 0, 0, 0, NULL), MP_NOT_FOUND);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "missing", "x", 1, 0, 0, 123, NULL), MP_NOT_FOUND);
+    CHECK(!exists(st, "missing"));
+    /* append with a wrong cas (meta ms C) */
+    CHECK_EQ_U64(store_full(st, MP_APPEND, "c", "x", 1, 0, 0, c2 + 1, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_APPEND, "c", "x", 1, 0, 0, c2, NULL), MP_STORED);
+    CHECK_STR(get(st, "c").value, "twox");
+
+    /* every store gives a new cas, unique across keys and shards */
+    uint64_t prev = 0;
+    bool increasing = true;
+    for (int i = 0; i < 200; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "cas%d", i);
+        uint64_t c = 0;
+        store_full(st, MP_SET, key, "v", 1, 0, 0, 0, &c);
+        if (c <= prev)
+            increasing = false;
+        prev = c;
+    }
+    CHECK(increasing);
+
+    /* delete */
+    CHECK(mp_store_delete(st, "k", 1, mp_hash("k", 1)));
+    CHECK(!mp_store_delete(st, "k", 1, mp_hash("k", 1)));
+    CHECK(!exists(st, "k"));
+
+    /* stats: curr_items and memcached's byte accounting */
+    mp_store *st2 = make_store(64 * MIB, 1, true, true);
+    store_full(st2, MP_SET, "abc", "12345", 5, 0, 0, 0, NULL);
+    store_full(st2, MP_SET, "xy", "1", 1, 7, 0, 0, NULL);
+    mp_store_stats ss = stats(st2);
+    CHECK_EQ_U64(ss.curr_items, 2);
+    CHECK_EQ_U64(ss.total_items, 2);
+    CHECK_EQ_U64(ss.bytes, (48 + 8 + 4 + 7) + (48 + 8 + 3 + 4 + 3));
+    store(st2, MP_SET, "abc", "1");
+    ss = stats(st2);
+    CHECK_EQ_U64(ss.curr_items, 2);
+    CHECK_EQ_U64(ss.total_items, 3);
+    CHECK_EQ_U64(ss.bytes, (48 + 8 + 4 + 3) + (48 + 8 + 3 + 4 + 3));
+    mp_store_delete(st2, "abc", 3, mp_hash("abc", 3));
+    mp_store_delete(st2, "xy", 2, mp_hash("xy", 2));
+    ss = stats(st2);
+    CHECK_EQ_U64(ss.curr_items, 0);
+    CHECK_EQ_U64(ss.bytes, 0);
+    /* the emptied slab went back to the pool */
+    CHECK_EQ_U64(ss.total_malloced, 0);
+    mp_store_destroy(st2);
+    mp_store_destroy(st);
+}
+
+static void test_no_cas(void)
+{
+    mp_store *st = make_store(64 * MIB, 2, false, true);
+    uint64_t c = 99;
+    CHECK_EQ_U64(store_full(st, MP_SET, "k", "v", 1, 0, 0, 0, &c), MP_STORED);
+    CHECK_EQ_U64(c, 0);
+    CHECK_EQ_U64(get(st, "k").cas, 0);
+    /* -C: cas can never match */
+    CHECK_EQ_U64(store_full(st, MP_CAS, "k", "w", 1, 0, 0, 0, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "k", "w", 1, 0, 0, 5, NULL), MP_EXISTS);
+    CHECK_EQ_U64(store_full(st, MP_CAS, "nope", "w", 1, 0, 0, 5, NULL), MP_NOT_FOUND);
+    char buf[32];
+    CHECK_EQ_U64(store(st, MP_SET, "n", "5"), MP_STORED);
+    uint64_t cas_out = 77;
+    CHECK_EQ_U64(mp_store_arith(st, "n", 1, mp_hash("n", 1), true, 1, buf, &cas_out), MP_DELTA_OK);
+    CHECK_EQ_U64(cas_out, 0);
+    /* bytes without the 8 cas bytes */
+    mp_store *st2 = make_store(64 * MIB, 1, false, true);
+    store(st2, MP_SET, "abc", "12345");
+    CHECK_EQ_U64(stats(st2).bytes, 48 + 4 + 7);
+    mp_store_destroy(st2);
+    mp_store_destroy(st);
+}
+
+static void test_arith(void)
+{
+    mp_store *st = make_store(64 * MIB, 4, true, true);
+    char buf[32];
+    got g;
+
+    CHECK_EQ_U64(arith(st, "none", true, 1, buf), MP_DELTA_NOT_FOUND);
+
+    store(st, MP_SET, "n", "10");
+    CHECK_EQ_U64(arith(st, "n", false, 1, buf), MP_DELTA_OK);
+    CHECK_STR(buf, "9");
+    CHECK_STR(get(st, "n").value, "9 ");          /* padded in place */
+    CHECK_EQ_U64(arith(st, "n", true, 100, buf), MP_DELTA_OK);
+    CHECK_STR(buf, "109");
+    CHECK_STR(get(st, "n").value, "109");         /* grown to its own length */
+
+    /* decr floors at 0 */
+    store(st, MP_SET, "d", "5");
+    CHECK_EQ_U64(arith(st, "d", false, 6, buf), MP_DELTA_OK);
+    CHECK_STR(buf, "0");
+    CHECK_EQ_U64(arith(st, "d", false, UINT64_MAX, buf), MP_DELTA_OK);
+    CHECK_STR(buf, "0");
+
+    /* incr wraps mod 2^64, the shorter result padded */
+    store(st, MP_SET, "w", "18446744073709551615");
+    CHECK_EQ_U64(arith(st, "w", true, 2, buf), MP_DELTA_OK);
+    CHECK_STR(buf, "1");
+    CHECK_STR(get(st, "w").value, "1                   ");
+
+    /* memcached's parse of the stored value */
+    struct { const char *v; bool ok; const char *after_incr1; } cases[] = {
+        { " 07", true, "8  " },
+        { "+7", true, "8 " },
+        { "5 ABC", true, "6    " },
+        { "-0", true, "1 " },
+        { "12ABC", false, NULL },
+        { "-1", false, NULL },
+        { "abc", false, NULL },
+        { "   ", false, NULL },
+        { "", false, NULL },
+        { "18446744073709551616", false, NULL },          /* out of range */
+        { "-9223372036854775809", true, "9223372036854775808 " },
+        { "-18446744073709551615", true, "2                    " },
+        { "0x10", false, NULL },
+        { "1.5", false, NULL },
+        { "\t3", true, "4 " },
+        { "3\t", true, "4 " },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        store(st, MP_SET, "p", cases[i].v);
+        mp_delta_result r = arith(st, "p", true, 1, buf);
+        if (cases[i].ok) {
+            CHECK_EQ_U64(r, MP_DELTA_OK);
+            g = get(st, "p");
+            if (strcmp(g.value, cases[i].after_incr1) != 0)
+                fprintf(stderr, "  value \"%s\"\n", cases[i].v);
+            CHECK_STR(g.value, cases[i].after_incr1);
+        } else {
+            if (r != MP_DELTA_NON_NUMERIC)
+                fprintf(stderr, "  value \"%s\"\n", cases[i].v);
+            CHECK_EQ_U64(r, MP_DELTA_NON_NUMERIC);
+            CHECK_STR(get(st, "p").value, cases[i].v);
+        }
+    }
+
+    /* length growth keeps flags and exptime; every change gives a new cas */
+    uint64_t c0 = 0, c1 = 0, c2 = 0;
+    store_full(st, MP_SET, "g", "99", 2, 1234, 500, 0, &c0);
+    mp_rel_time e0 = get(st, "g").exptime;
+    CHECK_EQ_U64(mp_store_arith(st, "g", 1, mp_hash("g", 1), true, 1, buf, &c1), MP_DELTA_OK);
+    CHECK_STR(buf, "100");
+    g = get(st, "g");
+    CHECK_STR(g.value, "100");
+    CHECK_EQ_U64(g.flags, 1234);
+    CHECK_EQ_U64(g.exptime, e0);
+    CHECK(c1 > c0);
+    CHECK_EQ_U64(g.cas, c1);
+    CHECK_EQ_U64(mp_store_arith(st, "g", 1, mp_hash("g", 1), false, 1, buf, &c2), MP_DELTA_OK);
+    CHECK(c2 > c1);
+    CHECK_STR(get(st, "g").value, "99 ");
+    CHECK_EQ_U64(get(st, "g").cas, c2);
+
+    /* growth from 20 blanks-worth: stays in place while it fits */
+    store(st, MP_SET, "z", "0");
+    for (int i = 0; i < 9; i++)
+        arith(st, "z", true, 1, buf);
+    CHECK_STR(get(st, "z").value, "9");
+    arith(st, "z", true, 1, buf);
+    CHECK_STR(get(st, "z").value, "10");
+    mp_store_destroy(st);
+}
+
+static void test_expiry(void)
+{
+    mp_store *st = make_store(64 * MIB, 2, true, true);
+    mp_rel_time start = mp_current_time;
+    got g;
+
+    store_full(st, MP_SET, "never", "v", 1, 0, 0, 0, NULL);
+    store_full(st, MP_SET, "neg", "v", 1, 0, -1, 0, NULL);
+    store_full(st, MP_SET, "rel", "v", 1, 0, 10, 0, NULL);
+    store_full(st, MP_SET, "abspast", "v", 1, 0, (long long)time(NULL) - 100, 0, NULL);
+    store_full(st, MP_SET, "absfut", "v", 1, 0, (long long)time(NULL) + 100, 0, NULL);
+
+    CHECK(exists(st, "never"));
+    g = get(st, "neg");
+    CHECK(!g.hit);
+    CHECK_EQ_U64(g.why, MP_MISS_EXPIRED);
+    CHECK(!exists(st, "abspast"));
+    CHECK(exists(st, "rel"));
+    CHECK(exists(st, "absfut"));
+
+    mp_current_time = start + 9;
+    CHECK(exists(st, "rel"));
+    mp_current_time = start + 10;
+    g = get(st, "rel");
+    CHECK(!g.hit);
+    CHECK_EQ_U64(g.why, MP_MISS_EXPIRED);
+    CHECK(exists(st, "absfut"));
+    mp_current_time = start + 101;
+    CHECK(!exists(st, "absfut"));
+    CHECK(exists(st, "never"));
+    g = get(st, "absent");
+    CHECK_EQ_U64(g.why, MP_MISS_ABSENT);
+
+    /* touch: a new exptime; negative makes it vanish after this access */
+    store_full(st, MP_SET, "t", "v", 1, 0, 5, 0, NULL);
+    CHECK(mp_store_touch(st, "t", 1, mp_hash("t", 1), exptime_of(100)));
+    mp_current_time += 50;
+    CHECK(exists(st, "t"));
+    CHECK(mp_store_touch(st, "t", 1, mp_hash("t", 1), exptime_of(-1)));
+    CHECK(!exists(st, "t"));
+    CHECK(!mp_store_touch(st, "t", 1, mp_hash("t", 1), exptime_of(100)));
+
+    /* an expired item is "not there" for every command */
+    store_full(st, MP_SET, "e", "5", 1, 0, 1, 0, NULL);
+    mp_current_time += 2;
+    char buf[32];
+    CHECK_EQ_U64(arith(st, "e", true, 1, buf), MP_DELTA_NOT_FOUND);
+    CHECK_EQ_U64(store(st, MP_REPLACE, "e", "x"), MP_NOT_STORED);
+    store_full(st, MP_SET, "e", "5", 1, 0, 1, 0, NULL);
+    mp_current_time += 2;
+    CHECK_EQ_U64(store(st, MP_ADD, "e", "x"), MP_STORED);
+    CHECK_STR(get(st, "e").value, "x");
+
+    /* the maintenance sweep reclaims expired items nobody asks for */
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "sweep%d", i);
+        store_full(st, MP_SET, key, "v", 1, 0, 3, 0, NULL);
+    }
+    uint64_t before = stats(st).curr_items;
+    mp_current_time += 4;
+    for (int r = 0; r < 64; r++)
+        for (int i = 0; i < mp_store_nshards(st); i++)
+            mp_store_maintain(st, i);
+    mp_store_stats ss = stats(st);
+    CHECK_EQ_U64(before - ss.curr_items, 1000);
+    CHECK(ss.crawler_reclaimed >= 1000);
+    CHECK(ss.expired_unfetched >= 1000);
+    mp_current_time = start;
+    mp_store_destroy(st);
+}
+
+static void test_flush(void)
+{
+    mp_rel_time start = mp_current_time;
+    for (int use_cas = 1; use_cas >= 0; use_cas--) {
+        mp_store *st = make_store(64 * MIB, 2, use_cas, true);
+        store(st, MP_SET, "a", "1");
+        mp_store_flush(st, 0);
+        store(st, MP_SET, "b", "2");
+        CHECK(!exists(st, "a"));
+        if (use_cas) {
+            /* stored after the flush in the same second: visible */
+            CHECK(exists(st, "b"));
+        } else {
+            /* -C: memcached only knows the second; b dies too */
+            CHECK(!exists(st, "b"));
+        }
+        mp_current_time = start + 1;
+        store(st, MP_SET, "c", "3");
+        CHECK(exists(st, "c"));
+        if (use_cas)
+            CHECK(exists(st, "b"));
+
+        /* flush_all -1 flushes now */
+        mp_current_time = start + 5;
+        store(st, MP_SET, "d", "4");
+        mp_store_flush(st, -1);
+        CHECK(!exists(st, "d"));
+        CHECK(!exists(st, "c"));
+
+        /* delayed: flush_all 10 kills, once its time comes, what was stored before */
+        mp_current_time = start + 20;
+        store(st, MP_SET, "e", "5");
+        mp_store_flush(st, 10);
+        mp_current_time = start + 28;
+        CHECK(exists(st, "e"));
+        store(st, MP_SET, "f", "6");
+        mp_current_time = start + 29 + (use_cas ? 0 : 1);
+        got g = get(st, "e");
+        CHECK(!g.hit);
+        CHECK_EQ_U64(g.why, MP_MISS_FLUSHED);
+        CHECK(!exists(st, "f"));
+        mp_current_time = start + 31;
+        store(st, MP_SET, "g", "7");
+        CHECK(exists(st, "g"));
+        mp_current_time = start;
+        mp_store_destroy(st);
+    }
+}
+
+static void fill_value(char *buf, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)('a' + (seed + i) % 26);
+}
+
+static void test_eviction(void)
+{
+    mp_store *st = make_store(2 * MIB, 1, true, true);
+    static char val[1000];
+    char key[32];
+    /* 100 hot keys read after every store, and 10,000 keys stored once */
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hot%d", i);
+        fill_value(val, sizeof(val), i);
+        CHECK_EQ_U64(store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    }
+    int hot_misses = 0;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(key, sizeof(key), "cold%d", i);
+        fill_value(val, sizeof(val), i);
+        int r = store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+        if (r != MP_STORED) {
+            CHECK_EQ_U64(r, MP_STORED);
+            break;
+        }
+        snprintf(key, sizeof(key), "hot%d", i % 100);
+        if (!get(st, key).hit)
+            hot_misses++;
+    }
+    mp_store_stats ss = stats(st);
+    CHECK(ss.evictions > 0);
+    CHECK(ss.curr_items < 10100);
+    CHECK(ss.curr_items > 1000);
+    CHECK(ss.total_malloced <= 2 * MIB);
+    CHECK(ss.evicted_unfetched > 0);
+    /* after the first round every hot key has been read: S3-FIFO keeps them */
+    if (hot_misses > 100)
+        fprintf(stderr, "  hot misses %d\n", hot_misses);
+    CHECK(hot_misses <= 100);
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hot%d", i);
+        got g = get(st, key);
+        CHECK(g.hit);
+        fill_value(val, 20, i);
+        CHECK(strncmp(g.value, val, 20) == 0);
+    }
+    /* the most recent stores are still there */
+    for (int i = 9990; i < 10000; i++) {
+        snprintf(key, sizeof(key), "cold%d", i);
+        CHECK(exists(st, key));
+    }
+    /* values survive intact (no chunk handed out twice) */
+    int corrupt = 0, present = 0;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(key, sizeof(key), "cold%d", i);
+        size_t nkey = strlen(key);
+        uint64_t hv = mp_hash(key, nkey);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+        if (it != NULL) {
+            present++;
+            fill_value(val, sizeof(val), i);
+            if (it->nbytes != sizeof(val) + 2 || memcmp(MP_ITEM_value(it), val, sizeof(val)) != 0 ||
+                memcmp(MP_ITEM_value(it) + sizeof(val), "\r\n", 2) != 0)
+                corrupt++;
+        }
+        mp_shard_unlock(s);
+    }
+    CHECK_EQ_U64(corrupt, 0);
+    CHECK_EQ_U64(present + 100, stats(st).curr_items);
+
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    uint64_t evicted = 0, number = 0;
+    for (int c = 1; c < n; c++) {
+        evicted += cls[c].evicted;
+        number += cls[c].number;
+        CHECK(cls[c].used_chunks <= cls[c].total_chunks);
+    }
+    CHECK_EQ_U64(evicted, ss.evictions);
+    CHECK_EQ_U64(number, stats(st).curr_items);
+    mp_store_destroy(st);
+}
+
+/* Items of many sizes through a small memory with several shards: pages move
+ * between classes and shards, and nothing is lost or corrupted. */
+static void test_mixed_sizes(void)
+{
+    mp_store *st = make_store(4 * MIB, 4, true, true);
+    static char val[300000];
+    char key[32];
+    unsigned seed = 12345;
+    int failed = 0;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245 + 12345;
+        size_t len = (seed >> 8) % 4 == 0 ? (seed >> 4) % 300000 : (seed >> 4) % 2000;
+        snprintf(key, sizeof(key), "m%d", i % 5000);
+        fill_value(val, len, i);
+        if (store_full(st, MP_SET, key, val, len, (uint32_t)i, 0, 0, NULL) != MP_STORED)
+            failed++;
+        if (i % 7 == 0) {
+            snprintf(key, sizeof(key), "m%d", (i * 31) % 5000);
+            get(st, key);
+        }
+    }
+    CHECK_EQ_U64(failed, 0);
+    mp_store_stats ss = stats(st);
+    CHECK(ss.total_malloced <= 4 * MIB);
+    /* every present item has the value its flags say it was stored with */
+    int corrupt = 0;
+    for (int k = 0; k < 5000; k++) {
+        snprintf(key, sizeof(key), "m%d", k);
+        size_t nkey = strlen(key);
+        uint64_t hv = mp_hash(key, nkey);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+        if (it != NULL) {
+            size_t len = it->nbytes - 2;
+            fill_value(val, len, (int)it->flags);
+            if (memcmp(MP_ITEM_value(it), val, len) != 0 || it->flags % 5000 != (uint32_t)k)
+                corrupt++;
+        }
+        mp_shard_unlock(s);
+    }
+    CHECK_EQ_U64(corrupt, 0);
+    mp_store_destroy(st);
+}
+
+static void test_max_item_when_full(void)
+{
+    for (int nshards = 1; nshards <= 4; nshards *= 4) {
+        mp_store *st = make_store(2 * MIB, nshards, true, true);
+        char key[32];
+        int stored = 0;
+        for (int i = 0; i < 40000; i++) {
+            snprintf(key, sizeof(key), "small%d", i);
+            if (store_full(st, MP_SET, key, "0123456789", 10, 0, 0, 0, NULL) == MP_STORED)
+                stored++;
+        }
+        CHECK_EQ_U64(stored, 40000);
+        CHECK(stats(st).evictions > 0);
+        static char big[1048507];
+        fill_value(big, sizeof(big), 3);
+        /* the largest item memcached -I 1m accepts with a 10-byte key */
+        CHECK_EQ_U64(store_full(st, MP_SET, "bigkey0001", big, sizeof(big), 0, 0, 0, NULL), MP_STORED);
+        size_t nkey = 10;
+        uint64_t hv = mp_hash("bigkey0001", nkey);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, "bigkey0001", nkey, hv, NULL);
+        CHECK(it != NULL);
+        if (it != NULL) {
+            CHECK_EQ_U64(it->nbytes, sizeof(big) + 2);
+            CHECK(memcmp(MP_ITEM_value(it), big, sizeof(big)) == 0);
+        }
+        mp_shard_unlock(s);
+        /* and again with a different key, the first one may go */
+        CHECK_EQ_U64(store_full(st, MP_SET, "bigkey0002", big, sizeof(big), 0, 0, 0, NULL), MP_STORED);
+        CHECK(exists(st, "bigkey0002"));
+        /* small items still storable afterwards */
+        CHECK_EQ_U64(store(st, MP_SET, "after", "x"), MP_STORED);
+        CHECK(exists(st, "after"));
+        CHECK(stats(st).total_malloced <= 2 * MIB);
+        mp_store_destroy(st);
+    }
+}
+
+static void test_too_large(void)
+{
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    static char big[1048600];
+    fill_value(big, sizeof(big), 0);
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048507, 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048508, 0, 0, 0, NULL), MP_TOO_LARGE);
+    /* a too-large set removed the old item (the helper acts as the executor) */
+    CHECK(!exists(st, "0123456789"));
+    /* flags take 4 more bytes */
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048503, 1, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048504, 1, 0, 0, NULL), MP_TOO_LARGE);
+    CHECK(stats(st).store_too_large >= 2);
+
+    /* append beyond the limit: NOT_STORED, old value kept */
+    CHECK_EQ_U64(store_full(st, MP_SET, "ap", big, 1048000, 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_APPEND, "ap", big, 1000, 0, 0, 0, NULL), MP_NOT_STORED);
+    CHECK_EQ_U64(store_full(st, MP_PREPEND, "ap", big, 1000, 0, 0, 0, NULL), MP_NOT_STORED);
+    CHECK(exists(st, "ap"));
+    mp_store_destroy(st);
+
+    /* -C: memcached counts 8 bytes less, so 8 more value bytes fit */
+    st = make_store(64 * MIB, 1, false, true);
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048515, 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", big, 1048516, 0, 0, 0, NULL), MP_TOO_LARGE);
+    mp_store_destroy(st);
+
+    /* -I 2m */
+    mp_settings s;
+    mp_settings_init(&s);
+    s.item_size_max = 2 * 1024 * 1024;
+    char err[128];
+    st = mp_store_create(&s, 2, err, sizeof(err));
+    CHECK(st != NULL);
+    if (st != NULL) {
+        static char huge[2 * 1024 * 1024];
+        size_t ok = 2 * 1024 * 1024 - (48 + 8 + 11 + 2);
+        CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", huge, ok, 0, 0, 0, NULL), MP_STORED);
+        CHECK_EQ_U64(store_full(st, MP_SET, "0123456789", huge, ok + 1, 0, 0, 0, NULL), MP_TOO_LARGE);
+        mp_store_destroy(st);
+    }
+}
+
+static void test_no_evictions(void)
+{
+    mp_store *st = make_store(2 * MIB, 1, true, false);
+    char key[32], val[500];
+    fill_value(val, sizeof(val), 0);
+    int stored = 0, nomem = 0;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        int r = store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+        if (r == MP_STORED)
+            stored++;
+        else if (r == MP_NO_MEMORY)
+            nomem++;
+    }
+    CHECK(stored > 1000);
+    CHECK(nomem > 0);
+    CHECK_EQ_U64(stored + nomem, 10000);
+    mp_store_stats ss = stats(st);
+    CHECK_EQ_U64(ss.evictions, 0);
+    CHECK_EQ_U64(ss.curr_items, stored);
+    CHECK(ss.store_no_memory > 0);
+    /* the first ones are all still there */
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        CHECK(exists(st, key));
+    }
+    /* expired items are reclaimed even with -M */
+    mp_store *st2 = make_store(2 * MIB, 1, true, false);
+    int first = 0;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(key, sizeof(key), "e%d", i);
+        if (store_full(st2, MP_SET, key, val, sizeof(val), 0, 5, 0, NULL) != MP_STORED)
+            break;
+        first++;
+    }
+    mp_current_time += 6;
+    int again = 0;
+    for (int i = 0; i < first; i++) {
+        snprintf(key, sizeof(key), "f%d", i);
+        if (store_full(st2, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL) == MP_STORED)
+            again++;
+    }
+    mp_current_time -= 6;
+    CHECK_EQ_U64(again, first);
+    CHECK(stats(st2).reclaimed > 0);
+    CHECK_EQ_U64(stats(st2).evictions, 0);
+    mp_store_destroy(st2);
+    mp_store_destroy(st);
+}
+
+static void test_pending(void)
+{
+    mp_store *st = make_store(2 * MIB, 1, true, true);
+    /* a pending item survives any amount of eviction pressure */
+    mp_item *p;
+    uint64_t hv = mp_hash("pending", 7);
+    CHECK_EQ_U64(mp_store_alloc(st, "pending", 7, hv, 5, 0, 102, &p), MP_ALLOC_OK);
+    fill_value(MP_ITEM_value(p), 100, 9);
+    memcpy(MP_ITEM_value(p) + 100, "\r\n", 2);
+    CHECK(!exists(st, "pending"));
+    char key[32], val[100];
+    fill_value(val, sizeof(val), 1);
+    for (int i = 0; i < 50000; i++) {
+        snprintf(key, sizeof(key), "x%d", i);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+    }
+    static char big[1000000];
+    CHECK_EQ_U64(store_full(st, MP_SET, "big", big, sizeof(big), 0, 0, 0, NULL), MP_STORED);
+    fill_value(val, sizeof(val), 9);
+    CHECK(memcmp(MP_ITEM_value(p), val, 100) == 0);
+    CHECK_EQ_U64(mp_store_item(st, p, hv, MP_SET, 0, NULL), MP_STORED);
+    got g = get(st, "pending");
+    CHECK(g.hit);
+    CHECK_EQ_U64(g.flags, 5);
+    /* released pending items give their memory back */
+    mp_store *st2 = make_store(64 * MIB, 1, true, true);
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ_U64(mp_store_alloc(st2, "r", 1, mp_hash("r", 1), 0, 0, 5000, &p), MP_ALLOC_OK);
+        mp_store_release(st2, p, mp_hash("r", 1));
+    }
+    CHECK_EQ_U64(stats(st2).total_malloced, 0);
+    CHECK_EQ_U64(stats(st2).curr_items, 0);
+    mp_store_destroy(st2);
+    mp_store_destroy(st);
+}
+
+static void test_hash_growth(void)
+{
+    mp_store *st = make_store(256 * MIB, 1, true, true);
+    uint64_t level0 = stats(st).hash_power_level;
+    CHECK_EQ_U64(level0, 16);
+    char key[32];
+    int n = 300000, missing = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        store(st, MP_SET, key, "v");
+        if (i % 1000 == 0) {
+            /* everything stored so far is found, mid-expansion included */
+            for (int j = 0; j <= i; j += 97) {
+                snprintf(key, sizeof(key), "key:%d", j);
+                if (!exists(st, key))
+                    missing++;
+            }
+        }
+    }
+    CHECK_EQ_U64(missing, 0);
+    for (int r = 0; r < 100; r++)
+        mp_store_maintain(st, 0);
+    mp_store_stats ss = stats(st);
+    CHECK(ss.hash_power_level >= 18);
+    CHECK_EQ_U64(ss.hash_is_expanding, 0);
+    CHECK_EQ_U64(ss.curr_items, (uint64_t)n);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        if (!exists(st, key))
+            missing++;
+    }
+    CHECK_EQ_U64(missing, 0);
+    mp_store_destroy(st);
+}
+
+static void test_memlimit(void)
+{
+    mp_store *st = make_store(8 * MIB, 2, true, true);
+    char key[32], val[1000];
+    fill_value(val, sizeof(val), 0);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+    }
+    CHECK(stats(st).total_malloced > 6 * MIB);
+    mp_store_set_limit(st, 3 * MIB);
+    CHECK_EQ_U64(stats(st).limit_maxbytes, 3 * MIB);
+    for (int r = 0; r < 20; r++)
+        for (int i = 0; i < 2; i++)
+            mp_store_maintain(st, i);
+    CHECK(stats(st).total_malloced <= 3 * MIB);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "j%d", i);
+        CHECK(store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL) == MP_STORED || i < 0);
+    }
+    CHECK(stats(st).total_malloced <= 3 * MIB);
+    /* raised again, beyond the start-up limit */
+    mp_store_set_limit(st, 32 * MIB);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "l%d", i);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+    }
+    CHECK(stats(st).total_malloced > 16 * MIB);
+    CHECK(stats(st).total_malloced <= 32 * MIB);
+    mp_store_destroy(st);
+}
+
+static void test_slab_classes(void)
+{
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    CHECK(n > 30);
+    CHECK_EQ_U64(cls[1].chunk_size, sizeof(mp_item) + 48);
+    for (int c = 2; c < n; c++) {
+        CHECK(cls[c].chunk_size > cls[c - 1].chunk_size);
+        CHECK_EQ_U64(cls[c].chunk_size % 8, 0);
+        if (c < n - 1)
+            CHECK(cls[c].chunk_size <= (uint32_t)(cls[c - 1].chunk_size * 1.25) + 8);
+    }
+    CHECK(cls[n - 1].chunk_size >= 1024 * 1024);
+    store(st, MP_SET, "a", "1");
+    n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(cls[1].used_chunks, 1);
+    CHECK_EQ_U64(cls[1].number, 1);
+    CHECK_EQ_U64(cls[1].total_pages, 1);
+    CHECK_EQ_U64(cls[1].free_chunks, cls[1].total_chunks - 1);
+    CHECK_EQ_U64(cls[1].cmd_set, 1);
+    get(st, "a");
+    get(st, "a");
+    n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(cls[1].get_hits, 2);
+    mp_store_destroy(st);
+}
+
+static void test_hash_quality(void)
+{
+    /* keys differing in one character spread evenly over high and low bits */
+    enum { N = 1 << 16, B = 256 };
+    static int lo[B], hi[B];
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "user:%08d", i);
+        uint64_t h = mp_hash(key, strlen(key));
+        lo[h & (B - 1)]++;
+        hi[h >> 56]++;
+    }
+    int lo_max = 0, hi_max = 0;
+    for (int b = 0; b < B; b++) {
+        if (lo[b] > lo_max)
+            lo_max = lo[b];
+        if (hi[b] > hi_max)
+            hi_max = hi[b];
+    }
+    /* mean 256 per bucket; a decent hash stays well under 1.3x */
+    CHECK(lo_max < 256 * 13 / 10);
+    CHECK(hi_max < 256 * 13 / 10);
+    CHECK(mp_hash("a", 1) != mp_hash("b", 1));
+    CHECK(mp_hash("", 0) != mp_hash("\0", 1));
+    CHECK(mp_hash("abcdefghijklmnop", 16) != mp_hash("abcdefghijklmnoq", 16));
+}
+
+/* ---- threads ---- */
+
+#define THREADS 4
+#define INCRS 20000
+#define HOT_KEYS 8
+
+typedef struct worker {
+    mp_store *st;
+    int id;
+    int errors;
+} worker;
+
+static void *incr_worker(void *arg)
+{
+    worker *w = arg;
+    char buf[32], key[32], val[200];
+    for (int i = 0; i < INCRS; i++) {
+        snprintf(key, sizeof(key), "counter%d", i % HOT_KEYS);
+        if (mp_store_arith(w->st, key, strlen(key), mp_hash(key, strlen(key)), true, 1,
+                           buf, NULL) != MP_DELTA_OK)
+            w->errors++;
+        /* churn around the counters: sets, gets, deletes on other keys */
+        snprintf(key, sizeof(key), "t%d-%d", w->id, i % 500);
+        fill_value(val, sizeof(val), i);
+        if (store_full(w->st, MP_SET, key, val, 50 + (size_t)(i % 150), 0, 0, 0, NULL) != MP_STORED)
+            w->errors++;
+        got g = get(w->st, key);
+        if (!g.hit || strncmp(g.value, val, 20) != 0)
+            w->errors++;
+        if (i % 3 == 0)
+            mp_store_delete(w->st, key, strlen(key), mp_hash(key, strlen(key)));
+        if (i % 1000 == 0)
+            mp_store_maintain(w->st, w->id % mp_store_nshards(w->st));
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    mp_store *st = make_store(64 * MIB, 4, true, true);
+    char key[32], buf[32];
+    for (int k = 0; k < HOT_KEYS; k++) {
+        snprintf(key, sizeof(key), "counter%d", k);
+        store(st, MP_SET, key, "0");
+    }
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){ st, i, 0 };
+        pthread_create(&th[i], NULL, incr_worker, &w[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_U64(w[i].errors, 0);
+    }
+    for (int k = 0; k < HOT_KEYS; k++) {
+        snprintf(key, sizeof(key), "counter%d", k);
+        snprintf(buf, sizeof(buf), "%d", THREADS * INCRS / HOT_KEYS);
+        CHECK_STR(get(st, key).value, buf);
+    }
+    mp_store_destroy(st);
+}
+
+/* Several threads under eviction pressure in a small memory with stealing
+ * between shards: nothing crashes, memory stays bounded. */
+static void *pressure_worker(void *arg)
+{
+    worker *w = arg;
+    static char big[200000];
+    char key[32], val[3000];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "p%d-%d", w->id, i);
+        size_t len = (size_t)((i * 7919) % 3000);
+        int r = i % 97 == 0
+            ? store_full(w->st, MP_SET, key, big, sizeof(big), 0, 0, 0, NULL)
+            : store_full(w->st, MP_SET, key, val, len, 0, 0, 0, NULL);
+        if (r != MP_STORED)
+            w->errors++;
+        if (i % 5 == 0) {
+            snprintf(key, sizeof(key), "p%d-%d", w->id, i / 2);
+            get(w->st, key);
+        }
+        if (i % 500 == 0)
+            mp_store_maintain(w->st, w->id % mp_store_nshards(w->st));
+    }
+    return NULL;
+}
+
+static void test_threads_pressure(void)
+{
+    mp_store *st = make_store(8 * MIB, 4, true, true);
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){ st, i, 0 };
+        pthread_create(&th[i], NULL, pressure_worker, &w[i]);
+    }
+    int errors = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        errors += w[i].errors;
+    }
+    /* a store may fail only when every page is pinned by pending items,
+     * which never happens here */
+    CHECK_EQ_U64(errors, 0);
+    mp_store_stats ss = stats(st);
+    CHECK(ss.total_malloced <= 8 * MIB);
+    CHECK(ss.evictions > 0);
+    mp_store_destroy(st);
+}
+
+int main(void)
+{
+    mp_clock_init();
+    struct { const char *name; void (*fn)(void); } tests[] = {
+        { "storage_commands", test_storage_commands },
+        { "no_cas", test_no_cas },
+        { "arith", test_arith },
+        { "expiry", test_expiry },
+        { "flush", test_flush },
+        { "eviction", test_eviction },
+        { "mixed_sizes", test_mixed_sizes },
+        { "max_item_when_full", test_max_item_when_full },
+        { "too_large", test_too_large },
+        { "no_evictions", test_no_evictions },
+        { "pending", test_pending },
+        { "hash_growth", test_hash_growth },
+        { "memlimit", test_memlimit },
+        { "slab_classes", test_slab_classes },
+        { "hash_quality", test_hash_quality },
+        { "threads", test_threads },
+        { "threads_pressure", test_threads_pressure },
+    };
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+        int before = failures;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        tests[i].fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        printf("%-22s %s (%.0f ms)\n", tests[i].name, failures == before ? "ok" : "FAILED", ms);
+    }
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
