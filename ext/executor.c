@@ -207,9 +207,6 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
         exptime = exptime_rel(e);
         first = 2;
     }
-    /* a bad key anywhere replaces the whole reply, hits found before it
-     * included; kept relative to wstart since growing may compact the buffer */
-    uint32_t mark = c->wend - c->wstart;
     get_key_result res = GK_OK;
     for (int i = first; i < r->ntokens && res == GK_OK; i++)
         res = get_one(c, TOKP(r, i), TOKL(r, i), return_cas, touch, exptime);
@@ -220,7 +217,9 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
             res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime);
     }
     if (res != GK_OK) {
-        c->wend = c->wstart + mark;
+        /* memcached then culls every reply it has not sent yet: this get's
+         * hits and the replies of the requests before it in the same batch */
+        c->wend = c->wstart + c->proto.flush_mark;
         if (res == GK_KEY_TOO_LONG)
             REPLY(c, R_BAD_FORMAT);
         else
@@ -519,6 +518,8 @@ static int cmd_mn(mp_conn *c, const mp_request *r)
 {
     (void)r;
     REPLY(c, R_MN);
+    /* memcached flushes its replies at mn: nothing before it can be culled */
+    c->proto.flush_mark = c->wend - c->wstart;
     return 0;
 }
 
@@ -684,6 +685,9 @@ int mp_process(mp_conn *c, int budget)
 {
     mp_proto *p = &c->proto;
     p->want_rbuf = 0;
+    /* memcached sends its queued replies whenever it runs out of input or
+     * yields; both end a call here */
+    p->flush_mark = c->wend - c->wstart;
     for (;;) {
         if (p->phase != MP_PS_LINE) {
             if (!data_phase(c))

@@ -89,6 +89,8 @@ typedef struct mp_proto {
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
     uint8_t reply_kind;      /* what to answer once the data block completes */
     uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
+    uint32_t flush_mark;     /* output pending (from wstart) when this batch
+                                began: replies after it are "unsent" */
     struct mp_item *item;    /* MP_PS_NREAD: the pending item */
     uint64_t hv;
     uint64_t cas_in;
