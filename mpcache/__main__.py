@@ -1,0 +1,8 @@
+"""python -m mpcache: the daemon, with memcached's command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Server settings: defaults, validation, and the engine's view of them.
+
+`Settings` is what the command line (mpcache/cli.py) and the embedded API
+(mpcache.Server) both fill; `validate()` refuses what memcached refuses, with
+memcached's messages and exit codes where it has them, so scripts that check
+either keep working.  `engine_settings()` is the dict mpcache._engine.Engine
+takes: the field names of mp_settings in ext/settings.h.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+MB = 1024 * 1024
+
+# sysexits.h, as memcached uses them.
+EX_USAGE = 64
+EX_NOUSER = 67
+EX_OSERR = 71
+
+DEFAULT_PORT = 11211
+# memcached's default is every interface (INADDR_ANY); a cache with no
+# authentication should not be reachable from the network by accident.
+DEFAULT_LISTEN = "127.0.0.1"
+
+ITEM_SIZE_MIN = 1024            # memcached's ITEM_SIZE_MAX_LOWER_LIMIT
+ITEM_SIZE_MAX = 1024 * MB       # memcached's ITEM_SIZE_MAX_UPPER_LIMIT
+# Above this memcached warns; a channel per core is the point of -t.
+THREADS_WARN = 64
+# Each channel is a thread with its own event loop and connection table;
+# beyond this the value is a typo, not a machine.
+THREADS_MAX = 1024
+# The engine's per-channel listener table (MP_MAX_LISTENERS in ext/channel.h).
+LISTENERS_MAX = 32
+
+# Values of --io-engine; "auto" lets the engine probe io_uring and fall back.
+IO_ENGINES = ("auto", "uring", "epoll")
+
+# -o keys memcached 1.6.18 knows that mpcache accepts and ignores (with a
+# warning): tuning knobs of memcached's own slab/LRU/extstore machinery.
+MEMCACHED_EXTENDED_KEYS = frozenset("""
+    hashpower no_hashexpand tail_repair_time hash_algorithm
+    lru_crawler no_lru_crawler lru_crawler_sleep lru_crawler_tocrawl
+    lru_maintainer no_lru_maintainer hot_lru_pct warm_lru_pct hot_max_factor
+    warm_max_factor temporary_ttl watcher_logbuf_size worker_logbuf_size
+    slab_sizes slab_chunk_max track_sizes slab_reassign no_slab_reassign
+    slab_automove no_slab_automove slab_automove_ratio slab_automove_window
+    slab_automove_freeratio modern no_modern no_chunked_items
+    inline_ascii_resp no_inline_ascii_resp drop_privileges no_drop_privileges
+    resp_obj_mem_limit read_buf_mem_limit meta_response_old sock_cookie_id
+    expirezero_does_not_evict lru_segmented no_lru_segmented
+    ext_path ext_page_size ext_wbuf_size ext_threads ext_io_depth ext_item_size
+    ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate
+    ext_compact_under ext_drop_under ext_max_frag ext_max_sleep
+    ext_path_allow_any slab_automove_freeratio
+    ssl_chain_cert ssl_key ssl_keyformat ssl_verify_mode ssl_ciphers
+    ssl_ca_cert ssl_wbuf_size ssl_session_cache ssl_kernel_tls ssl_min_version
+    proxy_config proxy_uring
+""".split())
+
+
+class ConfigError(ValueError):
+    """A setting mpcache refuses; `code` is the process exit status."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def parse_size(text):
+    """-I's syntax: bytes, or a number with a k or m suffix ("1m", "512k")."""
+    t = str(text).strip()
+    mult = 1
+    if t[-1:] in ("k", "K"):
+        mult, t = 1024, t[:-1]
+    elif t[-1:] in ("m", "M"):
+        mult, t = MB, t[:-1]
+    if not (t.isascii() and t.isdigit()):
+        raise ConfigError(f"Invalid item size \"{text}\": bytes, or a number with a k or m suffix",
+                          EX_USAGE)
+    return int(t) * mult
+
+
+def default_threads():
+    """One channel per CPU this process may run on (taskset is honoured)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_io_engine():
+    """MPCACHE_IO_ENGINE lets test suites pick a backend without new flags."""
+    return os.environ.get("MPCACHE_IO_ENGINE", "auto")
+
+
+@dataclass
+class Settings:
+    port: int = DEFAULT_PORT        # -1: ephemeral; 0: no TCP (memcached's meaning)
+    udp_port: int = 0               # accepted, never served
+    unix_socket: str = None
+    unix_mask: int = 0o700
+    listen: list = field(default_factory=lambda: [DEFAULT_LISTEN])
+    threads: int = field(default_factory=default_threads)
+    memory_mb: int = 64
+    max_conns: int = 1024
+    max_item_size: int = MB
+    user: str = None
+    verbose: int = 0
+    enable_shutdown: bool = False
+    reqs_per_event: int = 20
+    use_cas: bool = True
+    evict_to_free: bool = True
+    flush_enabled: bool = True
+    backlog: int = 1024
+    factor: float = 1.25
+    chunk_size: int = 48
+    idle_timeout: int = 0
+    maxconns_fast: bool = True
+    relaxed_privileges: bool = False
+    io_engine: str = field(default_factory=default_io_engine)
+    daemonize: bool = False
+    pidfile: str = None
+    enable_coredumps: bool = False
+    # Pin channel i to the i-th allowed CPU (the daemon does; an embedded
+    # server leaves its host process's threads alone by default).
+    pin_threads: bool = False
+
+    @property
+    def maxbytes(self):
+        return self.memory_mb * MB
+
+    def validate(self):
+        """Raises ConfigError for what memcached (or mpcache) refuses to start
+        with; returns the warnings to print for what it accepts but ignores."""
+        warnings = []
+        if not -1 <= self.port <= 65535:
+            raise ConfigError(f"ERROR: Invalid port number {self.port}.", EX_USAGE)
+        if not 0 <= self.udp_port <= 65535:
+            raise ConfigError(f"ERROR: Invalid UDP port number {self.udp_port}.", EX_USAGE)
+        if self.udp_port:
+            warnings.append(f"WARNING: UDP is not served by mpcache; -U {self.udp_port} ignored")
+        if self.max_conns <= 0:
+            raise ConfigError("Maximum connections must be greater than 0")
+        if self.threads <= 0:
+            raise ConfigError("Number of threads must be greater than 0")
+        if self.threads > THREADS_MAX:
+            raise ConfigError(f"Number of threads must be at most {THREADS_MAX}")
+        if self.threads > THREADS_WARN:
+            warnings.append("WARNING: Setting a high number of worker threads is not recommended.\n"
+                            " Set this value to the number of cores in your machine or less.")
+        if self.memory_mb < 0:
+            raise ConfigError("Memory limit must not be negative", EX_USAGE)
+        # The three item size checks in memcached's order, with its words.
+        if self.max_item_size < ITEM_SIZE_MIN:
+            raise ConfigError("Item max size cannot be less than 1024 bytes.", EX_USAGE)
+        if self.max_item_size > self.maxbytes / 2:
+            raise ConfigError("Cannot set item size limit higher than 1/2 of memory max.", EX_USAGE)
+        if self.max_item_size > ITEM_SIZE_MAX:
+            raise ConfigError("Cannot set item size limit higher than a gigabyte.", EX_USAGE)
+        if self.reqs_per_event <= 0:
+            raise ConfigError("Number of requests per event must be greater than 0")
+        if not self.factor > 1.0:
+            raise ConfigError("Factor must be greater than 1")
+        if self.chunk_size <= 0:
+            raise ConfigError("Chunk size must be greater than 0")
+        if self.backlog <= 0:
+            raise ConfigError("Listen backlog must be greater than 0", EX_USAGE)
+        if self.idle_timeout < 0:
+            raise ConfigError("idle_timeout must not be negative")
+        if not 0 <= self.unix_mask <= 0o777:
+            raise ConfigError(f"Invalid unix socket mask {self.unix_mask:o} (octal, at most 777)", EX_USAGE)
+        if self.io_engine not in IO_ENGINES:
+            raise ConfigError(f"Invalid io engine {self.io_engine!r}: one of {', '.join(IO_ENGINES)}",
+                              EX_USAGE)
+        if self.unix_socket is not None:
+            if not self.unix_socket:
+                raise ConfigError("Unix socket path must not be empty", EX_USAGE)
+            # sun_path is 108 bytes with its NUL.
+            if len(os.fsencode(self.unix_socket)) > 107:
+                raise ConfigError(f"Unix socket path too long: {self.unix_socket}", EX_USAGE)
+        elif not self.listen:
+            raise ConfigError("No interface to listen on", EX_USAGE)
+        return warnings
+
+    def tcp_enabled(self):
+        # As memcached: -s disables the network, -p 0 disables TCP.
+        return self.unix_socket is None and self.port != 0
+
+    def engine_settings(self, bound_port=None):
+        """The mp_settings fields, as mpcache._engine.Engine takes them."""
+        return {
+            "maxbytes": self.maxbytes,
+            "maxconns": self.max_conns,
+            "port": self.port if bound_port is None else bound_port,
+            "udpport": self.udp_port,
+            "inter": ",".join(self.listen) if self.unix_socket is None else "",
+            "socketpath": self.unix_socket or "",
+            "access": self.unix_mask,
+            "backlog": self.backlog,
+            "num_threads": self.threads,
+            "reqs_per_event": self.reqs_per_event,
+            "item_size_max": self.max_item_size,
+            "factor": self.factor,
+            "chunk_size": self.chunk_size,
+            "verbose": self.verbose,
+            "idle_timeout": self.idle_timeout,
+            "use_cas": self.use_cas,
+            "evict_to_free": self.evict_to_free,
+            "shutdown_command": self.enable_shutdown,
+            "flush_enabled": self.flush_enabled,
+            "maxconns_fast": self.maxconns_fast,
+            "io_engine": self.io_engine,
+        }

@@ -1,0 +1,496 @@
+"""The server's life cycle: listening sockets, channel threads, stop.
+
+Python creates every listening socket, the engine serves them::
+
+      -l 127.0.0.1:11211            -l [::1]:11211           -s /run/mc.sock
+         |   SO_REUSEPORT group        |   SO_REUSEPORT group       | one socket
+    +----+-----+------------+     +----+-----+------------+        |
+    | fd ch0   | fd ch1 ... |     | fd ch0   | fd ch1 ... |        |
+    +----+-----+-----+------+     +----+-----+-----+------+        |
+         |           |                 |           |               |
+    channel 0    channel 1 ...  <------+-----------+---------------+ (every channel)
+    (thread, nogil loop, its own epoll/io_uring, connection table)
+
+Each channel gets its own socket on every TCP address, all bound to the same
+port with SO_REUSEPORT, so the kernel spreads new connections over the
+channels without a shared accept queue (MegaPipe's partitioned listening
+socket).  The Unix socket, if any, is one socket watched by every channel.
+
+`Server` is both the daemon's core (mpcache/cli.py drives it) and the
+embedded API::
+
+    with mpcache.Server(port=0, threads=1, memory_mb=64) as srv:
+        client = pymemcache.Client(srv.address)
+
+Several Servers may run in one process; they share nothing.
+"""
+
+import atexit
+import errno
+import os
+import select
+import socket
+import stat
+import threading
+import weakref
+
+from .config import EX_OSERR, LISTENERS_MAX, MB, ConfigError, Settings, parse_size
+from .log import logger
+
+# How long stop() waits for a channel thread to return before giving up on
+# it; a channel wakes on its stop eventfd at once, so this is generous.
+JOIN_TIMEOUT = 10.0
+
+
+class ListenError(ConfigError):
+    """A listening socket could not be created (memcached exits EX_OSERR)."""
+
+    def __init__(self, message):
+        super().__init__(message, EX_OSERR)
+
+
+def parse_listen(entry, default_port):
+    """"host", "host:port", "[v6]:port" or a bare IPv6 address (as memcached's
+    -l) -> (host, port)."""
+    e = entry.strip()
+    if e.startswith("["):
+        host, sep, rest = e[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ListenError(f"Invalid IPV6 address: \"{entry}\"")
+        port = rest[1:] if rest else None
+    elif e.count(":") == 1:
+        host, port = e.split(":")
+    else:
+        host, port = e, None
+    if port is None:
+        return host, default_port
+    try:
+        value = int(port, 10)
+    except ValueError:
+        value = None
+    if value is None or not -1 <= value <= 65535:
+        raise ListenError(f"Invalid port number: \"{port}\"")
+    return host, value
+
+
+def _family_name(family):
+    return "INET6" if family == socket.AF_INET6 else "INET"
+
+
+def parse_stats(text):
+    """b"STAT name value\\r\\n...END\\r\\n" -> {name: value}; values that are
+    integers become int, the rest stay str."""
+    out = {}
+    for line in text.decode("utf-8", "replace").split("\r\n"):
+        if not line.startswith("STAT "):
+            continue
+        _, name, value = (line.split(" ", 2) + [""])[:3]
+        try:
+            out[name] = int(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+_running = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers():
+    # An embedded server the host forgot to stop must not keep the
+    # interpreter from exiting with channel threads inside C.
+    for srv in list(_running):
+        try:
+            srv.stop()
+        except Exception:
+            pass
+
+
+class Server:
+    """A memcached-compatible server on background channel threads.
+
+    Keyword arguments are the fields of mpcache.config.Settings, with the
+    embedded conventions: port=0 picks a free port (None: no TCP), threads
+    defaults to 1, host (or listen) is the address or list of addresses,
+    max_item_size may be "1m"/"512k" or bytes."""
+
+    def __init__(self, settings=None, **kw):
+        if settings is None:
+            settings = self._embedded_settings(**kw)
+        elif kw:
+            raise TypeError("pass either a Settings or keyword arguments, not both")
+        self.settings = settings
+        self.warnings = settings.validate()
+        self._tcp = []            # (sock, channel, family, sockaddr)
+        self._unix = None         # (sock, path, inode)
+        self._engine = None
+        self._threads = []
+        self._stopping = False
+        self._state = "new"
+        self._lock = threading.Lock()
+        self._fail_r, self._fail_w = os.pipe()
+        os.set_blocking(self._fail_r, False)
+        self.failures = []        # exceptions raised by channel loops
+        self.port = None
+        self.addresses = []       # [(host, port)], one per TCP address
+
+    @staticmethod
+    def _embedded_settings(port=0, host=None, listen=None, threads=1, memory_mb=64,
+                           max_item_size=MB, **kw):
+        s = Settings(threads=threads, memory_mb=memory_mb, **kw)
+        s.max_item_size = parse_size(max_item_size) if isinstance(max_item_size, str) else max_item_size
+        # Python's convention: port 0 is "any free port"; memcached's -1.
+        s.port = 0 if port is None else (-1 if port == 0 else port)
+        addrs = listen if listen is not None else host
+        if addrs is not None:
+            s.listen = [addrs] if isinstance(addrs, str) else list(addrs)
+        return s
+
+    # -- sockets ---------------------------------------------------------
+
+    def bind(self):
+        """Creates every listening socket (before privileges are dropped or
+        the process daemonizes).  Raises ListenError."""
+        if self._state != "new":
+            return self
+        try:
+            if self.settings.unix_socket is not None:
+                self._bind_unix()
+            elif self.settings.tcp_enabled():
+                self._bind_tcp()
+        except BaseException:
+            self._close_sockets()
+            raise
+        ntcp = len(self.addresses)
+        if ntcp + (self._unix is not None) > LISTENERS_MAX:
+            self._close_sockets()
+            raise ListenError(f"Too many listening addresses ({ntcp}); at most {LISTENERS_MAX}")
+        self._state = "bound"
+        return self
+
+    def _bind_tcp(self):
+        s = self.settings
+        chosen = None          # the ephemeral port, shared by every address
+        for entry in s.listen:
+            if not entry.strip():
+                continue
+            host, port = parse_listen(entry, s.port)
+            if port in (-1, 0):
+                port = chosen or 0
+            gai_host = None if host in ("", "*") else host
+            try:
+                infos = socket.getaddrinfo(gai_host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                           0, socket.AI_PASSIVE)
+            except socket.gaierror as e:
+                raise ListenError(f"getaddrinfo(): {e.strerror}\n"
+                                  f"failed to listen on one of interface(s) {entry}") from None
+            seen = set()
+            bound = 0
+            for family, socktype, proto, _, sockaddr in infos:
+                if (family, sockaddr) in seen or family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                seen.add((family, sockaddr))
+                try:
+                    actual = self._bind_partitions(family, socktype, proto, sockaddr, entry)
+                except OSError as e:
+                    if e.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+                        continue   # e.g. no IPv6 in this container: as memcached
+                    raise
+                bound += 1
+                if chosen is None and port == 0:
+                    chosen = actual
+                if port == 0:
+                    port = actual
+            if not bound:
+                raise ListenError(f"failed to listen on one of interface(s) {entry}: "
+                                  "no usable address")
+        if self._tcp:
+            self.port = self.addresses[0][1]
+
+    def _bind_partitions(self, family, socktype, proto, sockaddr, entry):
+        """One socket per channel on sockaddr, all on the same port."""
+        host, port = sockaddr[0], sockaddr[1]
+
+        def fail(e, what):
+            raise ListenError(f"{what}(): {e.strerror}\n"
+                              f"failed to listen on one of interface(s) {entry}: "
+                              f"{_fmt_addr(host, port)}") from None
+
+        # A probe without SO_REUSEPORT first: it fails if anything (a stale
+        # mpcache included) already listens there, where a SO_REUSEPORT bind
+        # would silently share the port with it; with port 0 it picks the port.
+        probe = socket.socket(family, socktype, proto)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as e:
+                fail(e, "bind")
+            port = probe.getsockname()[1]
+        finally:
+            probe.close()
+        addr = (host, port) + tuple(sockaddr[2:])
+        for ch in range(self.settings.threads):
+            sock = socket.socket(family, socktype, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(addr)
+                except OSError as e:
+                    fail(e, "bind")
+                try:
+                    sock.listen(self.settings.backlog)
+                except OSError as e:
+                    fail(e, "listen")
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
+            self._tcp.append((sock, ch, family, addr))
+        self.addresses.append((host, port))
+        return port
+
+    def _bind_unix(self):
+        s = self.settings
+        path = s.unix_socket
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise ListenError(f"failed to listen on UNIX socket: {path}: {e.strerror}") from None
+        else:
+            if stat.S_ISSOCK(st.st_mode):
+                # memcached unlinks any old socket; check nobody serves it first.
+                if _unix_socket_alive(path):
+                    raise ListenError(f"failed to listen on UNIX socket: {path}: "
+                                      "Address already in use")
+                os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # The mask applies at creation, so the socket is never reachable
+            # with looser permissions; umask is process-wide but only for the
+            # length of one bind.
+            old = os.umask(~s.unix_mask & 0o777)
+            try:
+                sock.bind(path)
+            except OSError as e:
+                raise ListenError(f"bind(): {e.strerror}\n"
+                                  f"failed to listen on UNIX socket: {path}") from None
+            finally:
+                os.umask(old)
+            os.chmod(path, s.unix_mask)
+            sock.listen(s.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._unix = (sock, path, os.lstat(path).st_ino)
+
+    def chown_unix_socket(self, uid, gid):
+        """Gives the socket file to the user we switch to, so the server can
+        still remove it on exit (in a sticky /tmp only the owner may)."""
+        if self._unix is not None:
+            os.chown(self._unix[1], uid, gid)
+
+    def _close_sockets(self):
+        for sock, *_ in self._tcp:
+            sock.close()
+        self._tcp = []
+        if self._unix is not None:
+            sock, path, ino = self._unix
+            sock.close()
+            try:
+                if os.lstat(path).st_ino == ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+            self._unix = None
+
+    def listen_report(self):
+        """[(family name, port)] per TCP address, for the port file."""
+        seen = []
+        for sock, ch, family, addr in self._tcp:
+            if ch == 0:
+                seen.append((_family_name(family), addr[1]))
+        return seen
+
+    # -- channels --------------------------------------------------------
+
+    def start(self):
+        """Binds (if not done), creates the engine and starts one thread per
+        channel.  Returns self."""
+        with self._lock:
+            if self._state == "running":
+                return self
+            if self._state == "stopped":
+                raise RuntimeError("a stopped Server cannot be restarted")
+            self.bind()
+            from ._engine import Engine
+            try:
+                self._engine = Engine(self.settings.engine_settings(bound_port=self.port or 0))
+            except ValueError as e:
+                self._close_sockets()
+                self._state = "stopped"
+                raise ConfigError(str(e)) from None
+            try:
+                for sock, ch, family, addr in self._tcp:
+                    self._engine.add_listener(ch, sock.fileno(), False)
+                if self._unix is not None:
+                    for ch in range(self._engine.nchannels):
+                        self._engine.add_listener(ch, self._unix[0].fileno(), True)
+            except BaseException:
+                self._engine.close()
+                self._engine = None
+                self._close_sockets()
+                self._state = "stopped"
+                raise
+            cpus = sorted(os.sched_getaffinity(0)) if self.settings.pin_threads else None
+            for i in range(self._engine.nchannels):
+                t = threading.Thread(target=self._run_channel, args=(i, cpus),
+                                     name=f"mpcache-channel-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            self._state = "running"
+            _running.add(self)
+        for w in self.warnings:
+            logger.warning(w)
+        logger.info("mpcache: engine %s, %d channel%s, %s", self.engine_name(),
+                    self._engine.nchannels, "" if self._engine.nchannels == 1 else "s",
+                    self._describe_listeners())
+        return self
+
+    def _run_channel(self, i, cpus):
+        if cpus:
+            # On Linux pid 0 is the calling thread: this pins only channel i.
+            try:
+                os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+            except OSError as e:
+                logger.warning("channel %d: cannot pin to CPU %d: %s", i, cpus[i % len(cpus)], e)
+        try:
+            self._engine.run_channel(i)
+        except BaseException as e:
+            self.failures.append(e)
+            logger.error("channel %d stopped: %s", i, e)
+        finally:
+            if not self._stopping:
+                try:
+                    os.write(self._fail_w, b"x")
+                except OSError:
+                    pass
+
+    def _describe_listeners(self):
+        parts = [_fmt_addr(h, p) for h, p in self.addresses]
+        if self._unix is not None:
+            parts.append(f"unix:{self._unix[1]} (mask {self.settings.unix_mask:03o})")
+        return "listening on " + ", ".join(parts) if parts else "no listener"
+
+    def engine_name(self):
+        """The I/O engine in use, as the engine reports it in stats."""
+        if self._engine is None:
+            return self.settings.io_engine
+        try:
+            st = parse_stats(self._engine.stats(b"settings"))
+        except Exception:
+            return self.settings.io_engine
+        return str(st.get("mpcache_io_engine", self.settings.io_engine))
+
+    @property
+    def control_fd(self):
+        """Readable when a client sent "shutdown" (with -A)."""
+        return self._engine.control_fd
+
+    @property
+    def failure_fd(self):
+        """Readable when a channel loop ended without stop()."""
+        return self._fail_r
+
+    def stop(self):
+        """Stops every channel, frees the engine, closes and removes the
+        listening sockets.  Idempotent and thread-safe."""
+        with self._lock:
+            if self._state == "stopped":
+                return
+            self._stopping = True
+            if self._engine is not None:
+                self._engine.stop()
+                for t in self._threads:
+                    if t is not threading.current_thread():
+                        t.join(JOIN_TIMEOUT)
+                if any(t.is_alive() for t in self._threads):
+                    # Freeing the engine under a live loop would crash; leak it.
+                    logger.error("mpcache: a channel did not stop within %ss", JOIN_TIMEOUT)
+                else:
+                    self._engine.close()
+                self._engine = None
+            self._threads = []
+            self._close_sockets()
+            for fd in (self._fail_r, self._fail_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._state = "stopped"
+            _running.discard(self)
+
+    def wait_failure(self, timeout=None):
+        """Blocks until a channel fails or timeout; True if one failed."""
+        r, _, _ = select.select([self._fail_r], [], [], timeout)
+        return bool(r)
+
+    # -- embedded conveniences -------------------------------------------
+
+    @property
+    def address(self):
+        """(host, port) of the first TCP address, for clients; None if the
+        server listens only on a Unix socket."""
+        return self.addresses[0] if self.addresses else None
+
+    @property
+    def unix_socket(self):
+        return self._unix[1] if self._unix is not None else None
+
+    @property
+    def running(self):
+        return self._state == "running"
+
+    def stats(self, group=""):
+        """What "stats <group>" answers, as {name: value} (ints where the value
+        is an integer)."""
+        return parse_stats(self.stats_text(group))
+
+    def stats_text(self, group=""):
+        if self._engine is None:
+            raise RuntimeError("server is not running")
+        return self._engine.stats(group.encode() if isinstance(group, str) else group)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __repr__(self):
+        where = self._describe_listeners() if self._state != "new" else "not bound"
+        return f"<mpcache.Server {self._state}, {where}>"
+
+
+def _fmt_addr(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unix_socket_alive(path):
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
