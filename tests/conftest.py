@@ -124,7 +124,7 @@ def server_factory(backend):
         return srv.start()
 
     yield start
-    dead = [s for s in started if s.proc is not None and not s.alive()]
+    dead = [s for s in started if s.proc is not None and s.expect_alive and not s.alive()]
     for srv in started:
         srv.stop()
     for srv in dead:

@@ -122,7 +122,7 @@ class RawConn:
                 return buf + EOF_TAG
             buf += chunk
 
-    def call(self, data, **kw):
+    def call(self, data, timeout=None, **kw):
         """Sends data followed by `mn` and returns the replies to data."""
         self.send(data + MARKER, **kw)
-        return self.read_until_marker()
+        return self.read_until_marker(timeout)

@@ -36,6 +36,9 @@ class Backend:
     argv: tuple          # program and backend-selecting arguments
     env: tuple = ()      # extra environment, (name, value) pairs
     is_mpcache: bool = True
+    # mpcache must stop cleanly on SIGTERM; the reference is just killed
+    # (memcached takes a second to exit on SIGTERM).
+    stop_signal: int = signal.SIGTERM
 
     def command(self, port, threads, memory_mb, max_item_size, conn_limit, extra):
         cmd = list(self.argv) + [
@@ -53,7 +56,7 @@ _MPCACHE = (sys.executable, "-m", "mpcache")
 
 # The reference first: tests run against memcached before mpcache.
 BACKENDS = {
-    "memcached": Backend("memcached", ("memcached",), is_mpcache=False),
+    "memcached": Backend("memcached", ("memcached",), is_mpcache=False, stop_signal=signal.SIGKILL),
     "mpcache-epoll": Backend("mpcache-epoll", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "epoll"),)),
     # "mpcache-uring": Backend("mpcache-uring", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "uring"),)),
 }
@@ -128,6 +131,7 @@ class ServerProcess:
     conn_limit: int = 1024
     extra: tuple = ()
     port: int = 0
+    expect_alive: bool = True    # False once a test asked it to exit
     proc: subprocess.Popen = None
     cmd: list = field(default_factory=list)
     _stderr: object = None
@@ -209,7 +213,7 @@ class ServerProcess:
             return None
         if self.proc.poll() is None:
             try:
-                os.kill(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, self.backend.stop_signal)
             except ProcessLookupError:
                 pass
             try:
