@@ -78,6 +78,17 @@
 #define MP_GHOST_BYTES_PER_ENTRY 512
 #define MP_GHOST_MIN_BUCKETS 64
 #define MP_VICTIM_SCAN 32
+/* Rebalancing between classes (memcached's slab automover, done inline):
+ * a class about to evict takes a slab from another class instead when that
+ * class's oldest item is more than twice as old (plus a margin of whole
+ * seconds, the clock's resolution).  Checked on every 16th eviction of a
+ * class, which is often enough to follow a shift in value sizes within
+ * seconds and keeps the scan of ~40 classes off the common path. */
+#define MP_REBALANCE_EVERY 16
+#define MP_REBALANCE_MARGIN 2
+/* Slabs moved per maintenance call at most: each move evicts up to a few
+ * hundred items under the lock. */
+#define MP_REBALANCE_PER_MAINTAIN 4
 
 typedef struct class_stats {
     uint64_t evicted, evicted_nonzero, evicted_unfetched, evicted_active;
@@ -85,6 +96,8 @@ typedef struct class_stats {
     mp_rel_time evicted_time;
     uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
              cas_badval, touch_hits;
+    uint32_t evict_tick;         /* evictions until the next rebalance check */
+    uint64_t evicted_seen;       /* "evicted" at the last maintenance call */
 } class_stats;
 
 struct mp_shard {
@@ -559,6 +572,48 @@ static bool shard_move_memory(mp_shard *s, int cls)
     return true;
 }
 
+/* Age of the least valuable item of a class (its oldest tail). */
+static bool class_age(mp_shard *s, int cls, mp_rel_time now, mp_rel_time *age)
+{
+    bool empty;
+    mp_rel_time t = mp_s3_tail_time(&s->q[cls], &empty);
+    *age = now > t ? now - t : 0;
+    return !empty;
+}
+
+/* Moves one slab (a page for a large class) to class cls from the class
+ * whose oldest item is much older than cls's: the memory goes where it holds
+ * more recently used data.  The freed unit or page stays in the shard (or,
+ * outside an allocation, returns to the pool) and cls takes it next. */
+static bool shard_rebalance(mp_shard *s, int cls)
+{
+    mp_arena *a = &s->st->arena;
+    mp_rel_time now = mp_current_time, age_c, age;
+    if (!class_age(s, cls, now, &age_c))
+        return false;
+    int best = 0;
+    mp_rel_time best_age = 0;
+    for (int d = 1; d <= a->nclasses; d++) {
+        if (d == cls || s->slabs.cls[d].nslabs == 0)
+            continue;
+        /* a large class needs a whole page: only a large class has one */
+        if (!a->small[cls] && a->small[d])
+            continue;
+        if (class_age(s, d, now, &age) && age > best_age) {
+            best = d;
+            best_age = age;
+        }
+    }
+    if (best == 0 || (uint64_t)best_age < 2 * (uint64_t)age_c + MP_REBALANCE_MARGIN)
+        return false;
+    uint32_t u = pick_victim_slab(s, best);
+    if (u == UINT32_MAX)
+        return false;
+    drain_slab(s, u);
+    __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
 /* Step 6: a page from another shard, without ever waiting for its lock. */
 static bool shard_steal_page(mp_shard *s)
 {
@@ -625,6 +680,11 @@ static mp_item *shard_alloc(mp_shard *s, int cls, size_t size, bool pending)
             break;
         if (mp_slab_grow(a, &s->slabs, cls))
             continue;
+        if (st->evict_to_free && ++s->cs[cls].evict_tick >= MP_REBALANCE_EVERY) {
+            s->cs[cls].evict_tick = 0;
+            if (shard_rebalance(s, cls))
+                continue;
+        }
         if (class_make_room(s, cls))
             continue;
         if (!st->evict_to_free)
@@ -1111,6 +1171,19 @@ void mp_store_maintain(mp_store *st, int shard_index)
             __atomic_store_n(&s->grow_hint, 1, __ATOMIC_RELAXED);
     }
     shard_sweep(s);
+    /* classes that had to evict since the last call may deserve memory
+     * from staler classes even when their own stores are rare */
+    if (st->evict_to_free) {
+        int moves = 0;
+        for (int c = 1; c <= st->arena.nclasses && moves < MP_REBALANCE_PER_MAINTAIN; c++) {
+            class_stats *cs = &s->cs[c];
+            if (cs->evicted == cs->evicted_seen)
+                continue;
+            cs->evicted_seen = cs->evicted;
+            while (moves < MP_REBALANCE_PER_MAINTAIN && shard_rebalance(s, c))
+                moves++;
+        }
+    }
     /* cache_memlimit lowered: give back one page per call */
     mp_arena *a = &st->arena;
     pthread_mutex_lock(&a->pool_lock);

@@ -2,9 +2,10 @@
  * memcached 1.6.18's answers as the expected values.
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_store.c ext/store.c \
- *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -o /tmp/t && /tmp/t
+ *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * Time is driven by hand: mp_current_time is advanced directly. */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -633,6 +634,42 @@ static void test_mixed_sizes(void)
     mp_store_destroy(st);
 }
 
+/* The workload moves from small to large values: memory follows it instead
+ * of staying with the stale small items (slab calcification). */
+static void test_rebalance(void)
+{
+    mp_rel_time start = mp_current_time;
+    mp_store *st = make_store(4 * MIB, 1, true, true);
+    char key[32];
+    static char val[1500];
+    fill_value(val, sizeof(val), 0);
+    for (int i = 0; i < 40000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        store_full(st, MP_SET, key, val, 50, 0, 0, 0, NULL);
+    }
+    mp_current_time += 60;
+    for (int i = 0; i < 20000; i++) {
+        if (i % 1000 == 0)
+            mp_current_time++;
+        snprintf(key, sizeof(key), "large%d", i);
+        CHECK_EQ_U64(store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    }
+    /* 4 MiB hold ~2400 such items; without moving memory the large class
+     * would keep its first slabs only (~40 items each) */
+    int present = 0;
+    for (int i = 18000; i < 20000; i++) {
+        snprintf(key, sizeof(key), "large%d", i);
+        if (exists(st, key))
+            present++;
+    }
+    if (present < 1800)
+        fprintf(stderr, "  recent large items present: %d of 2000\n", present);
+    CHECK(present >= 1800);
+    CHECK(stats(st).slab_reassigns > 0);
+    mp_current_time = start;
+    mp_store_destroy(st);
+}
+
 static void test_max_item_when_full(void)
 {
     for (int nshards = 1; nshards <= 4; nshards *= 4) {
@@ -923,6 +960,114 @@ static void test_hash_quality(void)
     CHECK(mp_hash("abcdefghijklmnop", 16) != mp_hash("abcdefghijklmnoq", 16));
 }
 
+/* ---- the eviction policy against plain LRU ---- */
+
+/* An LRU of the same number of items, over integer keys. */
+typedef struct lru_node { int key, prev, next; } lru_node;
+typedef struct lru {
+    int *where;      /* key -> node, -1 absent */
+    lru_node *nodes;
+    int head, tail, used, cap;
+} lru;
+
+static void lru_unlink(lru *l, int i)
+{
+    lru_node *n = &l->nodes[i];
+    if (n->prev >= 0) l->nodes[n->prev].next = n->next; else l->head = n->next;
+    if (n->next >= 0) l->nodes[n->next].prev = n->prev; else l->tail = n->prev;
+}
+
+static void lru_push(lru *l, int i)
+{
+    l->nodes[i].prev = -1;
+    l->nodes[i].next = l->head;
+    if (l->head >= 0)
+        l->nodes[l->head].prev = i;
+    l->head = i;
+    if (l->tail < 0)
+        l->tail = i;
+}
+
+static bool lru_access(lru *l, int key)
+{
+    int i = l->where[key];
+    if (i >= 0) {
+        lru_unlink(l, i);
+        lru_push(l, i);
+        return true;
+    }
+    if (l->used < l->cap) {
+        i = l->used++;
+    } else {
+        i = l->tail;
+        lru_unlink(l, i);
+        l->where[l->nodes[i].key] = -1;
+    }
+    l->nodes[i].key = key;
+    l->where[key] = i;
+    lru_push(l, i);
+    return false;
+}
+
+/* A look-aside cache (get, on a miss set) under a Zipf(0.9) popularity:
+ * S3-FIFO must miss clearly less than LRU with the same number of items. */
+static void test_policy_vs_lru(void)
+{
+    enum { NKEYS = 100000, REQS = 600000 };
+    const double alpha = 0.9;
+    double *cdf = malloc(sizeof(double) * NKEYS);
+    int *seq = malloc(sizeof(int) * REQS);
+    double sum = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        sum += 1.0 / pow(i + 1, alpha);
+        cdf[i] = sum;
+    }
+    uint64_t rnd = 88172645463325252ull;
+    for (int r = 0; r < REQS; r++) {
+        rnd ^= rnd << 13; rnd ^= rnd >> 7; rnd ^= rnd << 17;
+        double u = (double)(rnd >> 11) / (double)(1ull << 53) * sum;
+        int lo = 0, hi = NKEYS - 1;
+        while (lo < hi) {
+            int m = (lo + hi) / 2;
+            if (cdf[m] < u) lo = m + 1; else hi = m;
+        }
+        seq[r] = (int)(((unsigned)lo * 2654435761u) % NKEYS);
+    }
+    mp_store *st = make_store(3 * MIB, 1, true, true);
+    char key[32], val[200];
+    memset(val, 'v', sizeof(val));
+    long hits = 0, measured = 0;
+    for (int r = 0; r < REQS; r++) {
+        snprintf(key, sizeof(key), "z%d", seq[r]);
+        bool hit = get(st, key).hit;
+        if (!hit)
+            store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+        if (r >= REQS / 4) {
+            measured++;
+            hits += hit;
+        }
+    }
+    lru l = { malloc(sizeof(int) * NKEYS), NULL, -1, -1, 0, (int)stats(st).curr_items };
+    l.nodes = malloc(sizeof(lru_node) * (size_t)l.cap);
+    memset(l.where, -1, sizeof(int) * NKEYS);
+    long lru_hits = 0;
+    for (int r = 0; r < REQS; r++) {
+        bool hit = lru_access(&l, seq[r]);
+        if (r >= REQS / 4)
+            lru_hits += hit;
+    }
+    double miss_s3 = 1.0 - (double)hits / (double)measured;
+    double miss_lru = 1.0 - (double)lru_hits / (double)measured;
+    printf("  zipf 0.9, %d items: miss ratio S3-FIFO %.4f, LRU %.4f\n", l.cap, miss_s3, miss_lru);
+    /* the paper reports ~10% fewer misses at this skew; ask for 5% */
+    CHECK(miss_s3 < miss_lru * 0.95);
+    free(l.where);
+    free(l.nodes);
+    free(cdf);
+    free(seq);
+    mp_store_destroy(st);
+}
+
 /* ---- threads ---- */
 
 #define THREADS 4
@@ -1045,6 +1190,7 @@ int main(void)
         { "flush", test_flush },
         { "eviction", test_eviction },
         { "mixed_sizes", test_mixed_sizes },
+        { "rebalance", test_rebalance },
         { "max_item_when_full", test_max_item_when_full },
         { "too_large", test_too_large },
         { "no_evictions", test_no_evictions },
@@ -1053,6 +1199,7 @@ int main(void)
         { "memlimit", test_memlimit },
         { "slab_classes", test_slab_classes },
         { "hash_quality", test_hash_quality },
+        { "policy_vs_lru", test_policy_vs_lru },
         { "threads", test_threads },
         { "threads_pressure", test_threads_pressure },
     };

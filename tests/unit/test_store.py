@@ -32,7 +32,7 @@ def test_store_c_unit_tests(tmp_path):
     if os.environ.get("MPCACHE_TEST_SANITIZE") == "1":
         flags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                   "-fno-sanitize-recover=undefined"]
-    build = subprocess.run([_compiler(), *flags, *SOURCES, "-o", str(exe)],
+    build = subprocess.run([_compiler(), *flags, *SOURCES, "-lm", "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, "compiling the store tests failed:\n" + build.stderr
 
