@@ -279,6 +279,18 @@ void mp_page_transfer(mp_arena *a, mp_slabs *from, mp_slabs *to, uint32_t pg)
     __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
 }
 
+void mp_page_detach(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    page_detach_empty(a, sl, pg);
+    a->pages[pg].shard = -1;
+}
+
+void mp_page_attach(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    page_attach_empty(a, sl, pg);
+    __atomic_add_fetch(&a->reassigns, 1, __ATOMIC_RELAXED);
+}
+
 uint32_t mp_slabs_empty_page(const mp_arena *a, const mp_slabs *sl)
 {
     if (sl->empty_pages == 0 || sl->pages == MP_NONE)

@@ -147,6 +147,11 @@ static inline uint32_t mp_page_of_unit(const mp_arena *a, uint32_t u)
 void mp_slab_detach(mp_arena *a, mp_slabs *sl, uint32_t u);
 /* Moves an empty page (all units free, kind SPLIT) from shard `from` to `to`. */
 void mp_page_transfer(mp_arena *a, mp_slabs *from, mp_slabs *to, uint32_t pg);
+/* The same in two steps, for a caller that cannot hold both shard locks: the
+ * detached page still counts against the budget and belongs to nobody until
+ * attached. */
+void mp_page_detach(mp_arena *a, mp_slabs *sl, uint32_t pg);
+void mp_page_attach(mp_arena *a, mp_slabs *sl, uint32_t pg);
 /* Gives an empty page back to the pool. */
 void mp_page_release(mp_arena *a, mp_slabs *sl, uint32_t pg);
 /* An empty page of the shard, or UINT32_MAX. */

@@ -644,18 +644,28 @@ static bool shard_steal_page(mp_shard *s)
     return false;
 }
 
-/* Empties one page of shard t into the pool; the caller holds no lock. */
-static bool shard_free_page(mp_shard *t)
+/* Empties one page of shard t and takes it out of t (still counted against
+ * the budget, owned by nobody); the caller holds no lock.  UINT32_MAX when t
+ * has no page that can be emptied now. */
+static uint32_t shard_give_page(mp_shard *t)
 {
-    bool freed = false;
+    mp_arena *a = &t->st->arena;
     pthread_mutex_lock(&t->lock);
-    uint32_t pg = pick_victim_page(t);
-    if (pg != UINT32_MAX) {
-        drain_page(t, pg);   /* not hoarding: the empty page goes to the pool */
-        freed = true;
+    t->slabs.hoard = true;
+    uint32_t pg = mp_slabs_empty_page(a, &t->slabs);
+    if (pg == UINT32_MAX) {
+        pg = pick_victim_page(t);
+        if (pg != UINT32_MAX)
+            drain_page(t, pg);
     }
+    if (pg != UINT32_MAX && a->pages[pg].kind == MP_PAGE_SPLIT &&
+        a->pages[pg].free_units == a->units_per_page)
+        mp_page_detach(a, &t->slabs, pg);
+    else
+        pg = UINT32_MAX;
+    t->slabs.hoard = false;
     pthread_mutex_unlock(&t->lock);
-    return freed;
+    return pg;
 }
 
 /* Pages emptied while hoarding go back to the pool. */
@@ -804,7 +814,9 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
                    mp_item **out)
 {
     *out = NULL;
-    if (mp_item_ntotal_memcached(nkey, nbytes_with_crlf, flags, st->use_cas) > st->item_size_max) {
+    /* the executor rejects long keys first; it->nkey is one byte */
+    if (nkey > MP_KEY_MAX_LENGTH ||
+        mp_item_ntotal_memcached(nkey, nbytes_with_crlf, flags, st->use_cas) > st->item_size_max) {
         __atomic_add_fetch(&st->too_large, 1, __ATOMIC_RELAXED);
         return MP_ALLOC_TOO_LARGE;
     }
@@ -821,11 +833,13 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
     mp_item *it = shard_alloc(s, cls, size, true);
     pthread_mutex_unlock(&s->lock);
     /* Every other shard was busy when shard_alloc tried to take a page: now,
-     * holding no lock, wait for one to free a page into the pool. */
+     * holding no lock, wait for one to hand a page over. */
     for (int i = 1; it == NULL && st->evict_to_free && i < st->nshards; i++) {
-        if (!shard_free_page(&st->shards[(s->index + i) & (st->nshards - 1)]))
+        uint32_t pg = shard_give_page(&st->shards[(s->index + i) & (st->nshards - 1)]);
+        if (pg == UINT32_MAX)
             continue;
         pthread_mutex_lock(&s->lock);
+        mp_page_attach(&st->arena, &s->slabs, pg);
         it = shard_alloc(s, cls, size, true);
         pthread_mutex_unlock(&s->lock);
     }
