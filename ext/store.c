@@ -831,6 +831,11 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         shard_grow_table(s);
     pthread_mutex_lock(&s->lock);
     mp_item *it = shard_alloc(s, cls, size, true);
+    /* memcached counts a set per class once the value is read, even when its
+     * data chunk turns out bad: counting here differs only for a connection
+     * that dies mid-value */
+    if (it != NULL)
+        s->cs[cls].cmd_set++;
     pthread_mutex_unlock(&s->lock);
     /* Every other shard was busy when shard_alloc tried to take a page: now,
      * holding no lock, wait for one to hand a page over. */
@@ -841,6 +846,8 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         pthread_mutex_lock(&s->lock);
         mp_page_attach(&st->arena, &s->slabs, pg);
         it = shard_alloc(s, cls, size, true);
+        if (it != NULL)
+            s->cs[cls].cmd_set++;
         pthread_mutex_unlock(&s->lock);
     }
     if (it == NULL) {
@@ -902,7 +909,6 @@ mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_o
     mp_item *stored = NULL;
 
     pthread_mutex_lock(&s->lock);
-    s->cs[it->clsid].cmd_set++;
     mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
     if (old != NULL) {
         switch (op) {
