@@ -227,6 +227,9 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
         return 0;
     }
     REPLY(c, R_END);
+    /* memcached transmits after every successful get: what is queued so far
+     * can no longer be culled */
+    c->proto.flush_mark = c->wend - c->wstart;
     return 0;
 }
 
@@ -688,6 +691,11 @@ int mp_process(mp_conn *c, int budget)
     /* memcached sends its queued replies whenever it runs out of input or
      * yields; both end a call here */
     p->flush_mark = c->wend - c->wstart;
+    /* memcached's nreqs: a call that starts on fresh input runs budget + 1
+     * requests, one that resumes after a yield runs budget (it re-enters
+     * conn_new_cmd, which counts first) */
+    int ran = p->yielded ? 1 : 0;
+    p->yielded = false;
     for (;;) {
         if (p->phase != MP_PS_LINE) {
             if (!data_phase(c))
@@ -698,8 +706,10 @@ int mp_process(mp_conn *c, int budget)
             return MP_PROC_NEED_INPUT;
         /* one pipelining client must not starve the others, nor make us
          * buffer its replies without bound */
-        if (budget <= 0 || mp_out_pending(c) > MP_OUT_HIGHWATER)
+        if (ran > budget || mp_out_pending(c) > MP_OUT_HIGHWATER) {
+            p->yielded = true;
             return MP_PROC_YIELD;
+        }
         mp_request req;
         size_t consumed = 0;
         mp_parse_status st = mp_parse_line(c->rbuf + c->rstart, c->rend - c->rstart, &req, &consumed);
@@ -712,7 +722,7 @@ int mp_process(mp_conn *c, int budget)
             return MP_PROC_CLOSE;
         }
         c->rstart += (uint32_t)consumed;
-        budget--;
+        ran++;
         STATS(c).requests++;
         p->seen_cmd = true;
         p->noreply = false;

@@ -87,6 +87,7 @@ typedef struct mp_proto {
     uint8_t op;              /* pending storage op */
     bool noreply;
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
+    bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
     uint8_t reply_kind;      /* what to answer once the data block completes */
     uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch
@@ -105,6 +106,11 @@ typedef struct mp_proto {
 #define MP_PROC_YIELD      1   /* budget spent or output high-water mark: call again later */
 #define MP_PROC_CLOSE      2   /* close the connection (after flushing if close_after_write) */
 
+/* budget is memcached's -R (reqs_per_event) and counts as memcached's nreqs
+ * does: a call that starts on fresh input runs at most budget + 1 requests,
+ * one that resumes after MP_PROC_YIELD at most budget.  Where memcached
+ * transmits (yield, end of input, after a get, mn) decides which replies a
+ * later error may cull, so the count is part of the wire behaviour. */
 int mp_process(struct mp_conn *c, int budget);
 
 /* Called when a connection closes with protocol state pending (drops a
