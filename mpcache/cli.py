@@ -352,8 +352,6 @@ def _main(argv):
 
     detached = daemon.Daemon()
     if s.daemonize:
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         detached.detach()
     # Stop signals are caught from here on, so even one that arrives during
     # start-up leads to a clean exit (socket file and pid file removed).
@@ -387,7 +385,9 @@ def _main(argv):
             daemon.remove_pid_file(s.pidfile)
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# As memcached 1.6: SIGTERM and SIGINT stop, SIGUSR1 stops saying
+# "Gracefully stopping" (mpcache has one way to stop), SIGHUP is ignored.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def _catch_stop_signals():
@@ -400,6 +400,7 @@ def _catch_stop_signals():
     # A Python-level handler, so the C handler writes the signal number to
     # the wakeup socket and the default action (death) is not taken.
     old = {sig: signal.signal(sig, lambda *_: None) for sig in STOP_SIGNALS}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def restore():
         if wake_w.fileno() < 0:
@@ -424,6 +425,8 @@ def _serve(srv, wake_r):
             except BlockingIOError:
                 sigs = b""
             if stop_bytes.intersection(sigs):
+                if int(signal.SIGUSR1) in sigs:
+                    logger.warning("Gracefully stopping")
                 logger.info("Exiting normally")
                 return 0
         if srv.control_fd in ready:

@@ -442,6 +442,19 @@ def test_signal_stops_with_status_0(sig):
         socket.create_connection((HOST, port), timeout=1).close()
 
 
+def test_sigusr1_stops_gracefully_and_sighup_is_ignored():
+    """As memcached 1.6 (whose SIGUSR1 is its graceful stop)."""
+    port = free_port()
+    proc = start(["-p", str(port), "-l", HOST], (HOST, port))
+    proc.signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert proc.p.poll() is None
+    assert call((HOST, port), b"version\r\n") == b"VERSION 1.6.18\r\n"
+    proc.signal(signal.SIGUSR1)
+    assert proc.wait() == 0
+    assert proc.stderr() == "Gracefully stopping\n"
+
+
 def test_verbose_logs_engine_and_channels():
     port = free_port()
     proc = start(["-p", str(port), "-l", HOST, "-t", "2", "-v"], (HOST, port))
@@ -468,6 +481,24 @@ def test_udp_port_starts_with_warning():
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
     assert f"WARNING: UDP is not served by mpcache; -U {port} ignored" in proc.stderr()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_user_drops_privileges_after_binding():
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    port = free_port()
+    proc = Proc(["-p", str(port), "-l", HOST, "-t", "2", "-u", "nobody"])
+    wait_serving((HOST, port), proc.p)
+    with open(f"/proc/{proc.p.pid}/status") as f:
+        ids = {line.split(":")[0]: line.split()[1:] for line in f if ":" in line}
+    assert ids["Uid"] == [str(nobody.pw_uid)] * 4
+    assert ids["Gid"] == [str(nobody.pw_gid)] * 4
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
 
 
 def test_daemon_writes_pid_file_and_serves(tmp_path):
