@@ -128,8 +128,7 @@ class Server:
         self._stopping = False
         self._state = "new"
         self._lock = threading.Lock()
-        self._fail_r, self._fail_w = os.pipe()
-        os.set_blocking(self._fail_r, False)
+        self._fail_r = self._fail_w = None   # made by start()
         self.failures = []        # exceptions raised by channel loops
         self.port = None
         self.addresses = []       # [(host, port)], one per TCP address
@@ -350,6 +349,8 @@ class Server:
                 self._close_sockets()
                 self._state = "stopped"
                 raise
+            self._fail_r, self._fail_w = os.pipe()
+            os.set_blocking(self._fail_r, False)
             cpus = sorted(os.sched_getaffinity(0)) if self.settings.pin_threads else None
             for i in range(self._engine.nchannels):
                 t = threading.Thread(target=self._run_channel, args=(i, cpus),
@@ -431,10 +432,9 @@ class Server:
             self._threads = []
             self._close_sockets()
             for fd in (self._fail_r, self._fail_w):
-                try:
+                if fd is not None:
                     os.close(fd)
-                except OSError:
-                    pass
+            self._fail_r = self._fail_w = None
             self._state = "stopped"
             _running.discard(self)
 
@@ -476,8 +476,8 @@ class Server:
         self.stop()
 
     def __repr__(self):
-        where = self._describe_listeners() if self._state != "new" else "not bound"
-        return f"<mpcache.Server {self._state}, {where}>"
+        where = self._describe_listeners() if self._state in ("bound", "running") else ""
+        return f"<mpcache.Server {self._state}{', ' + where if where else ''}>"
 
 
 def _fmt_addr(host, port):
