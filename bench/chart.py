@@ -171,7 +171,11 @@ def markdown(result, png_rel, old_notes):
         f"- kernel: Linux {m['kernel']}",
         f"- reference: {m['memcached']}",
         f"- mpcache commit: {m['commit']}",
+        *[f"- {s}: " + ", ".join(f"{k} {v}" for k, v in sorted(info.items()))
+          for s, info in result.get("server_info", {}).items()],
         f"- date: {m['date']}",
+        f"- load average (1, 5, 15 min) at start: {m.get('loadavg_start')}, at end: {m.get('loadavg_end')} "
+        "(other work on the machine widens the min–max)",
         "",
         "## Command",
         "",

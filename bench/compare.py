@@ -150,6 +150,27 @@ class Server:
                 self.proc.wait()
         self.log.close()
 
+    def info(self):
+        """version and, for mpcache, the I/O engine actually in use (uring may fall back to epoll)."""
+        want = ("version", "libevent", "mpcache_io_engine", "mpcache_channels", "threads")
+        out = {}
+        try:
+            with socket.create_connection((HOST, self.port), timeout=2) as s:
+                s.sendall(b"stats\r\n")
+                buf = b""
+                while not buf.endswith(b"END\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            for line in buf.decode(errors="replace").split("\r\n"):
+                f = line.split(" ", 2)
+                if len(f) == 3 and f[0] == "STAT" and f[1] in want:
+                    out[f[1]] = f[2]
+        except OSError as e:
+            out["error"] = str(e)
+        return out
+
     def __enter__(self):
         return self
 
@@ -289,11 +310,34 @@ def measure_syscalls(server, spec, seconds, use_strace):
 def one_run(name, port, spec, duration, warmup):
     memory = spec.get("memory", 1024)
     with Server(name, port, memory) as srv:
+        info = srv.info()
         preload(port, spec)
         # the hit-ratio workload must fill the cache before it is measured
         w = max(warmup, spec.get("warmup_min", 0))
         out = loadgen(port, run_args(spec), pid=srv.pid, duration=duration, warmup=w, stats=True, label=name)
+    out["server_info"] = info
+    return slim(out)
+
+
+# Server stats kept in the JSON (the rest of `stats` would only bloat it).
+KEEP_STATS = ("cmd_get", "cmd_set", "get_hits", "get_misses", "evictions", "total_connections",
+              "bytes_read", "bytes_written", "rusage_user", "rusage_system")
+
+
+def slim(out):
+    d = out.get("server_stats_delta")
+    if d:
+        out["server_stats_delta"] = {k: v for k, v in d.items()
+                                     if k in KEEP_STATS or k.startswith(("mpcache_", "channels:"))}
     return out
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
 
 
 def summarize_run(r):
@@ -483,7 +527,7 @@ def main(argv=None):
             if s not in SERVERS:
                 sys.exit(f"unknown server {s}; known: {list(SERVERS)}")
     else:
-        servers = [REFERENCE] + (["mpcache"] if server_available("mpcache") else [])
+        servers = [REFERENCE] + (["mpcache-epoll", "mpcache-uring"] if server_available("mpcache") else [])
         if len(servers) == 1:
             print("note: mpcache does not import here; measuring memcached alone", file=sys.stderr)
     check_tools(not args.no_syscalls)
@@ -498,6 +542,7 @@ def main(argv=None):
                    "server_flags": "-t 1 -m 1024 -U 0 (hit ratio: -m 64)"},
         "workloads": [],
     }
+    result["machine"]["loadavg_start"] = loadavg()
     t_start = time.monotonic()
     for name in names:
         spec = wls[name]
@@ -521,7 +566,11 @@ def main(argv=None):
                     preload(srv.port, spec)
                     wl["syscalls"][s] = measure_syscalls(srv, spec, min(duration, 2.0), args.strace)
         result["workloads"].append(wl)
+        for s in servers:
+            if wl["raw"][s]:
+                result.setdefault("server_info", {})[s] = wl["raw"][s][0].get("server_info", {})
     result["elapsed_s"] = time.monotonic() - t_start
+    result["machine"]["loadavg_end"] = loadavg()
 
     for engine in servers:
         if engine == REFERENCE:
