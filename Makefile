@@ -16,7 +16,7 @@ ARGS ?=
 PYTEST_ARGS ?= tests
 # Kept in step with [project.optional-dependencies] test in pyproject.toml.
 TEST_DEPS := "pytest>=7" "pymemcache>=4" "hypothesis>=6"
-BUILD_DEPS := "setuptools>=64" "Cython>=3.0" wheel
+BUILD_DEPS := "setuptools>=77" "Cython>=3.0" wheel
 # memcached refuses to run as root without -u; so does mpcache.
 RUN_AS := $(shell [ "$$(id -u)" = 0 ] && echo "-u root")
 
