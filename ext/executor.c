@@ -122,6 +122,15 @@ static mp_rel_time exptime_rel(int32_t exptime)
     return mp_realtime(exptime < 0 ? (int64_t)MP_REALTIME_MAXDELTA + 1 : exptime);
 }
 
+/* memcached's conn_closing: replies it already transmitted reach the client,
+ * the ones still queued are dropped with the connection. */
+static int close_now(mp_conn *c)
+{
+    c->wend = c->wstart + c->proto.flush_mark;
+    c->close_after_write = true;
+    return MP_PROC_CLOSE;
+}
+
 /* ---- retrieval: get gets bget gat gats ---- */
 
 typedef enum { GK_OK, GK_KEY_TOO_LONG, GK_NO_MEMORY } get_key_result;
@@ -556,8 +565,7 @@ static int cmd_shutdown(mp_conn *c, const mp_request *r)
     if (r->ntokens == 1 || (r->ntokens == 2 && TOK_IS(r, 1, "graceful"))) {
         /* memcached closes this connection at once, without a reply */
         mp_engine_request_shutdown(eng, r->ntokens == 2);
-        c->close_after_write = false;
-        return MP_PROC_CLOSE;
+        return close_now(c);
     }
     REPLY(c, R_SHUTDOWN_MODE);
     return 0;
@@ -658,10 +666,8 @@ static int unknown_command(mp_conn *c, const mp_request *r)
     bool branch = (w[0] == 'm' && n == 2) || memchr("gsacidt", w[0], 7) != NULL;
     if (!branch) {
         const char *last = TOKP(r, r->ntokens - 1);
-        if (TOKL(r, r->ntokens - 1) >= 5 && memcmp(last, "HTTP/", 5) == 0) {
-            c->close_after_write = false;
-            return MP_PROC_CLOSE;
-        }
+        if (TOKL(r, r->ntokens - 1) >= 5 && memcmp(last, "HTTP/", 5) == 0)
+            return close_now(c);
     }
     REPLY(c, R_ERROR);
     return 0;
@@ -717,10 +723,8 @@ int mp_process(mp_conn *c, int budget)
             /* a partial line: the I/O layer grows a full buffer by itself */
             return MP_PROC_NEED_INPUT;
         }
-        if (st == MP_PARSE_TOO_LONG) {
-            c->close_after_write = false;
-            return MP_PROC_CLOSE;
-        }
+        if (st == MP_PARSE_TOO_LONG)
+            return close_now(c);
         c->rstart += (uint32_t)consumed;
         ran++;
         STATS(c).requests++;
