@@ -27,6 +27,7 @@ extensions = [
     Extension(
         "mpcache._engine",
         sources=["ext/_engine.pyx"] + engine_sources,
+        depends=sorted(glob.glob("ext/*.h")),
         include_dirs=["ext"],
         define_macros=macros,
         extra_compile_args=cflags,
@@ -35,6 +36,7 @@ extensions = [
     Extension(
         "mpcache._parser",
         sources=["ext/parser_py.pyx", "ext/parser.c"],
+        depends=sorted(glob.glob("ext/*.h")),
         include_dirs=["ext"],
         define_macros=macros,
         extra_compile_args=cflags,
