@@ -58,7 +58,7 @@ _MPCACHE = (sys.executable, "-m", "mpcache")
 BACKENDS = {
     "memcached": Backend("memcached", ("memcached",), is_mpcache=False, stop_signal=signal.SIGKILL),
     "mpcache-epoll": Backend("mpcache-epoll", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "epoll"),)),
-    # "mpcache-uring": Backend("mpcache-uring", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "uring"),)),
+    "mpcache-uring": Backend("mpcache-uring", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "uring"),)),
 }
 
 
