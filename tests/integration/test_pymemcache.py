@@ -196,6 +196,18 @@ def test_get_many_hundreds_of_keys(mc):
     assert mc.get_many(list(values)) == {}
 
 
+def test_reply_over_one_mib_then_more_requests(server):
+    """A multi-get reply larger than any output buffer, pipelined with more
+    requests: all of it arrives, and the requests after it are answered."""
+    value = bytes(range(256)) * 400                     # 102400 bytes
+    with RawConn(server.addr, timeout=10) as c:
+        assert c.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
+        item = b"VALUE big 0 %d\r\n%s\r\n" % (len(value), value)
+        for copies in (10, 11, 30):
+            reply = c.call(b"get" + b" big" * copies + b"\r\nversion\r\n")
+            assert reply == item * copies + b"END\r\nVERSION 1.6.18\r\n", (copies, len(reply), reply[-40:])
+
+
 def test_binary_safe_values(mc):
     blob = bytes(range(256)) * 8 + b"\r\nEND\r\n\x00VALUE x 0 1\r\n"
     assert mc.set(b"bin", blob) is True

@@ -42,11 +42,17 @@ def reply_boundaries(buf):
     return offs, True
 
 
-def ends_with_marker(buf):
+def ends_with_marker(buf, count=1):
+    """True when buf ends with the reply to `mn` at a reply boundary and holds
+    at least `count` such replies (a batch may contain `mn` requests itself)."""
     if not buf.endswith(MARKER_REPLY):
         return False
     offs, complete = reply_boundaries(buf)
-    return complete and offs and offs[-1] == len(buf) - len(MARKER_REPLY)
+    if not (complete and offs and offs[-1] == len(buf) - len(MARKER_REPLY)):
+        return False
+    if count == 1:
+        return True
+    return sum(1 for o in offs if buf.startswith(MARKER_REPLY, o)) >= count
 
 
 class RawConn:
@@ -81,13 +87,14 @@ class RawConn:
                     time.sleep(pause)
             prev = cut
 
-    def read_until_marker(self, timeout=None):
+    def read_until_marker(self, timeout=None, count=1):
         """Reads until the stream ends with the reply to `mn` at a reply
-        boundary.  On EOF or timeout the bytes so far are returned with a tag
-        appended, so they compare unequal to a proper reply."""
+        boundary (the count-th such reply).  On EOF or timeout the bytes so
+        far are returned with a tag appended, so they compare unequal to a
+        proper reply."""
         deadline = time.monotonic() + (timeout or self.timeout)
         buf = b""
-        while not ends_with_marker(buf):
+        while not ends_with_marker(buf, count):
             left = deadline - time.monotonic()
             if left <= 0:
                 return buf + TIMEOUT_TAG
