@@ -347,6 +347,7 @@ static int depth;               /* in flight per connection, this phase */
 static int reqs_per_conn;       /* this phase: 0 = persistent */
 static uint64_t preload_next;   /* next key to preload */
 static unsigned src_rr;
+static int nlive;               /* slots with a socket: none left means nothing more can happen */
 
 /* counters: totals over the whole run, and the measured window */
 struct counters {
@@ -752,8 +753,10 @@ static void conn_reset(struct conn *c)
 
 static void conn_close(struct conn *c)
 {
-    if (c->fd >= 0)
+    if (c->fd >= 0) {
         close(c->fd);   /* also leaves the epoll set */
+        nlive--;
+    }
     conn_reset(c);
 }
 
@@ -785,6 +788,7 @@ static void conn_open(struct conn *c)
         return;
     }
     c->fd = fd;
+    nlive++;
     int one = 1;
     if (cfg.nodelay)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -799,8 +803,7 @@ static void conn_open(struct conn *c)
         src.sin_addr.s_addr = htonl(0x7f000001u + (src_rr++ % (unsigned)cfg.src_addrs));
         if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
             error_at("bind source address: %s", strerror(errno));
-            close(fd);
-            c->fd = -1;
+            conn_close(c);
             return;
         }
     }
@@ -810,9 +813,7 @@ static void conn_open(struct conn *c)
     c->state = CONN_CONNECTING;
     if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
         error_at("connect: %s", strerror(errno));
-        close(fd);
-        c->fd = -1;
-        c->state = CONN_IDLE;
+        conn_close(c);
         return;
     }
     /*
@@ -836,9 +837,7 @@ static void conn_open(struct conn *c)
     }
     if (n < 0 && errno != EAGAIN && errno != ENOTCONN && errno != EWOULDBLOCK) {
         error_at("connect/send: %s", strerror(errno));
-        close(fd);
-        c->fd = -1;
-        c->state = CONN_IDLE;
+        conn_close(c);
         return;
     }
     c->want_out = 1;
@@ -1173,7 +1172,8 @@ static void report(const struct window *w)
                    cfg.reqs_per_conn > 0 ? "" : "\n");
         if (w->cpu_ok && cfg.reqs_per_conn > 0)
             printf("  %.2f us/connection\n", cpu_us_conn);
-        printf("client cpu  %.0f%% of one core\n", 100.0 * w->client_cpu / secs);
+        if (w->secs > 0.01)
+            printf("client cpu  %.0f%% of one core\n", 100.0 * w->client_cpu / secs);
         if (w->stats_ok) {
             for (int i = 0; i < stats_b.n; i++) {
                 int found;
@@ -1216,7 +1216,9 @@ static void report(const struct window *w)
     fprintf(f, ", \"server_cpu_us_per_conn\": ");
     json_num(f, cpu_us_conn, 4);
     fprintf(f, ",\n");
-    fprintf(f, " \"client_cpu_s\": %.4f, \"client_busy\": %.4f,\n", w->client_cpu, w->client_cpu / secs);
+    fprintf(f, " \"client_cpu_s\": %.4f, \"client_busy\": ", w->client_cpu);
+    json_num(f, w->secs > 0.01 ? w->client_cpu / secs : -1, 4);
+    fprintf(f, ",\n");
     fprintf(f, " \"total\": {\"requests\": %" PRIu64 ", \"gets\": %" PRIu64 ", \"sets\": %" PRIu64
                ", \"keys\": %" PRIu64 ", \"conns_opened\": %" PRIu64 ", \"conns_done\": %" PRIu64
                ", \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64 "},\n",
@@ -1278,6 +1280,10 @@ static void loop(int (*until)(uint64_t now), uint64_t deadline_ns)
         uint64_t now = now_ns();
         if (until(now) || interrupted)
             return;
+        if (nlive == 0) {
+            error_at("no connection left to the server");
+            return;
+        }
         if (deadline_ns && now > deadline_ns)
             return;
         int n = epoll_wait(ep, evs, MAX_EVENTS, 10);
