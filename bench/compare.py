@@ -495,7 +495,7 @@ def check_tools(need_perf):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs, fewer workloads (about 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="short runs, fewer workloads (about 4 minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="A B rounds per workload (3)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per run (5; quick 1)")
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (1; quick 0.3)")
