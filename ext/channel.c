@@ -101,12 +101,7 @@ static void ready_push(mp_channel *ch, mp_conn *c)
     if (c->in_ready)
         return;
     c->in_ready = true;
-    c->next_free = MP_NO_SLOT;
-    if (ch->ready_tail == MP_NO_SLOT)
-        ch->ready_head = c->slot;
-    else
-        ch->conns[ch->ready_tail].next_free = c->slot;
-    ch->ready_tail = c->slot;
+    ch->ready[ch->nready++] = ((uint64_t)c->gen << 32) | c->slot;
 }
 
 /* Gives back the input buffer when nothing is left in it, and moves a partial
@@ -245,15 +240,17 @@ void mp_conn_run(mp_channel *ch, mp_conn *c)
 
 static void run_ready(mp_channel *ch)
 {
-    uint32_t slot = ch->ready_head;
-    ch->ready_head = ch->ready_tail = MP_NO_SLOT;
-    while (slot != MP_NO_SLOT) {
-        mp_conn *c = &ch->conns[slot];
-        slot = c->next_free;
-        if (!c->in_ready)
+    /* connections that yield again go on the other array, for next turn */
+    uint64_t *turn = ch->ready;
+    uint32_t n = ch->nready;
+    ch->ready = ch->ready_next;
+    ch->ready_next = turn;
+    ch->nready = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        mp_conn *c = &ch->conns[(uint32_t)turn[i]];
+        if (c->gen != (uint32_t)(turn[i] >> 32) || !c->in_ready)
             continue;
         c->in_ready = false;
-        c->next_free = MP_NO_SLOT;
         if (c->state == MP_CONN_OPEN)
             mp_conn_run(ch, c);
     }
@@ -326,8 +323,10 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
     ch->nslots = (uint32_t)eng->settings.maxconns;
     ch->conns = calloc(ch->nslots, sizeof(mp_conn));
     ch->scratch = malloc(MP_SCRATCH_SIZE);
-    ch->ready_head = ch->ready_tail = MP_NO_SLOT;
-    if (ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL) {
+    ch->ready = calloc(ch->nslots, sizeof(uint64_t));
+    ch->ready_next = calloc(ch->nslots, sizeof(uint64_t));
+    if (ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL || ch->ready == NULL ||
+        ch->ready_next == NULL) {
         mp_channel_destroy(ch);
         return NULL;
     }
@@ -352,6 +351,8 @@ void mp_channel_destroy(mp_channel *ch)
     for (int i = 0; i < ch->npool; i++)
         free(ch->pool[i]);
     free(ch->conns);
+    free(ch->ready);
+    free(ch->ready_next);
     free(ch->scratch);
     free(ch);
 }

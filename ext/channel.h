@@ -59,8 +59,13 @@ struct mp_channel {
     mp_conn *conns;              /* the connection table */
     uint32_t nslots;
     uint32_t free_head;          /* free slots, linked by next_free */
-    uint32_t ready_head;         /* connections that yielded with work left */
-    uint32_t ready_tail;
+    /* Connections that yielded with work left, as (generation, slot): a
+     * connection closed and its slot reused meanwhile is recognised and
+     * skipped, so the list never needs unlinking.  Two arrays swapped each
+     * turn; a connection is in at most one (in_ready). */
+    uint64_t *ready;
+    uint64_t *ready_next;
+    uint32_t nready;
     uint32_t nopen;
 
     char *scratch;               /* MP_SCRATCH_SIZE */
@@ -90,6 +95,10 @@ bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n);
 /* End of a loop turn: resume connections that yielded, periodic maintenance. */
 void mp_channel_end_turn(mp_channel *ch);
 void mp_channel_count_turn(mp_channel *ch, int nevents);
+static inline bool mp_channel_busy(const mp_channel *ch)
+{
+    return ch->nready > 0;
+}
 
 /* ---- backends ---- */
 int mp_epoll_run(mp_channel *ch);

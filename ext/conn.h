@@ -44,7 +44,7 @@ typedef struct mp_conn {
     bool recv_armed;          /* io_uring: a multishot receive is pending */
     bool send_inflight;       /* io_uring: sbuf is being sent */
     uint32_t events;          /* epoll interest currently registered */
-    uint32_t next_free;       /* free list / ready list link */
+    uint32_t next_free;       /* free list link */
     mp_rel_time last_active;
 
     char *rbuf;               /* input: [rstart, rend) is unconsumed */

@@ -215,7 +215,7 @@ int mp_epoll_run(mp_channel *ch)
 
     while (!ch->stopping) {
         mp_clock_update();
-        int timeout = ch->ready_head != MP_NO_SLOT ? 0 : MP_MAINTAIN_MS;
+        int timeout = mp_channel_busy(ch) ? 0 : MP_MAINTAIN_MS;
         ch->stats.syscalls++;
         ch->stats.syscall_wait++;
         int n = epoll_wait(ch->epfd, events, MP_EVENTS_PER_TURN, timeout);

@@ -472,7 +472,7 @@ int mp_uring_run(mp_channel *ch)
 
     while (!ch->stopping) {
         mp_clock_update();
-        bool busy = ch->ready_head != MP_NO_SLOT;
+        bool busy = mp_channel_busy(ch);
         ch->stats.syscalls++;
         ch->stats.syscall_wait++;
         rc = mp_ring_submit(r, busy ? 0 : 1, MP_MAINTAIN_MS);
