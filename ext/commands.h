@@ -35,7 +35,12 @@
     X(SHUTDOWN,       "shutdown",       shutdown,  -1, -1) \
     X(CACHE_MEMLIMIT, "cache_memlimit", memlimit,   2,  3) \
     X(STATS,          "stats",          stats,     -1, -1) \
-    X(MN,             "mn",             mn,        -1, -1)
+    X(MN,             "mn",             mn,        -1, -1) \
+    X(SLABS,          "slabs",          slabs,     -1, -1) \
+    X(LRU,            "lru",            lru,        2, -1) \
+    X(LRU_CRAWLER,    "lru_crawler",    lru_crawler, -1, -1) \
+    X(WATCH,          "watch",          watch,     -1, -1) \
+    X(REFRESH_CERTS,  "refresh_certs",  refresh_certs, -1, -1)
 
 enum {
 #define MP_CMD_ENUM(id, word, handler, lo, hi) MP_CMD_##id,

@@ -10,8 +10,11 @@
  * of one hit into the output; the output buffer is grown (realloc) only
  * after unlocking, and the lookup is retried.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "channel.h"
@@ -37,7 +40,6 @@
 #define R_MN               "MN"
 #define R_VERSION          "VERSION " MP_VERSION
 #define R_BAD_FORMAT       "CLIENT_ERROR bad command line format"
-#define R_BAD_LINE         "CLIENT_ERROR bad command line"
 #define R_DELETE_USAGE     "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
 #define R_BAD_EXPTIME      "CLIENT_ERROR invalid exptime argument"
 #define R_BAD_DELTA        "CLIENT_ERROR invalid numeric delta argument"
@@ -47,7 +49,6 @@
 #define R_SHUTDOWN_MODE    "CLIENT_ERROR invalid shutdown mode"
 #define R_SHUTDOWN_OFF     "ERROR: shutdown not enabled"
 #define R_DETAIL_USAGE     "CLIENT_ERROR usage: stats detail on|off|dump"
-#define R_ILLEGAL_SLAB     "CLIENT_ERROR Illegal slab id"
 #define R_TOO_LARGE        "SERVER_ERROR object too large for cache"
 #define R_OOM_STORE        "SERVER_ERROR out of memory storing object"
 #define R_OOM_GET          "SERVER_ERROR out of memory writing get response"
@@ -55,10 +56,24 @@
 #define R_OOM_STATS        "SERVER_ERROR out of memory writing stats"
 #define R_MEMLIMIT_SMALL   "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
 #define R_MEMLIMIT_UNITS   "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+#define R_DUMP_OFF         "CLIENT_ERROR stats cachedump not allowed"
+#define R_METADUMP_OFF     "ERROR metadump not allowed"
+#define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
+#define R_TLS_OFF          "Error TLS not enabled"
+#define R_CRAWLER_OFF      "CLIENT_ERROR lru crawler disabled"
+#define R_CRAWLER_START    "ERROR failed to start lru crawler thread"
+#define R_CRAWLER_SLEEP    "CLIENT_ERROR sleep must be one second or less"
+#define R_CRAWLER_BADCLASS "BADCLASS invalid class id"
+#define R_CRAWLER_NONE     "NOTSTARTED no items to crawl"
+#define R_SLAB_SAME        "SAME src and dst class are identical"
+#define R_SLAB_BADCLASS    "BADCLASS invalid src or dst class id"
+#define R_SLAB_NOSPARE     "NOSPARE source class has no spare pages"
+#define R_LRU_PCTS         "ERROR hot and warm pcts must not exceed 80"
+#define R_LRU_FACTORS      "ERROR hot/warm age factors must be greater than 0"
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
-/* memcached's MAX_NUMBER_OF_SLAB_CLASSES, the bound "stats cachedump" checks */
+/* memcached's MAX_NUMBER_OF_SLAB_CLASSES: bounds its class ids */
 #define MP_MC_SLAB_CLASSES 64
 /* cache_memlimit's bounds in megabytes, as memcached checks them */
 #define MP_MEMLIMIT_MIN_MB 8
@@ -619,19 +634,9 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     if (TOK_IS(r, 1, "cachedump")) {
-        uint32_t id, limit;
-        if (r->ntokens < 4) {
-            REPLY(c, R_BAD_LINE);
-        } else if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &id) ||
-                   !mp_parse_u32(TOKP(r, 3), TOKL(r, 3), &limit)) {
-            REPLY(c, R_BAD_FORMAT);
-        } else if (id >= MP_MC_SLAB_CLASSES) {
-            REPLY(c, R_ILLEGAL_SLAB);
-        } else {
-            /* memcached dumps only its COLD queue, where fresh items are not;
-             * we keep no such queue, so the dump is empty */
-            REPLY(c, R_END);
-        }
+        /* key dumps are not offered (the store has no walk for them): the
+         * answer memcached gives when dumping is disabled */
+        REPLY(c, R_DUMP_OFF);
         return 0;
     }
     if (mp_stats_compose(eng, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
@@ -639,6 +644,218 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     REPLY(c, R_END);
+    return 0;
+}
+
+/* ---- memcached's tuning commands ----
+ * mpcache has no segmented LRU, crawler, slab mover on request, log watchers
+ * or TLS; these answer exactly as memcached does for the same request when
+ * the feature is idle, disabled, or (for slabs reassign) has nothing to
+ * move, so scripts and tools that send them get a reply they understand. */
+
+/* memcached's safe_strtod over a token */
+static bool parse_double(const char *p, size_t len, double *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    double d = strtod(buf, &end);
+    if (errno == ERANGE || end == buf)
+        return false;
+    if (*end != '\0' && !isspace((unsigned char)*end))
+        return false;
+    *out = d;
+    return true;
+}
+
+/* memcached's slabs_init: the number of its largest slab class, which
+ * bounds "slabs reassign" (chunks grow by -f from 48 + -n bytes, 8-aligned,
+ * up to its fixed 512 KiB slab_chunk_max) */
+#define MP_MC_ITEM_HEADER 48
+#define MP_MC_CHUNK_ALIGN 8
+#define MP_MC_SLAB_CHUNK_MAX (512 * 1024)
+static int mc_power_largest(const mp_settings *s)
+{
+    unsigned size = MP_MC_ITEM_HEADER + (unsigned)s->chunk_size;
+    int i = 0;
+    while (++i < MP_MC_SLAB_CLASSES - 1) {
+        if (size >= MP_MC_SLAB_CHUNK_MAX / s->factor)
+            break;
+        if (size % MP_MC_CHUNK_ALIGN)
+            size += MP_MC_CHUNK_ALIGN - size % MP_MC_CHUNK_ALIGN;
+        size = (unsigned)(size * s->factor);
+    }
+    return i;
+}
+
+static int cmd_slabs(mp_conn *c, const mp_request *r)
+{
+    if (r->ntokens == 4 && TOK_IS(r, 1, "reassign")) {
+        int32_t src, dst;
+        if (!mp_parse_i32(TOKP(r, 2), TOKL(r, 2), &src) ||
+            !mp_parse_i32(TOKP(r, 3), TOKL(r, 3), &dst)) {
+            REPLY(c, R_BAD_FORMAT);
+            return 0;
+        }
+        int largest = mc_power_largest(&ENGINE(c)->settings);
+        if (src == dst)
+            REPLY(c, R_SLAB_SAME);
+        else if (src < 0 || src > largest || dst < 0 || dst > largest)
+            REPLY(c, R_SLAB_BADCLASS);   /* -1 ("any") finds no spare page */
+        else
+            REPLY(c, R_SLAB_NOSPARE);    /* pages move by the store's own policy */
+        return 0;
+    }
+    if (r->ntokens >= 3 && TOK_IS(r, 1, "automove")) {
+        noreply_maybe(c, r);
+        if (TOK_IS(r, 2, "ratio")) {
+            double ratio;
+            if (r->ntokens < 4 || !parse_double(TOKP(r, 3), TOKL(r, 3), &ratio)) {
+                REPLY(c, R_ERROR);
+                return 0;
+            }
+        } else {
+            uint32_t level;
+            if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &level)) {
+                REPLY(c, R_BAD_FORMAT);
+                return 0;
+            }
+            if (level > 2) {
+                REPLY(c, R_ERROR);
+                return 0;
+            }
+        }
+        REPLY(c, R_OK);
+        return 0;
+    }
+    REPLY(c, R_ERROR);
+    return 0;
+}
+
+static int cmd_lru(mp_conn *c, const mp_request *r)
+{
+    noreply_maybe(c, r);
+    if (TOK_IS(r, 1, "tune") && r->ntokens >= 6) {
+        uint32_t hot, warm;
+        double hot_factor, factor;
+        if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &hot) ||
+            !mp_parse_u32(TOKP(r, 3), TOKL(r, 3), &warm) ||
+            !parse_double(TOKP(r, 4), TOKL(r, 4), &hot_factor) ||
+            !parse_double(TOKP(r, 5), TOKL(r, 5), &factor))
+            REPLY(c, R_ERROR);
+        else if (hot + warm > 80)
+            REPLY(c, R_LRU_PCTS);
+        else if (factor <= 0 || hot_factor <= 0)
+            REPLY(c, R_LRU_FACTORS);
+        else
+            REPLY(c, R_OK);
+    } else if (TOK_IS(r, 1, "mode") && r->ntokens >= 3) {
+        if (TOK_IS(r, 2, "flat") || TOK_IS(r, 2, "segmented"))
+            REPLY(c, R_OK);
+        else
+            REPLY(c, R_ERROR);
+    } else if (TOK_IS(r, 1, "temp_ttl") && r->ntokens >= 3) {
+        int32_t ttl;
+        if (!mp_parse_i32(TOKP(r, 2), TOKL(r, 2), &ttl))
+            REPLY(c, R_ERROR);
+        else
+            REPLY(c, R_OK);
+    } else {
+        REPLY(c, R_ERROR);
+    }
+    return 0;
+}
+
+/* "lru_crawler enable|disable": memcached's crawler thread, as it is once a
+ * stop has taken effect (memcached stops it asynchronously).  Process-wide:
+ * embedded engines in one process share it; only these replies and "stats
+ * settings" can observe it. */
+static volatile int lru_crawler_off;
+
+bool mp_lru_crawler_enabled(void)
+{
+    return !__atomic_load_n(&lru_crawler_off, __ATOMIC_RELAXED);
+}
+
+/* memcached's class list: "all", or comma-separated ids in [1, 63] */
+static bool crawl_classes_ok(const char *p, size_t len, bool *any)
+{
+    *any = false;
+    if (len == 3 && memcmp(p, "all", 3) == 0) {
+        *any = true;
+        return true;
+    }
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && p[j] != ',')
+            j++;
+        if (j > i) {
+            uint32_t id;
+            if (!mp_parse_u32(p + i, j - i, &id) || id < 1 || id >= MP_MC_SLAB_CLASSES)
+                return false;
+            *any = true;
+        }
+        i = j + 1;
+    }
+    return true;
+}
+
+static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
+{
+    if (r->ntokens == 3 && TOK_IS(r, 1, "crawl")) {
+        bool any;
+        if (!mp_lru_crawler_enabled())
+            REPLY(c, R_CRAWLER_OFF);
+        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), &any))
+            REPLY(c, R_CRAWLER_BADCLASS);
+        else if (!any)
+            REPLY(c, R_CRAWLER_NONE);
+        else
+            REPLY(c, R_OK);   /* expiry is swept continuously anyway */
+    } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
+        if (!mp_lru_crawler_enabled())
+            REPLY(c, R_CRAWLER_OFF);
+        else
+            REPLY(c, R_METADUMP_OFF);
+    } else if (r->ntokens == 3 && (TOK_IS(r, 1, "tocrawl") || TOK_IS(r, 1, "sleep"))) {
+        uint32_t v;
+        if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &v))
+            REPLY(c, R_BAD_FORMAT);
+        else if (TOK_IS(r, 1, "sleep") && v > 1000000)
+            REPLY(c, R_CRAWLER_SLEEP);
+        else
+            REPLY(c, R_OK);
+    } else if (r->ntokens == 2 && TOK_IS(r, 1, "enable")) {
+        if (__atomic_exchange_n(&lru_crawler_off, 0, __ATOMIC_RELAXED) == 0)
+            REPLY(c, R_CRAWLER_START);
+        else
+            REPLY(c, R_OK);
+    } else if (r->ntokens == 2 && TOK_IS(r, 1, "disable")) {
+        /* stopping a stopped crawler succeeds in memcached */
+        __atomic_store_n(&lru_crawler_off, 1, __ATOMIC_RELAXED);
+        REPLY(c, R_OK);
+    } else {
+        REPLY(c, R_ERROR);
+    }
+    return 0;
+}
+
+static int cmd_watch(mp_conn *c, const mp_request *r)
+{
+    noreply_maybe(c, r);
+    REPLY(c, R_WATCH_OFF);
+    return 0;
+}
+
+static int cmd_refresh_certs(mp_conn *c, const mp_request *r)
+{
+    noreply_maybe(c, r);
+    REPLY(c, R_TLS_OFF);
     return 0;
 }
 

@@ -275,13 +275,14 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "slab_automove", 1);
     STAT_STR(c, "slab_automove_ratio", "0.80");
     STAT_U64(c, "slab_automove_window", 30);
-    STAT_U64(c, "slab_chunk_max", s->item_size_max / 2);
-    STAT_YESNO(c, "lru_crawler", true);
+    /* memcached keeps 512 KiB chunks and refuses a smaller -I */
+    STAT_U64(c, "slab_chunk_max", s->item_size_max < 524288 ? s->item_size_max : 524288);
+    STAT_YESNO(c, "lru_crawler", mp_lru_crawler_enabled());
     STAT_U64(c, "lru_crawler_sleep", 100);
     STAT_U64(c, "lru_crawler_tocrawl", 0);
     STAT_U64(c, "tail_repair_time", 0);
     STAT_YESNO(c, "flush_enabled", s->flush_enabled);
-    STAT_YESNO(c, "dump_enabled", true);
+    STAT_YESNO(c, "dump_enabled", false);   /* no cachedump / metadump */
     STAT_STR(c, "hash_algorithm", "murmur3");
     STAT_YESNO(c, "lru_maintainer_thread", true);
     STAT_YESNO(c, "lru_segmented", true);

@@ -4,6 +4,7 @@
 #ifndef MP_STATS_H
 #define MP_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* One X-macro list so "stats", "stats reset" and the metrics exporter cannot
@@ -31,5 +32,8 @@ typedef struct mp_thread_stats {
  * (total_items, evictions, ...) restart from zero, as in memcached. */
 struct mp_engine;
 void mp_stats_reset(struct mp_engine *eng);
+
+/* "lru_crawler enable|disable" as "stats settings" reports it (executor.c). */
+bool mp_lru_crawler_enabled(void);
 
 #endif

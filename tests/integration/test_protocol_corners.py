@@ -8,6 +8,8 @@ at mn, when its -R budget of 20 + 1 requests is spent); a get with a key over
 250 bytes culls everything queued since, and a silent close drops it.
 """
 
+import time
+
 import pytest
 
 from tests.support.raw import RawConn, EOF_TAG
@@ -147,9 +149,29 @@ def test_data_block_split_at_every_byte(server):
     (b"version x y\r\n", b"VERSION 1.6.18\r\n"),
     (b"stats nonsense\r\n", b"ERROR\r\n"),
     (b"stats detail\r\n", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
-    (b"stats cachedump 64 1\r\n", b"CLIENT_ERROR Illegal slab id\r\n"),
-    (b"stats cachedump 1\r\n", b"CLIENT_ERROR bad command line\r\n"),
     (b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n"),
+    # memcached's tuning commands
+    (b"slabs\r\n", b"ERROR\r\n"),
+    (b"slabs reassign 1 1\r\n", b"SAME src and dst class are identical\r\n"),
+    (b"slabs reassign 1 40\r\n", b"BADCLASS invalid src or dst class id\r\n"),
+    (b"slabs reassign x 2\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"slabs reassign 1 2 noreply\r\n", b"ERROR\r\n"),
+    (b"slabs automove 1 noreply\r\n", b""),
+    (b"slabs automove 3\r\n", b"ERROR\r\n"),
+    (b"slabs automove ratio x\r\n", b"ERROR\r\n"),
+    (b"lru_crawler crawl all\r\n", b"OK\r\n"),
+    (b"lru_crawler crawl 64\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler crawl 1,x\r\n", b"BADCLASS invalid class id\r\n"),
+    (b"lru_crawler sleep 1000001\r\n", b"CLIENT_ERROR sleep must be one second or less\r\n"),
+    (b"lru_crawler tocrawl x\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"lru_crawler enable\r\n", b"ERROR failed to start lru crawler thread\r\n"),
+    (b"lru_crawler\r\n", b"ERROR\r\n"),
+    (b"lru_crawler HTTP/1.1\r\n", b"ERROR\r\n"),
+    (b"lru tune 50 40 0.1 2\r\n", b"ERROR hot and warm pcts must not exceed 80\r\n"),
+    (b"lru tune 10 20 0 2\r\n", b"ERROR hot/warm age factors must be greater than 0\r\n"),
+    (b"lru mode x\r\n", b"ERROR\r\n"),
+    (b"lru\r\n", b"ERROR\r\n"),
+    (b"refresh_certs\r\n", b"Error TLS not enabled\r\n"),
 ])
 def test_exact_reply(server, req, reply):
     assert call(server, req) == reply
@@ -177,3 +199,14 @@ def test_multiget_of_hundreds_of_keys(server):
     data = b"set key7 0 0 1\r\n7\r\nset key399 0 0 1\r\n9\r\nget " + b" ".join(keys) + b"\r\n"
     assert call(server, data) == \
         b"STORED\r\nSTORED\r\nVALUE key7 0 1\r\n7\r\nVALUE key399 0 1\r\n9\r\nEND\r\n"
+
+
+def test_lru_crawler_disable_then_crawl(server):
+    try:
+        assert call(server, b"lru_crawler disable\r\nlru_crawler disable\r\n") == b"OK\r\nOK\r\n"
+        time.sleep(0.5)   # memcached stops its crawler thread asynchronously
+        assert call(server, b"lru_crawler crawl all\r\nlru_crawler metadump all\r\n") == \
+            b"CLIENT_ERROR lru crawler disabled\r\n" * 2
+        assert b"STAT lru_crawler no\r\n" in call(server, b"stats settings\r\n")
+    finally:
+        assert call(server, b"lru_crawler enable\r\n") == b"OK\r\n"
