@@ -268,8 +268,16 @@ def test_noreply_sends_nothing_back(server):
         assert c.call(b"get a\r\n") == b"END\r\n"
 
 
-def test_expiry(mc, server):
+@pytest.fixture
+def client(server):
+    client = make_client("client", server.addr)
+    yield client
+    client.close()
+
+
+def test_expiry(client):
     """Relative, absolute, negative and extended TTLs, with one short sleep."""
+    mc = client
     now = int(time.time())
     mc.set(b"rel", b"1", expire=2)
     mc.set(b"abs", b"2", expire=now + 2)
