@@ -28,6 +28,7 @@ Several Servers may run in one process; they share nothing.
 import atexit
 import errno
 import os
+import resource
 import select
 import socket
 import stat
@@ -330,6 +331,7 @@ class Server:
             if self._state == "stopped":
                 raise RuntimeError("a stopped Server cannot be restarted")
             self.bind()
+            _raise_fd_limit(self.settings.max_conns)
             from ._engine import Engine
             try:
                 self._engine = Engine(self.settings.engine_settings(bound_port=self.port or 0))
@@ -494,3 +496,24 @@ def _unix_socket_alive(path):
         return False
     finally:
         probe.close()
+
+
+# Descriptors beyond the connections themselves: listeners, epoll/io_uring
+# instances, eventfds, the metrics server, log files.
+_FD_SLACK = 64
+
+
+def _raise_fd_limit(max_conns):
+    """Lets -c connections be open at once, as memcached raises RLIMIT_NOFILE
+    to its connection limit; only ever raises, and as far as allowed."""
+    need = max_conns + _FD_SLACK
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+        logger.warning("open file limit %d is below -c %d; connections beyond it are refused",
+                       min(need, hard), max_conns)
