@@ -15,7 +15,7 @@ ARGS ?=
 # pytest arguments, e.g. PYTEST_ARGS="-x tests/test_cli.py"
 PYTEST_ARGS ?= tests
 # Kept in step with [project.optional-dependencies] test in pyproject.toml.
-TEST_DEPS := "pytest>=7" "pymemcache>=4" "hypothesis>=6"
+TEST_DEPS := "pytest>=7" "pymemcache>=4" "hypothesis>=6" "prometheus-client>=0.17"
 BUILD_DEPS := "setuptools>=77" "Cython>=3.0" wheel
 # memcached refuses to run as root without -u; so does mpcache.
 RUN_AS := $(shell [ "$$(id -u)" = 0 ] && echo "-u root")

@@ -93,6 +93,8 @@ OPTIONS = [
     Option("N", "napi-ids", "num", "number of napi ids (accepted, ignored)"),
     Option("", "io-engine", "name", "I/O engine: auto, uring or epoll (default: auto, or\n"
            "$MPCACHE_IO_ENGINE: io_uring when the kernel allows it)"),
+    Option("", "metrics-listen", "addr:port", "serve Prometheus metrics on http://<addr:port>/metrics\n"
+           "(default: off; a bare port means 127.0.0.1:<port>)"),
 ]
 
 _SHORTOPTS = "".join(o.short + (":" if o.arg else "") for o in OPTIONS if o.short)
@@ -255,6 +257,8 @@ def apply_option(s, warnings, opt, value, listen_given):
         _extended(s, warnings, value)
     elif name == "io-engine":
         s.io_engine = value
+    elif name == "metrics-listen":
+        s.metrics_listen = value
     return False
 
 

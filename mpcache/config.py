@@ -7,6 +7,7 @@ either keep working.  `engine_settings()` is the dict mpcache._engine.Engine
 takes: the field names of mp_settings in ext/settings.h.
 """
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
@@ -81,6 +82,23 @@ def parse_size(text):
     return int(t) * mult
 
 
+def parse_metrics_listen(text):
+    """--metrics-listen: "ADDR:PORT", "[V6ADDR]:PORT", or a bare PORT on
+    127.0.0.1 -> (host, port).  Port 0 picks a free port (logged with -v)."""
+    t = str(text).strip()
+    if t.startswith("["):
+        host, sep, rest = t[1:].partition("]")
+        port = rest[1:] if sep and rest.startswith(":") else None
+    elif ":" in t:
+        host, _, port = t.rpartition(":")
+    else:
+        host, port = DEFAULT_LISTEN, t
+    if not host or port is None or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f"Invalid --metrics-listen \"{text}\": ADDR:PORT, [V6ADDR]:PORT or PORT",
+                          EX_USAGE)
+    return host, int(port)
+
+
 def default_threads():
     """One channel per CPU this process may run on (taskset is honoured)."""
     try:
@@ -122,6 +140,8 @@ class Settings:
     daemonize: bool = False
     pidfile: str = None
     enable_coredumps: bool = False
+    # --metrics-listen: where /metrics is served; None (the default) serves none.
+    metrics_listen: str = None
     # Pin channel i to the i-th allowed CPU (the daemon does; an embedded
     # server leaves its host process's threads alone by default).
     pin_threads: bool = False
@@ -181,6 +201,11 @@ class Settings:
                 raise ConfigError(f"Unix socket path too long: {self.unix_socket}", EX_USAGE)
         elif not self.listen:
             raise ConfigError("No interface to listen on", EX_USAGE)
+        if self.metrics_listen is not None:
+            parse_metrics_listen(self.metrics_listen)
+            if importlib.util.find_spec("prometheus_client") is None:
+                raise ConfigError("--metrics-listen needs the prometheus-client package "
+                                  "(pip install 'mpcache[metrics]')", EX_USAGE)
         return warnings
 
     def tcp_enabled(self):

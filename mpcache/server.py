@@ -130,6 +130,7 @@ class Server:
         self._state = "new"
         self._lock = threading.Lock()
         self._fail_r = self._fail_w = None   # made by start()
+        self._metrics = None      # metrics.MetricsServer with --metrics-listen
         self.failures = []        # exceptions raised by channel loops
         self.port = None
         self.addresses = []       # [(host, port)], one per TCP address
@@ -165,6 +166,13 @@ class Server:
         if ntcp + (self._unix is not None) > LISTENERS_MAX:
             self._close_sockets()
             raise ListenError(f"Too many listening addresses ({ntcp}); at most {LISTENERS_MAX}")
+        if self.settings.metrics_listen is not None:
+            from .metrics import MetricsServer
+            try:
+                self._metrics = MetricsServer(self, self.settings.metrics_listen).bind()
+            except BaseException:
+                self._close_sockets()
+                raise
         self._state = "bound"
         return self
 
@@ -299,6 +307,9 @@ class Server:
             os.chown(self._unix[1], uid, gid)
 
     def _close_sockets(self):
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         for sock, *_ in self._tcp:
             sock.close()
         self._tcp = []
@@ -361,6 +372,8 @@ class Server:
                 t.start()
             self._state = "running"
             _running.add(self)
+            if self._metrics is not None:
+                self._metrics.start()
         for w in self.warnings:
             logger.warning(w)
         logger.info("mpcache: engine %s, %d channel%s, %s", self.engine_name(),
@@ -420,6 +433,10 @@ class Server:
             if self._state == "stopped":
                 return
             self._stopping = True
+            if self._metrics is not None:
+                # First: it waits for a scrape in progress, which reads the engine.
+                self._metrics.stop()
+                self._metrics = None
             if self._engine is not None:
                 self._engine.stop()
                 for t in self._threads:
@@ -452,6 +469,11 @@ class Server:
         """(host, port) of the first TCP address, for clients; None if the
         server listens only on a Unix socket."""
         return self.addresses[0] if self.addresses else None
+
+    @property
+    def metrics_address(self):
+        """(host, port) of the /metrics endpoint, or None without --metrics-listen."""
+        return self._metrics.address if self._metrics is not None else None
 
     @property
     def unix_socket(self):
