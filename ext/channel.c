@@ -234,6 +234,12 @@ void mp_conn_run(mp_channel *ch, mp_conn *c)
             ready_push(ch, c);
     }
     ch->flush(ch, c);
+    if (c->blocked_out && c->state == MP_CONN_OPEN && mp_out_pending(c) == 0) {
+        /* the send took it all at once: no writable event will come to
+         * resume it, so it goes on next turn like any yielded connection */
+        c->blocked_out = false;
+        ready_push(ch, c);
+    }
 }
 
 /* ---- end of a turn ---- */
