@@ -11,7 +11,13 @@ from libc.string cimport strncpy
 from includes.engine cimport (
     mp_engine, mp_settings, mp_settings_init, mp_engine_create, mp_engine_destroy,
     mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_stats_text,
+    mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
+    MP_TURN_HIST_BUCKETS,
 )
+from libc.stdint cimport uint64_t
+
+# Upper bound on the per-channel counters; the C list is far shorter.
+DEF MAX_COUNTERS = 256
 
 
 cdef void _fill_settings(mp_settings *s, dict values) except *:
@@ -144,6 +150,23 @@ cdef class Engine:
             return text[:n]
         finally:
             free(text)
+
+    def channel_stats(self):
+        """Per channel: its raw counters (monotonic; "stats reset" does not
+        touch them) and "turn_hist", loop turns by completions per turn
+        (0, 1, 2-3, 4-7, ..., 64+).  For metrics; read without locks."""
+        cdef mp_engine *eng = self._live()
+        cdef uint64_t vals[MAX_COUNTERS]
+        cdef uint64_t hist[16]
+        cdef int n, i, ch
+        out = []
+        for ch in range(eng.nchannels):
+            n = mp_engine_channel_counters(eng, ch, vals, MAX_COUNTERS)
+            d = {mp_thread_stat_names[i].decode(): vals[i] for i in range(n)}
+            n = mp_engine_channel_turn_hist(eng, ch, hist)
+            d["turn_hist"] = [hist[i] for i in range(n)]
+            out.append(d)
+        return out
 
     def close(self):
         """Frees the engine; every channel thread must have returned."""

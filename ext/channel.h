@@ -73,7 +73,7 @@ struct mp_channel {
     int npool;
 
     uint64_t last_maintain_ms;
-    uint64_t turn_hist[8];       /* events per turn: 0,1,2-3,4-7,...,64+ */
+    uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
 };
 
 /* ---- shared by the backends (channel.c) ---- */

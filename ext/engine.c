@@ -147,3 +147,33 @@ void mp_engine_reset_stats(mp_engine *eng)
     stats_sum(eng, &eng->reset_base);
     eng->reset_time = mp_current_time;
 }
+
+const char *const mp_thread_stat_names[] = {
+#define MP_STAT_NAME(name) #name,
+    MP_THREAD_STATS(MP_STAT_NAME)
+#undef MP_STAT_NAME
+    NULL,
+};
+
+int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return 0;
+    const mp_thread_stats *s = &eng->channels[ch]->stats;
+    int n = 0;
+#define MP_STAT_COPY(name) \
+    if (n < max)           \
+        out[n++] = __atomic_load_n(&s->name, __ATOMIC_RELAXED);
+    MP_THREAD_STATS(MP_STAT_COPY)
+#undef MP_STAT_COPY
+    return n;
+}
+
+int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return 0;
+    for (int b = 0; b < MP_TURN_HIST_BUCKETS; b++)
+        out[b] = __atomic_load_n(&eng->channels[ch]->turn_hist[b], __ATOMIC_RELAXED);
+    return MP_TURN_HIST_BUCKETS;
+}

@@ -53,6 +53,18 @@ void mp_engine_stop(mp_engine *eng);
 /* "shutdown" command: wakes whoever waits on control_fd. */
 void mp_engine_request_shutdown(mp_engine *eng, int graceful);
 
+/* One channel's raw counters (monotonic, not rebased by "stats reset"), in
+ * MP_THREAD_STATS order, named by mp_thread_stat_names; returns how many.
+ * Racy reads of another thread's counters, as memcached's stats are. */
+extern const char *const mp_thread_stat_names[];
+int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max);
+
+/* Completions (events) per loop turn of one channel: bucket 0 counts turns
+ * with none, bucket b (1..7) turns with 2^(b-1) .. 2^b - 1, the last 64 or
+ * more.  Returns the number of buckets. */
+#define MP_TURN_HIST_BUCKETS 8
+int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out);
+
 /* Sums every channel's counters. */
 void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out);
 void mp_engine_reset_stats(mp_engine *eng);

@@ -47,6 +47,10 @@ cdef extern from "engine.h" nogil:
     int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
     int mp_channel_run(mp_engine *eng, int ch)
     void mp_engine_stop(mp_engine *eng)
+    const char *const mp_thread_stat_names[]
+    int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max)
+    int MP_TURN_HIST_BUCKETS
+    int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out)
 
 
 cdef extern from "engine.h" nogil:
