@@ -51,12 +51,10 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
             goto fail;
         }
         eng->use_uring = ok;
-        if (!ok)
-            snprintf(eng->engine_desc, sizeof(eng->engine_desc), "epoll (io_uring: %s)", why);
     }
-    if (eng->engine_desc[0] == 0)
-        snprintf(eng->engine_desc, sizeof(eng->engine_desc), "%s",
-                 eng->use_uring ? "io_uring" : "epoll");
+    /* the io_uring features are filled in when the rings are set up */
+    snprintf(eng->engine_desc, sizeof(eng->engine_desc), "%s",
+             eng->use_uring ? "rings_not_started" : "level_triggered");
     strcpy(eng->settings.io_engine, eng->use_uring ? "uring" : "epoll");
     eng->store = mp_store_create(&eng->settings, pow2_at_least(eng->nchannels), err, errlen);
     if (eng->store == NULL)

@@ -29,7 +29,7 @@ typedef struct mp_engine {
     int nchannels;
     mp_channel **channels;
     int use_uring;               /* backend chosen at create (settings.io_engine) */
-    char engine_desc[128];       /* backend and features in use, for stats and logs */
+    char engine_desc[128];       /* features of the backend in use ("stats channels") */
     int control_fd;              /* eventfd: readable when "shutdown" was received */
     volatile int curr_conns;     /* atomic */
     volatile int accepting;      /* 0 while over the connection limit */

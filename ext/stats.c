@@ -500,6 +500,40 @@ static void compose_conns(mp_engine *eng, mp_conn *c)
     mp_engine_visit_conns(eng, visit_conn, &ctx);
 }
 
+/* ---- "stats channels": the MegaPipe mechanics per channel ---- */
+
+/* The counters that show how requests became system calls; the rest of a
+ * channel's counters are the command counts "stats" already sums. */
+static const char *const channel_counters[] = {
+    "requests", "accepts", "loop_turns", "events", "sqes", "syscalls", "syscall_wait",
+    "syscall_read", "syscall_write", "syscall_accept", "syscall_close", "syscall_ctl",
+    "bytes_read", "bytes_written", "conn_yields", NULL,
+};
+
+static const char *const turn_buckets[MP_TURN_HIST_BUCKETS] = {
+    "0", "1", "2_3", "4_7", "8_15", "16_31", "32_63", "64_plus",
+};
+
+static void compose_channels(mp_engine *eng, mp_conn *c)
+{
+    uint64_t vals[128];
+    uint64_t hist[MP_TURN_HIST_BUCKETS];
+    STAT_STR(c, "engine", eng->settings.io_engine);
+    STAT_STR(c, "features", eng->engine_desc);
+    STAT_U64(c, "channels", eng->nchannels);
+    for (int ch = 0; ch < eng->nchannels; ch++) {
+        int n = mp_engine_channel_counters(eng, ch, vals, 128);
+        for (const char *const *want = channel_counters; *want != NULL; want++)
+            for (int i = 0; i < n; i++)
+                if (strcmp(mp_thread_stat_names[i], *want) == 0)
+                    stat_linef(c, "STAT %d:%s %llu", ch, *want, (unsigned long long)vals[i]);
+        mp_engine_channel_turn_hist(eng, ch, hist);
+        for (int b = 0; b < MP_TURN_HIST_BUCKETS; b++)
+            stat_linef(c, "STAT %d:turns_with_%s_events %llu", ch, turn_buckets[b],
+                       (unsigned long long)hist[b]);
+    }
+}
+
 /* ---- entry point ---- */
 
 static bool group_is(const char *g, size_t glen, const char *name)
@@ -521,6 +555,8 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
         compose_slabs(eng, c);
     else if (group_is(group, glen, "conns"))
         compose_conns(eng, c);
+    else if (group_is(group, glen, "channels"))
+        compose_channels(eng, c);
     else if (group_is(group, glen, "sizes"))
         STAT_STR(c, "sizes_status", "disabled");
     else

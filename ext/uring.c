@@ -384,10 +384,10 @@ static int uring_setup(mp_channel *ch)
         return rc;
     u->direct = register_files(&u->ring, ch->nslots + 64) >= 0;
     snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-             "io_uring (%s%s%s, multishot accept+recv, provided buffers)",
-             u->direct ? "direct descriptors" : "regular descriptors",
-             (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ", single issuer" : "",
-             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ", deferred task run" : "");
+             "%s%s%s,multishot_accept,multishot_recv,provided_buffers",
+             u->direct ? "direct_descriptors" : "regular_descriptors",
+             (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
+             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "");
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
@@ -465,7 +465,8 @@ int mp_uring_run(mp_channel *ch)
     if (rc < 0) {
         uring_teardown(ch);
         snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-                 "epoll (io_uring set-up failed: %s)", strerror(-rc));
+                 "level_triggered,io_uring_setup_failed:%d", -rc);
+        strcpy(ch->eng->settings.io_engine, "epoll");
         return MP_URING_FALLBACK;
     }
     mp_ring *r = &ch->uring->ring;

@@ -208,3 +208,38 @@ def test_ten_thousand_idle_connections(engine):
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1", 30)
         assert open_fds(srv.proc.pid) == fds
         assert srv.alive()
+
+
+def test_stats_channels_shows_the_mechanics_per_channel(engine):
+    with ServerProcess(engine, threads=2) as srv:
+        n = 200
+        with socket.create_connection(srv.addr, timeout=5) as s:
+            # one pipelined burst: its replies go out together
+            s.sendall(b"set k 0 0 1\r\nx\r\n" + b"get k\r\n" * n)
+            want = b"STORED\r\n" + b"VALUE k 0 1\r\nx\r\nEND\r\n" * n
+            buf = b""
+            while len(buf) < len(want):
+                chunk = s.recv(65536)
+                assert chunk
+                buf += chunk
+            assert buf == want
+        st = stats(srv.addr, b"channels")
+        general = stats(srv.addr)
+        assert st["engine"] == general["mpcache_io_engine"]
+        assert st["channels"] == "2"
+        if st["engine"] == "uring":
+            assert set(st["features"].split(",")) >= {
+                "direct_descriptors", "multishot_accept", "multishot_recv", "provided_buffers"}
+        else:
+            assert st["features"] == "level_triggered"
+        per = [{k.split(":", 1)[1]: int(v) for k, v in st.items() if k.startswith(f"{ch}:")}
+               for ch in range(2)]
+        # the two stats requests made so far are counted too
+        assert sum(p["requests"] for p in per) >= n + 1
+        for p in per:
+            hist = sum(v for k, v in p.items() if k.startswith("turns_with_"))
+            # read without locks: an idle channel's 100 ms wake-up may fall between
+            assert 0 <= hist - p["loop_turns"] <= 1
+            assert p["syscalls"] >= p["syscall_wait"]
+        # batching: far fewer sends than requests
+        assert sum(p["syscall_write"] for p in per) < n // 4
