@@ -1,0 +1,281 @@
+"""Real processes for the metrics and deployment tests: mpcache with
+--metrics-listen, Prometheus, nutcracker.
+
+Every port comes from this suite's range (PORT_RANGE), probed free before
+use, and every process listens on 127.0.0.1 only.  A process that does not
+come up fails the test with its command line and output; every process is
+killed at the latest when the session ends.
+"""
+
+import atexit
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+HOST = "127.0.0.1"
+PORT_RANGE = (26000, 27000)     # the metrics and deployment suites' ports
+START_TIMEOUT = 30.0            # Prometheus takes a few seconds to open its TSDB
+STOP_TIMEOUT = 10.0
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_counter = itertools.count()
+_live = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in list(_live):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _port_is_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port():
+    lo, hi = PORT_RANGE
+    span = hi - lo
+    base = (os.getpid() * 53) % span
+    for _ in range(span):
+        port = lo + (base + next(_counter)) % span
+        if _port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
+
+
+class Proc:
+    """A child process whose output goes to a temporary file."""
+
+    name = "process"
+
+    def __init__(self, cmd, env=None):
+        self.cmd = [str(c) for c in cmd]
+        self.env = env
+        self.proc = None
+        self._out = None
+
+    def spawn(self):
+        self._out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=self._out, env=self.env, cwd=ROOT,
+                                     start_new_session=True)
+        _live.add(self.proc)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self):
+        if self._out is None:
+            return ""
+        self._out.flush()
+        self._out.seek(0)
+        data = self._out.read()
+        self._out.seek(0, os.SEEK_END)
+        return data.decode("utf-8", "replace")[-8000:]
+
+    def describe(self):
+        return f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}"
+
+    def wait_until(self, ready, what):
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited with status {self.proc.returncode} "
+                                     f"before {what}\n{self.describe()}")
+            try:
+                if ready():
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {what} within {START_TIMEOUT}s\n"
+                                     f"{self.describe()}")
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        _live.discard(self.proc)
+        return self.proc.returncode
+
+    def close(self):
+        self.stop()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def memcached_version_ok(addr):
+    with socket.create_connection(addr, timeout=1.0) as s:
+        s.sendall(b"version\r\n")
+        return s.recv(64).startswith(b"VERSION ")
+
+
+class Mpcache(Proc):
+    """`python -m mpcache` on a port of the range, with /metrics on another
+    unless metrics=False."""
+
+    name = "mpcache"
+
+    def __init__(self, threads=2, memory_mb=64, metrics=True, extra=()):
+        self.port = free_port()
+        self.metrics_port = free_port() if metrics else None
+        cmd = [sys.executable, "-m", "mpcache", "-p", self.port, "-l", HOST, "-U", "0",
+               "-t", threads, "-m", memory_mb]
+        if self.metrics_port:
+            cmd += ["--metrics-listen", f"{HOST}:{self.metrics_port}"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        super().__init__(cmd + list(extra), env)
+
+    @property
+    def addr(self):
+        return (HOST, self.port)
+
+    @property
+    def metrics_url(self):
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    def start(self):
+        self.spawn()
+        self.wait_until(lambda: memcached_version_ok(self.addr), "answer to version")
+        if self.metrics_port:
+            self.wait_until(lambda: http_get(self.metrics_url)[0] == 200, "/metrics")
+        return self
+
+
+def http_get(url, headers=None, timeout=5.0):
+    """(status, headers, body) of a GET; HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Prometheus(Proc):
+    """Debian's prometheus on a port of the range, with a configuration
+    written to a temporary directory that also holds its storage."""
+
+    name = "prometheus"
+
+    def __init__(self, config, workdir):
+        self.port = free_port()
+        self.workdir = workdir
+        path = os.path.join(workdir, "prometheus.yml")
+        with open(path, "w") as f:
+            json.dump(config, f, indent=1)   # JSON is YAML
+        super().__init__(["prometheus", f"--config.file={path}",
+                          f"--storage.tsdb.path={os.path.join(workdir, 'data')}",
+                          f"--web.listen-address={HOST}:{self.port}",
+                          "--log.level=warn"])
+
+    @property
+    def url(self):
+        return f"http://{HOST}:{self.port}"
+
+    def start(self):
+        self.spawn()
+        return self.wait_until(lambda: http_get(self.url + "/-/ready")[0] == 200, "readiness")
+
+    def api(self, path, **params):
+        query = urllib.parse.urlencode(params)
+        status, _, body = http_get(f"{self.url}/api/v1/{path}?{query}")
+        reply = json.loads(body)
+        assert status == 200 and reply["status"] == "success", (path, params, reply)
+        return reply["data"]
+
+    def query(self, expr):
+        """Instant vector as {frozenset(labels): float}."""
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return {frozenset(r["metric"].items()): float(r["value"][1]) for r in data["result"]}
+
+    def wait_for(self, what, check, timeout=20.0):
+        """Polls check() until it returns a true value, which it returns."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            if not self.alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"prometheus: {what} not seen within {timeout}s (last: {last!r})\n"
+                             f"{self.describe()}")
+
+
+class Nutcracker(Proc):
+    """twemproxy in front of servers, ketama distribution, on ports of the range."""
+
+    name = "nutcracker"
+
+    def __init__(self, servers, workdir, auto_eject=True):
+        self.port = free_port()
+        self.stats_port = free_port()
+        lines = [
+            "mpcache:",
+            f"  listen: {HOST}:{self.port}",
+            "  hash: fnv1a_64",
+            "  distribution: ketama",
+            "  timeout: 2000",
+            "  preconnect: true",
+            f"  auto_eject_hosts: {'true' if auto_eject else 'false'}",
+            # Ejected after one failure, not retried during the test: the
+            # dead server's keys go to the survivors at once and stay there.
+            "  server_failure_limit: 1",
+            "  server_retry_timeout: 60000",
+            "  servers:",
+        ]
+        lines += [f"    - {h}:{p}:1 mpc{i}" for i, (h, p) in enumerate(servers)]
+        self.conf = os.path.join(workdir, "nutcracker.yml")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        super().__init__(["nutcracker", "-c", self.conf, "-a", HOST, "-s", self.stats_port,
+                          "-v", "4"])
+
+    @property
+    def addr(self):
+        return (HOST, self.port)
+
+    def start(self):
+        self.spawn()
+        return self.wait_until(lambda: _connects(self.addr), "listening socket")
+
+
+def _connects(addr):
+    with socket.create_connection(addr, timeout=1.0):
+        return True
