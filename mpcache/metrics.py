@@ -39,8 +39,7 @@ import socket
 import socketserver
 import threading
 
-from prometheus_client.core import (CollectorRegistry, CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 
@@ -54,10 +53,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # stuck connection can neither hold the scrape thread nor delay stop().
 REQUEST_TIMEOUT = 5.0
 
-# The engine's events-per-turn histogram (mp_channel.turn_hist): bucket b
-# holds turns that handled n events with n == 0 (b=0) or 2^(b-1) <= n < 2^b,
-# the last bucket everything from 64 up.  These are its upper bounds.
-TURN_HIST_BOUNDS = (0, 1, 3, 7, 15, 31, 63)
+
+def turn_hist_bounds(nbuckets):
+    """Upper bounds of the engine's events-per-turn histogram
+    (Engine.channel_stats()["turn_hist"]): bucket 0 holds turns with no
+    event, bucket b turns with 2^(b-1) <= n < 2^b events, the last one the
+    rest.  Eight buckets: 0, 1, 3, 7, 15, 31, 63, +Inf."""
+    return [0] + [2 ** b - 1 for b in range(1, nbuckets - 1)]
+
 
 # mp_thread_stats' syscall_* fields count I/O operations by kind: on epoll
 # each is a system call, on io_uring each is a submission batched into the
@@ -379,13 +382,20 @@ def mpcache_families(engine, st):
     for key, name, doc in TOTALS:
         if key in g:
             f.add(name, "counter", doc, float(g[key]))
-    channel_stats = getattr(engine, "channel_stats", None)
-    if channel_stats is not None:
-        _channel_families(f, channel_stats())
-    command_latency = getattr(engine, "command_latency", None)
-    if command_latency is not None:
-        bounds_ns, per_command = command_latency()
-        _latency_family(f, bounds_ns, per_command)
+    # The engine's own accessors, where it has them.  A shape this module
+    # does not expect costs those series only, never the exporter's.
+    for accessor, add in (("channel_stats", _channel_families),
+                          ("command_latency", _latency_family)):
+        read = getattr(engine, accessor, None)
+        if read is None:
+            continue
+        part = _Families()
+        try:
+            add(part, read())
+        except (ValueError, KeyError, TypeError) as e:
+            logger.error("metrics: unexpected Engine.%s(): %s", accessor, e)
+            continue
+        f.by_name.update(part.by_name)
     return f
 
 
@@ -408,10 +418,11 @@ def _channel_families(f, channels):
         if hist:
             _histogram(f, "mpcache_channel_events_per_turn",
                        "Events or completions handled per loop turn (the batch size).",
-                       lab, TURN_HIST_BOUNDS, hist, ch.get("events", 0))
+                       lab, turn_hist_bounds(len(hist)), hist, ch.get("events", 0))
 
 
-def _latency_family(f, bounds_ns, per_command):
+def _latency_family(f, latency):
+    bounds_ns, per_command = latency
     bounds = [b / 1e9 for b in bounds_ns]
     for command, (counts, sum_ns) in sorted(per_command.items()):
         _histogram(f, "mpcache_command_duration_seconds",

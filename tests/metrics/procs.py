@@ -11,6 +11,7 @@ import atexit
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+
+import pytest
+from pymemcache.client.base import Client
 
 HOST = "127.0.0.1"
 PORT_RANGE = (26000, 27000)     # the metrics and deployment suites' ports
@@ -37,6 +41,14 @@ def _kill_leftovers():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def need(tool):
+    """Skips without the program, except in CI, whose .ci/run installs it."""
+    if shutil.which(tool) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
 
 
 def _port_is_free(port):
@@ -279,3 +291,47 @@ class Nutcracker(Proc):
 def _connects(addr):
     with socket.create_connection(addr, timeout=1.0):
         return True
+
+
+def send_traffic(addr):
+    """A fixed mix of requests; returns what memcached_commands_total must say."""
+    c = Client(addr, default_noreply=False, connect_timeout=5, timeout=5)
+    try:
+        assert c.flush_all() is True
+        for i in range(40):
+            # three value sizes, so three slab classes hold items
+            assert c.set(f"k{i}", b"v" * (10, 500, 5000)[i % 3]) is True
+        for i in range(25):
+            assert c.get(f"k{i}") is not None
+        for i in range(15):
+            assert c.get(f"absent{i}") is None
+        for i in range(5):
+            assert c.delete(f"k{30 + i}") is True
+        for i in range(2):
+            assert c.delete(f"absent{i}") is False
+        assert c.set("ctr", b"10") is True
+        for _ in range(3):
+            c.incr("ctr", 1)
+        assert c.incr("nope", 1) is None
+        for _ in range(2):
+            c.decr("ctr", 1)
+        assert c.decr("nope", 1) is None
+        assert c.touch("k0", 100) is True
+        assert c.touch("k1", 100) is True
+        assert c.touch("absent", 100) is False
+        _, cas = c.gets("k2")
+        assert c.cas("k2", b"new", cas) is True            # hit
+        assert c.cas("k2", b"newer", cas) is False         # badval: token is stale
+        assert c.cas("absent", b"x", b"1") is None         # miss
+    finally:
+        c.close()
+    return {
+        ("get", "hit"): 25 + 1, ("get", "miss"): 15,        # + the gets
+        ("delete", "hit"): 5, ("delete", "miss"): 2,
+        ("incr", "hit"): 3, ("incr", "miss"): 1,
+        ("decr", "hit"): 2, ("decr", "miss"): 1,
+        ("touch", "hit"): 2, ("touch", "miss"): 1,
+        ("cas", "hit"): 1, ("cas", "miss"): 1, ("cas", "badval"): 1,
+        ("flush", "hit"): 1,
+        ("set", "hit"): 41,                                 # cmd_set less the cas requests
+    }

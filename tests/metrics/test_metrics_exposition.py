@@ -9,7 +9,6 @@ two can disagree and this test catch it."""
 import gzip
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,10 +16,10 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pymemcache.client.base import Client
 
 from mpcache import metrics
-from tests.metrics.procs import HOST, Mpcache, Proc, free_port, http_get, memcached_version_ok
+from tests.metrics.procs import (HOST, Mpcache, Proc, free_port, http_get,
+                                 memcached_version_ok, need, send_traffic)
 
 # name -> (type, label names)
 EXPORTER = {
@@ -126,50 +125,6 @@ def typed_families(text):
             names = tuple(sorted(n for n in LABEL_NAME.findall(m.group(2) or "") if n != "le"))
             labels.setdefault(m.group(1), set()).add(names)
     return types, labels
-
-
-def send_traffic(addr):
-    """A fixed mix of requests; returns what memcached_commands_total must say."""
-    c = Client(addr, default_noreply=False, connect_timeout=5, timeout=5)
-    try:
-        assert c.flush_all() is True
-        for i in range(40):
-            # three value sizes, so three slab classes hold items
-            assert c.set(f"k{i}", b"v" * (10, 500, 5000)[i % 3]) is True
-        for i in range(25):
-            assert c.get(f"k{i}") is not None
-        for i in range(15):
-            assert c.get(f"absent{i}") is None
-        for i in range(5):
-            assert c.delete(f"k{30 + i}") is True
-        for i in range(2):
-            assert c.delete(f"absent{i}") is False
-        assert c.set("ctr", b"10") is True
-        for _ in range(3):
-            c.incr("ctr", 1)
-        assert c.incr("nope", 1) is None
-        for _ in range(2):
-            c.decr("ctr", 1)
-        assert c.decr("nope", 1) is None
-        assert c.touch("k0", 100) is True
-        assert c.touch("k1", 100) is True
-        assert c.touch("absent", 100) is False
-        _, cas = c.gets("k2")
-        assert c.cas("k2", b"new", cas) is True            # hit
-        assert c.cas("k2", b"newer", cas) is False         # badval: token is stale
-        assert c.cas("absent", b"x", b"1") is None         # miss
-    finally:
-        c.close()
-    return {
-        ("get", "hit"): 25 + 1, ("get", "miss"): 15,        # + the gets
-        ("delete", "hit"): 5, ("delete", "miss"): 2,
-        ("incr", "hit"): 3, ("incr", "miss"): 1,
-        ("decr", "hit"): 2, ("decr", "miss"): 1,
-        ("touch", "hit"): 2, ("touch", "miss"): 1,
-        ("cas", "hit"): 1, ("cas", "miss"): 1, ("cas", "badval"): 1,
-        ("flush", "hit"): 1,
-        ("set", "hit"): 41,                                 # cmd_set less the cas requests
-    }
 
 
 @pytest.fixture(scope="module")
@@ -315,9 +270,7 @@ class MemcachedStats:
 
 @pytest.fixture(scope="module")
 def reference():
-    if shutil.which("memcached") is None:
-        pytest.fail("memcached (the reference) is not installed") if os.environ.get("CI") \
-            else pytest.skip("memcached is not installed")
+    need("memcached")
     port = free_port()
     cmd = ["memcached", "-p", str(port), "-l", HOST, "-U", "0", "-t", "2", "-m", "64"]
     if os.geteuid() == 0:
@@ -414,6 +367,19 @@ def test_per_channel_series_and_histograms_from_engine_accessors():
     assert types["mpcache_command_duration_seconds"] == "histogram"
     assert types["mpcache_channel_events_per_turn"] == "histogram"
     assert "# TYPE mpcache_channel_requests_total counter" in text.splitlines()
+
+
+class MisshapenEngine(FakeEngine):
+    def command_latency(self):
+        return [1000, 2000], {"get": ([1, 2], 10)}     # a bucket short
+
+
+def test_misshapen_accessor_costs_only_its_own_series():
+    text = scrape(FakeServer(MisshapenEngine({b"": GENERAL_TEXT})))
+    assert samples(text, "memcached_up") == {frozenset(): 1.0}
+    assert "mpcache_command_duration_seconds" not in text
+    assert samples(text, "mpcache_channel_requests_total")
+    assert samples(text, "memcached_version")
 
 
 def test_stopped_server_is_down():
