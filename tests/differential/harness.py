@@ -85,6 +85,13 @@ class Diff:
     minimized: bool = False
     previous: tuple = None    # the batch before: (requests, ref reply, cand reply)
 
+    def candidate_broke(self):
+        """The candidate hung or closed the connection where memcached did not."""
+        for tag in (TIMEOUT_TAG, EOF_TAG, RESET_TAG):
+            if self.cand_reply.endswith(tag) and not self.ref_reply.endswith(tag):
+                return True
+        return False
+
     def signature(self):
         ref = self.ref_reply.split(b"\r\n")
         cand = self.cand_reply.split(b"\r\n")
@@ -275,17 +282,27 @@ class Differ:
             self.history, self.ref.last_cas, self.cand.last_cas = saved
             self.close()
 
-    def minimize(self, diff, budget_s=25.0, max_history=150):
-        """Delta-debugging over the units before and in the failing batch:
-        the shortest sequence still showing a difference, with that
-        difference.  Returns the original diff if it does not reproduce."""
+    def minimize(self, diff, budget_s=25.0):
+        """Replays the session that led to diff on the same servers (after a
+        flush) one request per batch, then shrinks it: the shortest suffix
+        that still shows the same difference, then delta debugging.  Returns
+        (diff, reproduced); a difference that does not come back when
+        replayed depended on timing and is returned unchanged."""
         deadline = time.monotonic() + budget_s
-        units = diff.history[-max_history:] + diff.units
-        first = self.replay(units)
+        first = self.replay(diff.history + diff.units)
         if first is None:
-            return diff
+            return diff, False
         units = first.units
         best = first
+        sig = best.signature()
+        # Shortest reproducing suffix, by doubling: a few long replays at most.
+        k = 1
+        while k < len(units) and time.monotonic() < deadline:
+            d = self.replay(units[-k:])
+            if d is not None and d.signature() == sig:
+                units, best = d.units, d
+                break
+            k *= 2
         chunk = max(1, len(units) // 2)
         while chunk >= 1 and time.monotonic() < deadline:
             i = 0
@@ -294,7 +311,7 @@ class Differ:
                 trial = units[:i] + units[i + chunk:]
                 if trial and trial[-1] is units[-1]:
                     d = self.replay(trial)
-                    if d is not None and d.signature() == best.signature():
+                    if d is not None and d.signature() == sig:
                         units, best, removed = d.units, d, True
                         continue
                 i += chunk
@@ -305,7 +322,7 @@ class Differ:
         best.requests = prefix + best.requests
         best.kinds = [u.kind for u in units]
         best.minimized = True
-        return best
+        return best, True
 
     def replay_render(self, units):
         """The requests as the reference saw them when replaying units."""

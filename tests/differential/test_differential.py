@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.differential.harness import Differ, Diff, summarize
+from tests.differential.harness import Differ, summarize
 from tests.differential.gen import Unit
 from tests.support.servers import BACKENDS, ServerProcess
 
@@ -55,19 +55,40 @@ def pair(backend):
     cand.stop()
 
 
-def report(differ, diffs, cand):
-    first = diffs[0]
-    try:
-        first = differ.minimize(first)
-    except AssertionError as e:
-        first = Diff(first.requests, first.ref_reply, first.cand_reply, first.kinds)
-        note = f"(minimization failed: {e})"
-    else:
-        note = ""
+# Distinct differences minimized per test (each replay costs round trips).
+MAX_MINIMIZED = 4
+
+
+def triage(differ, diffs):
+    """Splits differences into confirmed ones (they come back when the
+    session is replayed, or the candidate hung or closed) and timing-dependent
+    ones, which memcached itself produces: e.g. it drops replies it has not
+    transmitted yet in some error paths, and rewrites incr results in place
+    only when no pending reply holds the item."""
+    confirmed, flaky = [], []
+    seen = set()
+    for d in diffs:
+        sig = d.signature()
+        if sig in seen:
+            continue
+        seen.add(sig)
+        if len(confirmed) + len(flaky) >= MAX_MINIMIZED:
+            confirmed.append(d)          # not checked: counts against the candidate
+            continue
+        m, reproduced = differ.minimize(d)
+        if reproduced or d.candidate_broke():
+            confirmed.append(m)
+        else:
+            flaky.append(d)
+    return confirmed, flaky
+
+
+def report(differ, confirmed, diffs, cand):
     alive = "" if cand.alive() else f"\n{cand.name} DIED:\n{cand.output()}"
+    first = confirmed[0]
     return (f"{cand.name} differs from memcached (seed {differ.seed}, {differ.ops} ops in "
-            f"{differ.batches} batches){alive}\nfirst difference {note}\n{first.describe()}\n\n"
-            + summarize(diffs))
+            f"{differ.batches} batches){alive}\nfirst difference:\n{first.describe()}\n\n"
+            + summarize(confirmed) + f"\n({len(diffs)} differing batches in all)")
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -82,7 +103,10 @@ def test_differential(pair, profile):
     print(f"{cand.name}/{profile}: seed {seed}, {differ.ops} ops, {differ.batches} batches, "
           f"{elapsed:.1f}s, {len(diffs)} differences")
     assert ref.alive(), f"memcached died: {ref.output()}"
-    assert not diffs, report(differ, diffs, cand)
+    confirmed, flaky = triage(differ, diffs)
+    for d in flaky:
+        print(f"timing-dependent difference, not reproduced on replay (seed {seed}):\n{d.describe(600)}")
+    assert not confirmed, report(differ, confirmed, diffs, cand)
     assert cand.alive(), f"{cand.name} died:\n{cand.output()}"
     assert differ.ops >= n_ops
 
