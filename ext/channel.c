@@ -116,15 +116,8 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
             c->rsize = c->rstart = c->rend = 0;
             return true;
         }
-        uint32_t size = MP_BUF_INITIAL;
-        char *buf;
-        if (left <= MP_BUF_INITIAL) {
-            buf = mp_buf_get(ch);
-        } else {
-            while (size < left)
-                size *= 2;
-            buf = malloc(size);
-        }
+        uint32_t size;
+        char *buf = mp_buf_get_sized(ch, left, &size);
         if (buf == NULL) {
             c->rbuf = NULL;
             return false;
@@ -166,13 +159,14 @@ bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
     /* a request (a long multi-get line) longer than the buffer */
     if (want > MP_RBUF_MAX)
         return false;
-    char *nb = malloc(want);
+    uint32_t size;
+    char *nb = mp_buf_get_sized(ch, want, &size);
     if (nb == NULL)
         return false;
     memcpy(nb, c->rbuf, c->rend);
     mp_buf_put(ch, c->rbuf, c->rsize);
     c->rbuf = nb;
-    c->rsize = (uint32_t)want;
+    c->rsize = size;
     return true;
 }
 
@@ -332,7 +326,7 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
     ch->ready = calloc(ch->nslots, sizeof(uint64_t));
     ch->ready_next = calloc(ch->nslots, sizeof(uint64_t));
     if (ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL || ch->ready == NULL ||
-        ch->ready_next == NULL) {
+        ch->ready_next == NULL || mp_buf_pools_init(ch) < 0) {
         mp_channel_destroy(ch);
         return NULL;
     }
@@ -354,8 +348,7 @@ void mp_channel_destroy(mp_channel *ch)
         close(ch->epfd);
     if (ch->stop_fd >= 0)
         close(ch->stop_fd);
-    for (int i = 0; i < ch->npool; i++)
-        free(ch->pool[i]);
+    mp_buf_pools_free(ch);
     free(ch->conns);
     free(ch->ready);
     free(ch->ready_next);

@@ -26,8 +26,13 @@
 #define MP_SCRATCH_SIZE (64 * 1024)
 /* A get line may grow the input buffer to this before we give up on it. */
 #define MP_RBUF_MAX (64u * 1024 * 1024)
-/* Spare buffers a channel keeps for reuse instead of returning them to malloc. */
-#define MP_BUF_POOL_MAX 256
+/* Buffers come in power-of-two sizes from MP_BUF_INITIAL up to
+ * MP_BUF_INITIAL << (MP_BUF_CLASSES - 1) (1 MiB), and a channel keeps spares of
+ * each size up to MP_BUF_POOL_BYTES per size: a reply of a 16 KiB value then
+ * reuses a 32 KiB buffer instead of going through malloc (whose heap trimming
+ * made every such request fault pages in again). */
+#define MP_BUF_CLASSES 7
+#define MP_BUF_POOL_BYTES (4u * 1024 * 1024)
 /* How often (ms) the home channel runs shard maintenance and idle checks. */
 #define MP_MAINTAIN_MS 100
 
@@ -69,8 +74,10 @@ struct mp_channel {
     uint32_t nopen;
 
     char *scratch;               /* MP_SCRATCH_SIZE */
-    char *pool[MP_BUF_POOL_MAX]; /* spare MP_BUF_INITIAL buffers */
-    int npool;
+    struct {
+        char **bufs;             /* spare buffers of MP_BUF_INITIAL << class */
+        int n, cap;
+    } pool[MP_BUF_CLASSES];
 
     uint64_t last_maintain_ms;
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
@@ -113,8 +120,14 @@ int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix);
 void mp_channel_stop(mp_channel *ch);
 
 /* Buffer pool of the connection's channel (conn.c). */
+/* A buffer of MP_BUF_INITIAL bytes. */
 char *mp_buf_get(mp_channel *ch);
+/* A buffer of at least `need` bytes; *size gets its real size (a power of two
+ * times MP_BUF_INITIAL).  ch may be NULL (not a channel thread: no pool). */
+char *mp_buf_get_sized(mp_channel *ch, size_t need, uint32_t *size);
 void mp_buf_put(mp_channel *ch, char *buf, uint32_t size);
+int mp_buf_pools_init(mp_channel *ch);
+void mp_buf_pools_free(mp_channel *ch);
 
 /* Iterates the open connections of every channel (racy, for "stats conns"). */
 typedef void (*mp_conn_visit_fn)(mp_conn *c, void *arg);

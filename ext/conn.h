@@ -17,9 +17,6 @@ struct mp_channel;
 /* A fresh buffer's size: a request line plus a small value fits, and replies
  * to a pipelined burst of small gets fit in one send. */
 #define MP_BUF_INITIAL 16384
-/* Buffers that grew beyond this are shrunk back once drained, so one large
- * value does not pin memory on an idle connection. */
-#define MP_BUF_SHRINK_ABOVE (256 * 1024)
 /* Stop executing a connection's requests while this much output is unsent:
  * a client that pipelines without reading cannot make us buffer unboundedly. */
 #define MP_OUT_HIGHWATER (1024 * 1024)

@@ -564,9 +564,9 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
     return (int)(c->wend - c->wstart - start);
 }
 
-/* A reply big enough for "stats settings" in one piece; bigger ones realloc.
- * Not MP_BUF_INITIAL, so mp_out_grow never hands this buffer to a channel's
- * pool: the caller is not a channel thread. */
+/* A reply big enough for "stats settings" in one piece; bigger ones grow.
+ * The fake connection has no channel (ch NULL), so its buffers never enter a
+ * channel's pool: the caller is not a channel thread. */
 #define MP_STATS_TEXT_INITIAL (64 * 1024)
 
 char *mp_stats_text(mp_engine *eng, const char *group, size_t glen, size_t *outlen)

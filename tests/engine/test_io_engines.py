@@ -39,6 +39,19 @@ def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fds(pid):
+    """The server's descriptor count once the closes this test's own short
+    connections caused have been processed."""
+    last = open_fds(pid)
+    for _ in range(40):
+        time.sleep(0.1)
+        now = open_fds(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def set_get(addr, key=b"probe", value=b"v"):
     with socket.create_connection(addr, timeout=5) as s:
         s.sendall(b"set %s 0 0 %d\r\n%s\r\nget %s\r\n" % (key, len(value), value, key))
@@ -134,7 +147,7 @@ def test_connection_churn_leaks_nothing(engine):
         assert set_get(srv.addr, b"churn", b"ok")
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1")
         base = stats(srv.addr)
-        fds = open_fds(srv.proc.pid)
+        fds = settled_fds(srv.proc.pid)
         errors = []
         per = CHURN_CYCLES // CHURN_THREADS
         threads = [threading.Thread(target=churn, args=(srv.addr, per, errors))
@@ -150,7 +163,7 @@ def test_connection_churn_leaks_nothing(engine):
         accepted = int(after["total_connections"]) - int(base["total_connections"])
         assert CHURN_CYCLES < accepted < CHURN_CYCLES + 300, accepted
         assert int(after["rejected_connections"]) == 0
-        assert open_fds(srv.proc.pid) == fds
+        assert wait_for(lambda: open_fds(srv.proc.pid) == fds), (open_fds(srv.proc.pid), fds)
         assert set_get(srv.addr)
 
 
@@ -159,7 +172,7 @@ def test_reset_mid_reply_and_close_with_sends_in_flight(engine):
     with ServerProcess(engine, threads=2, memory_mb=64) as srv:
         assert set_get(srv.addr, b"big", big)
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1")
-        fds = open_fds(srv.proc.pid)
+        fds = settled_fds(srv.proc.pid)
         for i in range(200):
             s = socket.create_connection(srv.addr, timeout=5)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -172,7 +185,7 @@ def test_reset_mid_reply_and_close_with_sends_in_flight(engine):
                 s.close()             # orderly close with megabytes unread
         assert srv.alive(), srv.output()
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1"), stats(srv.addr)
-        assert open_fds(srv.proc.pid) == fds
+        assert wait_for(lambda: open_fds(srv.proc.pid) == fds), (open_fds(srv.proc.pid), fds)
         assert set_get(srv.addr, b"after", b"reset")
 
 
@@ -188,7 +201,7 @@ def test_ten_thousand_idle_connections(engine):
         except (ValueError, OSError):
             pytest.fail(f"the test needs {need} open files; the limit is {soft}/{hard}")
     with ServerProcess(engine, threads=2, conn_limit=10240) as srv:
-        fds = open_fds(srv.proc.pid)
+        fds = settled_fds(srv.proc.pid)
         idle = []
         try:
             for _ in range(IDLE):
@@ -206,7 +219,7 @@ def test_ten_thousand_idle_connections(engine):
             for s in idle:
                 s.close()
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1", 30)
-        assert open_fds(srv.proc.pid) == fds
+        assert wait_for(lambda: open_fds(srv.proc.pid) == fds), (open_fds(srv.proc.pid), fds)
         assert srv.alive()
 
 
