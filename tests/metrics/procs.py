@@ -78,16 +78,17 @@ class Proc:
 
     name = "process"
 
-    def __init__(self, cmd, env=None):
+    def __init__(self, cmd, env=None, cwd=ROOT):
         self.cmd = [str(c) for c in cmd]
         self.env = env
+        self.cwd = cwd
         self.proc = None
         self._out = None
 
     def spawn(self):
         self._out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=self._out, env=self.env, cwd=ROOT,
+                                     stderr=self._out, env=self.env, cwd=self.cwd,
                                      start_new_session=True)
         _live.add(self.proc)
         return self
