@@ -108,14 +108,29 @@ def test_incr_decr(mc):
     assert mc.decr(b"n", 6) == 9
     assert mc.get(b"n") == b"9 "                  # in place, space-padded
     assert mc.decr(b"n", 100) == 0                # floors at 0
-    mc.set(b"n", b"18446744073709551615")
-    assert mc.incr(b"n", 2) == 1                  # wraps mod 2**64
     mc.set(b"n", b"99")
     assert mc.incr(b"n", 1) == 100
     assert mc.get(b"n") == b"100"                 # grows beyond the old length
     mc.set(b"s", b"abc")
     with pytest.raises(MemcacheClientError, match="cannot increment or decrement non-numeric value"):
         mc.incr(b"s", 1)
+
+
+def test_incr_wraps_at_2_64(server_factory):
+    # A fresh server: memcached 1.6.18 that has served other tests sometimes
+    # calls a value of 2**63 or more non-numeric (not reproducible on a
+    # fresh server; see the differential suite's timing-dependent notes).
+    srv = server_factory()
+    mc = make_client("client", srv.addr)
+    try:
+        mc.set(b"n", b"18446744073709551615")
+        assert mc.incr(b"n", 2) == 1                  # wraps mod 2**64
+        assert mc.get(b"n") == b"1" + b" " * 19       # in place, space-padded
+        mc.set(b"n", b"18446744073709551614")
+        assert mc.decr(b"n", 18446744073709551615) == 0
+        assert mc.incr(b"n", 18446744073709551615) == 18446744073709551615
+    finally:
+        mc.close()
 
 
 def test_touch(mc):
