@@ -394,6 +394,53 @@ def test_unparsable_stats_is_down():
     assert "memcached_uptime_seconds" not in text
 
 
+# ---- the embedded server ----
+
+def test_stop_waits_for_scrapes_in_progress():
+    """Scrapes hammer /metrics while the server stops: the engine is freed
+    only after the last scrape that reads it, so none crashes the process,
+    every scrape either completes with memcached_up 1 or is refused, and
+    the port is closed after stop()."""
+    import threading
+
+    import mpcache
+    srv = mpcache.Server(port=free_port(), host=HOST, threads=2,
+                         metrics_listen=f"{HOST}:{free_port()}").start()
+    url = "http://%s:%d/metrics" % srv.metrics_address
+    results = []
+    done = threading.Event()
+
+    def scrape_loop():
+        while not done.is_set():
+            try:
+                status, _, body = http_get(url, timeout=5)
+                results.append((status, "memcached_up 1.0" in body.decode().splitlines()))
+            except OSError:
+                results.append(("refused", None))
+
+    threads = [threading.Thread(target=scrape_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while sum(1 for r in results if r[0] == 200) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - t0 < 5
+        n_at_stop = len(results)
+        time.sleep(0.2)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    ok = [r for r in results if r[0] == 200]
+    assert len(ok) >= 20 and all(up for _, up in ok)
+    assert {r[0] for r in results} <= {200, "refused"}
+    assert all(r[0] == "refused" for r in results[n_at_stop + 3:])
+    assert srv.metrics_address is None
+
+
 # ---- the command line ----
 
 def run_mpcache(*args):
