@@ -147,11 +147,19 @@ def test_build_context_holds_what_setup_reads_and_nothing_else():
 
 
 def build_context(dest):
+    """What `docker build .` sends: the directory's files (tracked or not)
+    less what .dockerignore excludes."""
     rules = dockerignore_rules()
-    for f in tracked_files():
-        if in_context(f, rules):
-            os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
-            shutil.copy2(os.path.join(ROOT, f), os.path.join(dest, f))
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        # every rule starts from "*": a directory left out is left out whole
+        dirnames[:] = [d for d in dirnames
+                       if in_context(os.path.normpath(os.path.join(rel, d)), rules)]
+        for name in filenames:
+            f = os.path.normpath(os.path.join(rel, name))
+            if in_context(f, rules):
+                os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
+                shutil.copy2(os.path.join(ROOT, f), os.path.join(dest, f))
 
 
 @pytest.fixture(scope="module")
