@@ -257,17 +257,16 @@ class _Families:
     def __init__(self):
         self.by_name = {}
 
-    def get(self, name, typ, doc, labels=()):
+    def get(self, name, typ, doc):
         fam = self.by_name.get(name)
         if fam is None:
             fam = Metric(name, doc, typ)
-            fam.labelnames = tuple(labels)
             self.by_name[name] = fam
         return fam
 
     def add(self, name, typ, doc, value, labels=None):
         labels = labels or {}
-        self.get(name, typ, doc, labels).add_sample(name, labels, float(value))
+        self.get(name, typ, doc).add_sample(name, labels, float(value))
 
     def __iter__(self):
         return iter(self.by_name.values())
@@ -422,6 +421,11 @@ def _channel_families(f, channels):
 
 
 def _latency_family(f, latency):
+    """Engine.command_latency() -> (bounds_ns, {command: (counts, sum_ns)}):
+    the histogram's upper bounds in nanoseconds, and per command word its
+    counts per bucket (not cumulative, one more than bounds: the last is
+    above every bound) and the sum of the observed times, all channels
+    summed."""
     bounds_ns, per_command = latency
     bounds = [b / 1e9 for b in bounds_ns]
     for command, (counts, sum_ns) in sorted(per_command.items()):
@@ -435,7 +439,7 @@ def _histogram(f, name, doc, labels, bounds, counts, total):
     above every bound; written cumulative as Prometheus wants them."""
     if len(counts) != len(bounds) + 1:
         raise ValueError(f"{name}: {len(counts)} buckets for {len(bounds)} bounds")
-    fam = f.get(name, "histogram", doc, tuple(labels) + ("le",))
+    fam = f.get(name, "histogram", doc)
     acc = 0
     for bound, n in zip(list(bounds) + [float("inf")], counts):
         acc += n
