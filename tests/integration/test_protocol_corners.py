@@ -12,14 +12,17 @@ import time
 
 import pytest
 
-from tests.support.raw import RawConn, EOF_TAG
+from tests.support.raw import MARKER, RawConn, EOF_TAG
 
 LONG_KEY = b"k" * 251
 
 
 def call(server, data):
+    # an `mn` inside data answers MN too: read up to the one after ours
+    own_mn = data.split(b"\r\n").count(b"mn")
     with RawConn(server.addr) as c:
-        return c.call(data)
+        c.send(data + MARKER)
+        return c.read_until_marker(count=own_mn + 1)
 
 
 def until_eof(server, data):
