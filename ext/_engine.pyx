@@ -12,8 +12,10 @@ from includes.engine cimport (
     mp_engine, mp_settings, mp_settings_init, mp_engine_create, mp_engine_destroy,
     mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_stats_text,
     mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
-    MP_TURN_HIST_BUCKETS,
+    MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
+    mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
 )
+from libc.stdlib cimport malloc
 from libc.stdint cimport uint64_t
 
 # Upper bound on the per-channel counters; the C list is far shorter.
@@ -165,8 +167,43 @@ cdef class Engine:
             d = {mp_thread_stat_names[i].decode(): vals[i] for i in range(n)}
             n = mp_engine_channel_turn_hist(eng, ch, hist)
             d["turn_hist"] = [hist[i] for i in range(n)]
+            d["open_conns"] = mp_engine_channel_conns(eng, ch)
             out.append(d)
         return out
+
+    def command_latency(self):
+        """(bounds_ns, {command: (counts, sum_ns)}): server-side time per
+        command, summed over channels.  counts[i] counts times below
+        bounds_ns[i] (and at or above the bound before it); the last entry,
+        one more than the bounds, everything slower.  Not cumulative.
+        Commands never run are left out."""
+        cdef mp_engine *eng = self._live()
+        cdef size_t cells = <size_t>MP_LAT_COMMANDS * MP_LAT_BUCKETS
+        cdef uint64_t *hist = <uint64_t *>malloc(cells * sizeof(uint64_t))
+        cdef uint64_t *sums = <uint64_t *>malloc(MP_LAT_COMMANDS * sizeof(uint64_t))
+        cdef int ch, cmd, b, ncmd = 0
+        if hist == NULL or sums == NULL:
+            free(hist)
+            free(sums)
+            raise MemoryError()
+        totals = {}
+        try:
+            for ch in range(eng.nchannels):
+                ncmd = mp_engine_channel_latency(eng, ch, hist, sums)
+                for cmd in range(ncmd):
+                    counts, total = totals.get(cmd, ([0] * MP_LAT_BUCKETS, 0))
+                    for b in range(MP_LAT_BUCKETS):
+                        counts[b] += hist[cmd * MP_LAT_BUCKETS + b]
+                    totals[cmd] = (counts, total + sums[cmd])
+        finally:
+            free(hist)
+            free(sums)
+        bounds = [1000 << i for i in range(MP_LAT_BUCKETS - 1)]
+        out = {}
+        for cmd, (counts, total) in totals.items():
+            if any(counts):
+                out[mp_command_name(cmd).decode()] = (counts, total)
+        return bounds, out
 
     def close(self):
         """Frees the engine; every channel thread must have returned."""

@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "engine.h"
+#include "latency.h"
 #include "stats.h"
 
 /* Listening sockets per channel: one per -l address plus the unix socket. */
@@ -81,6 +82,7 @@ struct mp_channel {
 
     uint64_t last_maintain_ms;
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
+    mp_latency latency;          /* per command, written only by this channel */
 };
 
 /* ---- shared by the backends (channel.c) ---- */

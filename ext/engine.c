@@ -12,7 +12,9 @@
 
 #include "channel.h"
 #include "clock.h"
+#include "commands.h"
 #include "engine.h"
+#include "latency.h"
 
 static int pow2_at_least(int n)
 {
@@ -174,4 +176,26 @@ int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out)
     for (int b = 0; b < MP_TURN_HIST_BUCKETS; b++)
         out[b] = __atomic_load_n(&eng->channels[ch]->turn_hist[b], __ATOMIC_RELAXED);
     return MP_TURN_HIST_BUCKETS;
+}
+
+_Static_assert(MP_CMD_COUNT <= MP_LAT_COMMANDS, "MP_LAT_COMMANDS must cover the command table");
+
+int mp_engine_channel_latency(mp_engine *eng, int ch, uint64_t *hist, uint64_t *sum_ns)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return 0;
+    const mp_latency *l = &eng->channels[ch]->latency;
+    for (int c = 0; c < MP_LAT_COMMANDS; c++) {
+        for (int b = 0; b < MP_LAT_BUCKETS; b++)
+            hist[c * MP_LAT_BUCKETS + b] = __atomic_load_n(&l->count[c][b], __ATOMIC_RELAXED);
+        sum_ns[c] = __atomic_load_n(&l->sum_ns[c], __ATOMIC_RELAXED);
+    }
+    return MP_CMD_COUNT;
+}
+
+int mp_engine_channel_conns(mp_engine *eng, int ch)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return 0;
+    return (int)__atomic_load_n(&eng->channels[ch]->nopen, __ATOMIC_RELAXED);
 }

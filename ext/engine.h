@@ -65,6 +65,16 @@ int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max);
 #define MP_TURN_HIST_BUCKETS 8
 int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out);
 
+/* Per-command latency of one channel (latency.h): hist gets
+ * MP_LAT_COMMANDS x MP_LAT_BUCKETS counts in command-table order, sum_ns
+ * MP_LAT_COMMANDS sums.  Returns the number of commands in the table. */
+int mp_engine_channel_latency(mp_engine *eng, int ch, uint64_t *hist, uint64_t *sum_ns);
+/* The word of command `cmd` (commands.h), for labels. */
+const char *mp_command_name(int cmd);
+
+/* Open connections of one channel. */
+int mp_engine_channel_conns(mp_engine *eng, int ch);
+
 /* Sums every channel's counters. */
 void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out);
 void mp_engine_reset_stats(mp_engine *eng);

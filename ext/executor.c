@@ -20,6 +20,7 @@
 #include "channel.h"
 #include "commands.h"
 #include "conn.h"
+#include "latency.h"
 #include "engine.h"
 #include "proto.h"
 #include "settings.h"
@@ -904,7 +905,10 @@ static int dispatch(mp_conn *c, const mp_request *r)
         REPLY(c, R_ERROR);
         return 0;
     }
-    return handlers[r->cmd].fn(c, r);
+    uint64_t t0 = mp_now_ns();
+    int rc = handlers[r->cmd].fn(c, r);
+    mp_latency_record(&c->ch->latency, r->cmd, mp_now_ns() - t0);
+    return rc;
 }
 
 int mp_process(mp_conn *c, int budget)

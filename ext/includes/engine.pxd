@@ -51,6 +51,14 @@ cdef extern from "engine.h" nogil:
     int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max)
     int MP_TURN_HIST_BUCKETS
     int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out)
+    int mp_engine_channel_latency(mp_engine *eng, int ch, uint64_t *hist, uint64_t *sum_ns)
+    int mp_engine_channel_conns(mp_engine *eng, int ch)
+    const char *mp_command_name(int cmd)
+
+
+cdef extern from "latency.h" nogil:
+    int MP_LAT_BUCKETS
+    int MP_LAT_COMMANDS
 
 
 cdef extern from "engine.h" nogil:
