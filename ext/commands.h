@@ -1,10 +1,10 @@
-/* The command table of the text protocol: one row per command word.
+/* The command table of the text and meta protocols: one row per command word.
  *
  * The parser uses the names to classify a line; the executor uses the same
  * rows for dispatch and for the token-count check memcached 1.6.18 performs
  * before a handler runs (a wrong count is "ERROR", not CLIENT_ERROR).
  * Adding a command is one row here plus its handler cmd_<handler> in
- * executor.c.
+ * executor.c (meta.c for the meta commands).
  *
  * Columns: id, word, handler, min tokens, max tokens.  Token counts include
  * the command word itself; -1 means unchecked.  They are memcached's
@@ -36,6 +36,11 @@
     X(CACHE_MEMLIMIT, "cache_memlimit", memlimit,   2,  3) \
     X(STATS,          "stats",          stats,     -1, -1) \
     X(MN,             "mn",             mn,        -1, -1) \
+    X(MG,             "mg",             mg,         2, -1) \
+    X(MS,             "ms",             ms,         2, -1) \
+    X(MD,             "md",             md,         2, -1) \
+    X(MA,             "ma",             ma,         2, -1) \
+    X(ME,             "me",             me,        -1, -1) \
     X(SLABS,          "slabs",          slabs,     -1, -1) \
     X(LRU,            "lru",            lru,        2, -1) \
     X(LRU_CRAWLER,    "lru_crawler",    lru_crawler, -1, -1) \

@@ -3,7 +3,7 @@
  *
  * One handler per command (cmd_<name>), dispatched through the command table
  * of commands.h after memcached's token-count check.  Every reply text is
- * defined once below.  The behaviour is memcached 1.6.18's proto_text.c as
+ * defined once, in replies.h; the meta commands live in meta.c.  The behaviour is memcached 1.6.18's proto_text.c as
  * observed on the wire; where it is surprising the comment says so.
  *
  * Lock discipline: a shard lock is held only around mp_item_find and the copy
@@ -22,55 +22,12 @@
 #include "conn.h"
 #include "latency.h"
 #include "engine.h"
+#include "executor.h"
 #include "proto.h"
+#include "replies.h"
 #include "settings.h"
 #include "stats.h"
 #include "store.h"
-
-/* ---- every fixed reply, memcached's exact texts ---- */
-#define R_ERROR            "ERROR"
-#define R_STORED           "STORED"
-#define R_NOT_STORED       "NOT_STORED"
-#define R_EXISTS           "EXISTS"
-#define R_NOT_FOUND        "NOT_FOUND"
-#define R_DELETED          "DELETED"
-#define R_TOUCHED          "TOUCHED"
-#define R_OK               "OK"
-#define R_END              "END"
-#define R_RESET            "RESET"
-#define R_MN               "MN"
-#define R_VERSION          "VERSION " MP_VERSION
-#define R_BAD_FORMAT       "CLIENT_ERROR bad command line format"
-#define R_DELETE_USAGE     "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
-#define R_BAD_EXPTIME      "CLIENT_ERROR invalid exptime argument"
-#define R_BAD_DELTA        "CLIENT_ERROR invalid numeric delta argument"
-#define R_NON_NUMERIC      "CLIENT_ERROR cannot increment or decrement non-numeric value"
-#define R_BAD_CHUNK        "CLIENT_ERROR bad data chunk"
-#define R_FLUSH_DISABLED   "CLIENT_ERROR flush_all not allowed"
-#define R_SHUTDOWN_MODE    "CLIENT_ERROR invalid shutdown mode"
-#define R_SHUTDOWN_OFF     "ERROR: shutdown not enabled"
-#define R_DETAIL_USAGE     "CLIENT_ERROR usage: stats detail on|off|dump"
-#define R_TOO_LARGE        "SERVER_ERROR object too large for cache"
-#define R_OOM_STORE        "SERVER_ERROR out of memory storing object"
-#define R_OOM_GET          "SERVER_ERROR out of memory writing get response"
-#define R_OOM              "SERVER_ERROR out of memory"
-#define R_OOM_STATS        "SERVER_ERROR out of memory writing stats"
-#define R_MEMLIMIT_SMALL   "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
-#define R_MEMLIMIT_UNITS   "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
-#define R_DUMP_OFF         "CLIENT_ERROR stats cachedump not allowed"
-#define R_METADUMP_OFF     "ERROR metadump not allowed"
-#define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
-#define R_TLS_OFF          "Error TLS not enabled"
-#define R_CRAWLER_OFF      "CLIENT_ERROR lru crawler disabled"
-#define R_CRAWLER_START    "ERROR failed to start lru crawler thread"
-#define R_CRAWLER_SLEEP    "CLIENT_ERROR sleep must be one second or less"
-#define R_CRAWLER_BADCLASS "BADCLASS invalid class id"
-#define R_CRAWLER_NONE     "NOTSTARTED no items to crawl"
-#define R_SLAB_SAME        "SAME src and dst class are identical"
-#define R_SLAB_BADCLASS    "BADCLASS invalid src or dst class id"
-#define R_SLAB_NOSPARE     "NOSPARE source class has no spare pages"
-#define R_LRU_PCTS         "ERROR hot and warm pcts must not exceed 80"
-#define R_LRU_FACTORS      "ERROR hot/warm age factors must be greater than 0"
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
@@ -82,60 +39,12 @@
 /* "VALUE " key " " flags " " bytes " " cas "\r\n": the line around a hit */
 #define MP_VALUE_LINE_MAX (6 + MP_KEY_MAX_LENGTH + 1 + 10 + 1 + 10 + 1 + 20 + 2)
 
-/* what a swallowed data block answers once it has been read */
-enum { RK_NONE = 0, RK_TOO_LARGE, RK_NO_MEMORY };
-
-#define STATS(c) ((c)->ch->stats)
-#define ENGINE(c) ((c)->ch->eng)
-
-#define TOKP(r, i) ((r)->line + (r)->tok[i].off)
-#define TOKL(r, i) ((size_t)(r)->tok[i].len)
-
-static inline bool tok_is(const mp_request *r, int i, const char *s, size_t n)
-{
-    return TOKL(r, i) == n && memcmp(TOKP(r, i), s, n) == 0;
-}
-#define TOK_IS(r, i, lit) tok_is((r), (i), (lit), sizeof(lit) - 1)
-
-/* ---- replies ---- */
-
-/* memcached's out_string: "noreply" swallows exactly one reply, errors too. */
-static void reply(mp_conn *c, const char *s, size_t n)
-{
-    if (c->proto.noreply) {
-        c->proto.noreply = false;
-        return;
-    }
-    mp_out_write(c, s, n);
-}
-#define REPLY(c, lit) reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
-
 /* memcached's set_noreply_maybe: only the last word it kept counts. */
 static bool noreply_maybe(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens > 0 && TOK_IS(r, r->ntokens - 1, "noreply"))
         c->proto.noreply = true;
     return c->proto.noreply;
-}
-
-static char *u64_to_dec(char *p, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
-}
-
-/* memcached's EXPTIME_TO_POSITIVE_TIME then realtime(): a negative exptime
- * becomes an absolute time in the past, i.e. already expired. */
-static mp_rel_time exptime_rel(int32_t exptime)
-{
-    return mp_realtime(exptime < 0 ? (int64_t)MP_REALTIME_MAXDELTA + 1 : exptime);
 }
 
 /* memcached's conn_closing: replies it already transmitted reach the client,
@@ -337,6 +246,10 @@ static int cmd_cas(mp_conn *c, const mp_request *r) { return update_common(c, r,
 static void complete_nread(mp_conn *c)
 {
     mp_proto *p = &c->proto;
+    if (p->meta) {
+        mp_meta_complete_nread(c);
+        return;
+    }
     mp_store *st = ENGINE(c)->store;
     mp_item *it = p->item;
     p->item = NULL;
@@ -382,6 +295,8 @@ static void complete_swallow(mp_conn *c)
         REPLY(c, R_TOO_LARGE);
     else if (p->reply_kind == RK_NO_MEMORY)
         REPLY(c, R_OOM_STORE);
+    else if (p->reply_kind == RK_META_ERROR)
+        mp_meta_complete_swallow(c);
     p->reply_kind = RK_NONE;
 }
 
@@ -969,6 +884,8 @@ void mp_proto_reset(mp_conn *c)
     p->phase = MP_PS_LINE;
     p->noreply = false;
     p->reply_kind = RK_NONE;
+    p->meta = false;
+    p->meta_err = NULL;
     p->left = p->filled = 0;
     p->want_rbuf = 0;
 }

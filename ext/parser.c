@@ -1,4 +1,5 @@
-/* The text protocol's parser: a pure function over a byte buffer.
+/* The protocol's parser: a pure function over a byte buffer (lines, words,
+ * numbers, and the meta commands' flags).
  *
  * No I/O, no store, no allocation: a request is the offsets of its words in
  * the caller's buffer (memcached's tokenizer, without writing NULs into the
@@ -15,11 +16,14 @@
  *   - more than MP_LINE_MAX bytes without "\n" is fatal unless the line is a
  *     multi-get ("get " or "gets " after at most 100 spaces).
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "commands.h"
 #include "proto.h"
+#include "replies.h"
+#include "settings.h"
 
 static const struct {
     const char *word;
@@ -193,4 +197,191 @@ bool mp_parse_u64(const char *p, size_t len, uint64_t *out)
         return false;
     *out = l;
     return true;
+}
+
+/* ---- meta flags ---- */
+
+/* How a flag's token is read.  Every letter memcached 1.6.18's flag parser
+ * knows is here, for every meta command: like memcached, mg accepts (and
+ * ignores) ms's F and ma's D, and so on. */
+enum {
+    MF_UNKNOWN = 0,  /* CLIENT_ERROR invalid flag */
+    MF_PLAIN,        /* no token, or one the executor reads (O) or ignores (P L) */
+    MF_BASE64,       /* b: the key is base64 */
+    MF_I32,          /* N T R: memcached's safe_strtol */
+    MF_U32,          /* F: safe_strtoul */
+    MF_U64,          /* C J D: safe_strtoull */
+    MF_MODE,         /* M: exactly one byte */
+};
+
+#define MF_FIELD(f) ((uint8_t)offsetof(mp_meta, f))
+
+static const struct {
+    uint8_t kind;
+    uint8_t err;       /* the error a token that does not parse gives */
+    uint8_t field;     /* where the number goes */
+} meta_flags[128] = {
+    ['b'] = {MF_BASE64, MP_META_ERR_DECODE_KEY, 0},
+    ['N'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(vivify_ttl)},
+    ['T'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(ttl)},
+    ['R'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(recache_ttl)},
+    ['F'] = {MF_U32, MP_META_ERR_BAD_FORMAT, MF_FIELD(client_flags)},
+    ['C'] = {MF_U64, MP_META_ERR_BAD_TOKEN, MF_FIELD(cas)},
+    ['J'] = {MF_U64, MP_META_ERR_BAD_INITIAL, MF_FIELD(initial)},
+    ['D'] = {MF_U64, MP_META_ERR_BAD_DELTA, MF_FIELD(delta)},
+    ['M'] = {MF_MODE, MP_META_ERR_M_LENGTH, 0},
+    ['O'] = {MF_PLAIN, 0, 0}, ['P'] = {MF_PLAIN, 0, 0}, ['L'] = {MF_PLAIN, 0, 0},
+    ['k'] = {MF_PLAIN, 0, 0}, ['s'] = {MF_PLAIN, 0, 0}, ['t'] = {MF_PLAIN, 0, 0},
+    ['c'] = {MF_PLAIN, 0, 0}, ['f'] = {MF_PLAIN, 0, 0}, ['v'] = {MF_PLAIN, 0, 0},
+    ['h'] = {MF_PLAIN, 0, 0}, ['l'] = {MF_PLAIN, 0, 0}, ['u'] = {MF_PLAIN, 0, 0},
+    ['q'] = {MF_PLAIN, 0, 0}, ['I'] = {MF_PLAIN, 0, 0},
+};
+
+static const char *const meta_error_texts[MP_META_ERR_COUNT] = {
+#define MP_META_ERR_TEXT(id, text) [MP_META_ERR_##id] = text,
+    MP_META_ERRORS(MP_META_ERR_TEXT)
+#undef MP_META_ERR_TEXT
+};
+
+const char *mp_meta_error_text(int err)
+{
+    if (err < 0 || err >= MP_META_ERR_COUNT)
+        return NULL;
+    return meta_error_texts[err];
+}
+
+int mp_meta_parse(const mp_request *r, int first, char *keybuf, mp_meta *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->delta = 1;
+    m->key = r->line + r->tok[1].off;
+    m->nkey = r->tok[1].len;
+    int err = MP_META_ERR_NONE;
+    for (int i = first; i < r->ntokens; i++) {
+        const char *w = r->line + r->tok[i].off;
+        size_t n = r->tok[i].len;
+        unsigned char f = (unsigned char)w[0];
+        /* memcached's seen[] has 127 entries: DEL and high bytes count as
+         * seen already */
+        if (f >= 127 || mp_meta_has(m, f))
+            return MP_META_ERR_DUPLICATE_FLAG;
+        m->seen[f >> 6] |= (uint64_t)1 << (f & 63);
+        void *field = (char *)m + meta_flags[f].field;
+        bool ok = true;
+        switch (meta_flags[f].kind) {
+        case MF_UNKNOWN:
+            return MP_META_ERR_INVALID_FLAG;
+        case MF_PLAIN:
+            break;
+        case MF_BASE64: {
+            /* decoded bytes are fewer than encoded ones; a key longer than
+             * the executor lets through cannot be decoded into keybuf */
+            size_t dn = m->nkey <= MP_KEY_MAX_LENGTH ? mp_base64_decode(m->key, m->nkey, keybuf) : 0;
+            m->key = keybuf;
+            m->nkey = (uint32_t)dn;
+            m->key_binary = true;
+            ok = dn > 0;
+            break;
+        }
+        case MF_I32:
+            ok = mp_parse_i32(w + 1, n - 1, (int32_t *)field);
+            break;
+        case MF_U32:
+            ok = mp_parse_u32(w + 1, n - 1, (uint32_t *)field);
+            break;
+        case MF_U64:
+            ok = mp_parse_u64(w + 1, n - 1, (uint64_t *)field);
+            break;
+        case MF_MODE:
+            ok = n == 2;
+            if (ok)
+                m->mode = w[1];
+            break;
+        }
+        if (!ok)
+            err = meta_flags[f].err;
+    }
+    return err;
+}
+
+/* ---- base64, with memcached's acceptance rules ---- */
+
+static const char b64_alphabet[64] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* the value of an alphabet byte, 0 for the pad '=', -1 for others */
+static int b64_value(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '+')
+        return 62;
+    if (ch == '/')
+        return 63;
+    if (ch == '=')
+        return 0;
+    return -1;
+}
+
+size_t mp_base64_decode(const char *src, size_t len, char *out)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < len; i++)
+        if (b64_value((unsigned char)src[i]) >= 0)
+            count++;
+    if (count == 0 || count % 4 != 0)
+        return 0;
+    unsigned char block[4];
+    size_t pos = 0, n = 0;
+    int pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64_value((unsigned char)src[i]);
+        if (v < 0)
+            continue;
+        if (src[i] == '=')
+            pad++;
+        block[n++] = (unsigned char)v;
+        if (n < 4)
+            continue;
+        out[pos++] = (char)((block[0] << 2) | (block[1] >> 4));
+        out[pos++] = (char)((block[1] << 4) | (block[2] >> 2));
+        out[pos++] = (char)((block[2] << 6) | block[3]);
+        n = 0;
+        if (pad > 0) {
+            /* the first padded quantum ends the input */
+            if (pad > 2)
+                return 0;
+            pos -= (size_t)pad;
+            break;
+        }
+    }
+    return pos;
+}
+
+size_t mp_base64_encode(const char *src, size_t len, char *out)
+{
+    const unsigned char *in = (const unsigned char *)src;
+    size_t pos = 0, i = 0;
+    for (; len - i >= 3; i += 3) {
+        out[pos++] = b64_alphabet[in[i] >> 2];
+        out[pos++] = b64_alphabet[((in[i] & 0x03) << 4) | (in[i + 1] >> 4)];
+        out[pos++] = b64_alphabet[((in[i + 1] & 0x0f) << 2) | (in[i + 2] >> 6)];
+        out[pos++] = b64_alphabet[in[i + 2] & 0x3f];
+    }
+    if (i < len) {
+        out[pos++] = b64_alphabet[in[i] >> 2];
+        if (len - i == 1) {
+            out[pos++] = b64_alphabet[(in[i] & 0x03) << 4];
+            out[pos++] = '=';
+        } else {
+            out[pos++] = b64_alphabet[((in[i] & 0x03) << 4) | (in[i + 1] >> 4)];
+            out[pos++] = b64_alphabet[(in[i + 1] & 0x0f) << 2];
+        }
+        out[pos++] = '=';
+    }
+    return pos;
 }

@@ -1,4 +1,4 @@
-/* The memcached text (and later meta) protocol: a parser that does no I/O
+/* The memcached text and meta protocols: a parser that does no I/O
  * (mp_parse_line) and the executor that applies parsed requests to the store
  * and writes replies into the connection's output (mp_process).
  *
@@ -75,6 +75,58 @@ bool mp_parse_u32(const char *p, size_t len, uint32_t *out);
 bool mp_parse_i32(const char *p, size_t len, int32_t *out);
 bool mp_parse_u64(const char *p, size_t len, uint64_t *out);
 
+/* ---- the meta commands' flags (mg ms md ma) ----
+ * memcached 1.6.18's _meta_flag_preparse as a pure function: every word
+ * after the key (after ms's length) is a flag whose first byte names it and
+ * whose other bytes are its token.  The table in parser.c lists the flags
+ * 1.6.18 knows (for every meta command alike, as memcached does): a byte it
+ * does not know is refused at once, as is a repeated one or any byte >= 127;
+ * a number that does not parse or a key that does not decode is remembered
+ * (the last one wins) and parsing goes on. */
+
+/* memcached refuses a meta line of 20 words or more (its MFLAG_MAX_OPT_LENGTH
+ * counts the tokenizer's terminal token), before looking at the flags. */
+#define MP_META_MAX_WORDS 19
+/* memcached's MFLAG_MAX_OPAQUE_LENGTH, the O token included */
+#define MP_META_OPAQUE_MAX 32
+
+typedef struct mp_meta {
+    uint64_t seen[2];        /* flags present: bit (byte & 63) of word (byte >> 6) */
+    const char *key;         /* the key: its word, or the caller's buffer after b */
+    uint32_t nkey;
+    bool key_binary;         /* b */
+    char mode;               /* M's byte, 0 if absent */
+    int32_t ttl;             /* T */
+    int32_t vivify_ttl;      /* N */
+    int32_t recache_ttl;     /* R */
+    uint32_t client_flags;   /* F */
+    uint64_t cas;            /* C */
+    uint64_t delta;          /* D, 1 if absent */
+    uint64_t initial;        /* J, 0 if absent */
+} mp_meta;
+
+static inline bool mp_meta_has(const mp_meta *m, unsigned char flag)
+{
+    return flag < 128 && (m->seen[flag >> 6] >> (flag & 63)) & 1;
+}
+
+/* Parses the flags of r from word `first` on; the key is word 1.  keybuf
+ * (MP_KEY_MAX_LENGTH bytes) receives the decoded key when b is given.
+ * Returns MP_META_ERR_NONE or the error memcached answers (replies.h). */
+int mp_meta_parse(const mp_request *r, int first, char *keybuf, mp_meta *m);
+
+/* The reply text of a meta error number (without "\r\n"). */
+const char *mp_meta_error_text(int err);
+
+/* memcached's base64 (RFC 1341 alphabet).  Decoding skips bytes outside the
+ * alphabet, wants a non-zero multiple of four of the others and stops after
+ * the first padded quantum; it returns the decoded length, 0 when the input
+ * is refused (out must hold len * 3 / 4 bytes).  Encoding pads with '=' and
+ * returns the encoded length (out must hold MP_BASE64_LEN(len) bytes). */
+#define MP_BASE64_LEN(n) (((n) + 2) / 3 * 4)
+size_t mp_base64_decode(const char *src, size_t len, char *out);
+size_t mp_base64_encode(const char *src, size_t len, char *out);
+
 /* Parser/executor state kept in each connection between calls. */
 typedef enum {
     MP_PS_LINE = 0,          /* expecting a command line */
@@ -97,8 +149,14 @@ typedef struct mp_proto {
     uint64_t cas_in;
     uint32_t left;           /* bytes of the data block still to come */
     uint32_t filled;         /* bytes already copied into the item */
-    uint32_t meta_flags;     /* reserved for the meta protocol */
-    char opaque[40];         /* reserved for the meta protocol */
+    const char *meta_err;    /* RK_META_ERROR: an ms error, answered after its block */
+    /* a pending ms (meta set): what its reply echoes */
+    bool meta;               /* the pending data block is an ms's */
+    bool meta_quiet;         /* q: an HD reply is not sent */
+    uint8_t meta_opts;       /* MP_STORE_* options (ms I, ms b) */
+    char meta_echo[4];       /* 'O' 'k' 'c' in request order, NUL-terminated */
+    uint8_t opaque_len;
+    char opaque[MP_META_OPAQUE_MAX];   /* the O token, "O" included */
 } mp_proto;
 
 /* mp_process results */

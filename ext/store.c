@@ -78,6 +78,9 @@
 #define MP_GHOST_BYTES_PER_ENTRY 512
 #define MP_GHOST_MIN_BUCKETS 64
 #define MP_VICTIM_SCAN 32
+/* memcached's ITEM_UPDATE_INTERVAL: an item's access time is refreshed at
+ * most this often (seconds). */
+#define MP_ITEM_UPDATE_INTERVAL 60
 /* Rebalancing between classes (memcached's slab automover, done inline):
  * a class about to evict takes a slab from another class instead when that
  * class's oldest item is more than twice as old (plus a margin of whole
@@ -782,11 +785,20 @@ mp_item *mp_item_find(mp_shard *s, const char *key, size_t nkey, uint64_t hv, in
     return shard_find(s, key, nkey, hv, why_missing);
 }
 
+/* memcached's do_item_update: the access time moves only when it is more
+ * than ITEM_UPDATE_INTERVAL old, which is what mg's l and me's la report
+ * (the first fetch of an item shows the seconds since it was stored). */
+static inline void item_update_time(mp_item *it)
+{
+    if (it->time + MP_ITEM_UPDATE_INTERVAL < mp_current_time)
+        it->time = mp_current_time;
+}
+
 static inline void item_touch_access(mp_item *it)
 {
     mp_s3_hit(it);
     it->iflags |= MP_IT_FETCHED;
-    it->time = mp_current_time;
+    item_update_time(it);
 }
 
 void mp_item_bump(mp_shard *s, mp_item *it)
@@ -904,20 +916,37 @@ static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_
 mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
                               uint64_t cas_in, uint64_t *cas_out)
 {
+    return mp_store_item_ex(st, it, hv, op, cas_in, 0, cas_out);
+}
+
+mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
+                                 uint64_t cas_in, unsigned opts, uint64_t *cas_out)
+{
     mp_shard *s = mp_store_shard(st, hv);
     mp_store_result res = MP_NOT_STORED;
     mp_item *stored = NULL;
 
+    /* the pending item is still the connection's: no lock needed yet */
+    if (opts & MP_STORE_KEY_BINARY)
+        it->iflags |= MP_IT_KEY_BINARY;
     pthread_mutex_lock(&s->lock);
     mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
     if (old != NULL) {
         switch (op) {
         case MP_ADD:
             /* memcached: add fails but refreshes the old item's access time */
-            old->time = mp_current_time;
+            item_update_time(old);
             break;
         case MP_CAS:
             if (cas_in != 0 && cas_in == old->cas) {
+                s->cs[old->clsid].cas_hits++;
+                item_replace(s, old, it, hv);
+                stored = it;
+            } else if ((opts & MP_STORE_STALE_OK) && cas_in != 0 && cas_in < old->cas) {
+                /* memcached's CAS_STALE: an older writer's value is kept, as
+                 * stale, under the item's TTL and win state */
+                it->exptime = old->exptime;
+                it->iflags |= MP_IT_STALE | (old->iflags & MP_IT_WIN);
                 s->cs[old->clsid].cas_hits++;
                 item_replace(s, old, it, hv);
                 stored = it;
@@ -1064,22 +1093,23 @@ static size_t u64_to_dec(uint64_t v, char *buf)
     return n;
 }
 
-mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint64_t hv,
-                               bool incr, uint64_t delta, char *buf, uint64_t *cas_out)
+mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                              bool incr, uint64_t delta, uint64_t cas_in, char *buf,
+                              mp_item **out)
 {
-    mp_shard *s = mp_store_shard(st, hv);
-    mp_delta_result res = MP_DELTA_OK;
-    pthread_mutex_lock(&s->lock);
+    mp_store *st = s->st;
+    *out = NULL;
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     uint64_t value;
-    if (it == NULL) {
-        res = MP_DELTA_NOT_FOUND;
-        goto out;
-    }
-    if (it->nbytes <= 2 || !value_to_u64(MP_ITEM_value(it), it->nbytes - 2, &value)) {
-        res = MP_DELTA_NON_NUMERIC;
-        goto out;
-    }
+    if (it == NULL)
+        return MP_DELTA_NOT_FOUND;
+    /* memcached's order: an empty value, then the cas, then the digits */
+    if (it->nbytes <= 2)
+        return MP_DELTA_NON_NUMERIC;
+    if (cas_in != 0 && cas_in != it->cas)
+        return MP_DELTA_EXISTS;
+    if (!value_to_u64(MP_ITEM_value(it), it->nbytes - 2, &value))
+        return MP_DELTA_NON_NUMERIC;
     if (incr)
         value += delta;
     else
@@ -1095,10 +1125,9 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
         memcpy(v, buf, len);
         memset(v + len, ' ', it->nbytes - 2 - len);
         it->cas = st->use_cas ? mp_store_next_cas(st) : 0;
-        it->time = mp_current_time;
-        if (cas_out != NULL)
-            *cas_out = it->cas;
-        goto out;
+        item_update_time(it);
+        *out = it;
+        return MP_DELTA_OK;
     }
     size_t size = ITEM_SIZE(nkey, len + 2);
     int cls = mp_slabs_clsid(&st->arena, size);
@@ -1107,17 +1136,96 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
     mp_item *n = shard_alloc(s, cls, size, false);
     s->held = NULL;
     it->iflags &= (uint8_t)~MP_IT_HELD;
-    if (n == NULL) {
-        res = MP_DELTA_EOM;
-        goto out;
-    }
+    if (n == NULL)
+        return MP_DELTA_EOM;
     item_init(n, key, nkey, it->flags, it->exptime, (uint32_t)len + 2);
     memcpy(MP_ITEM_value(n), buf, len);
     memcpy(MP_ITEM_value(n) + len, "\r\n", 2);
     item_replace(s, it, n, hv);
-    if (cas_out != NULL)
-        *cas_out = n->cas;
-out:
+    *out = n;
+    return MP_DELTA_OK;
+}
+
+mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                               bool incr, uint64_t delta, char *buf, uint64_t *cas_out)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_item *it;
+    pthread_mutex_lock(&s->lock);
+    mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it);
+    if (res == MP_DELTA_OK && cas_out != NULL)
+        *cas_out = it->cas;
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+/* ---- the meta protocol's own operations ---- */
+
+mp_item *mp_item_vivify(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                        const char *value, size_t vlen)
+{
+    mp_store *st = s->st;
+    uint32_t nbytes = (uint32_t)vlen + 2;
+    if (nkey > MP_KEY_MAX_LENGTH ||
+        mp_item_ntotal_memcached(nkey, nbytes, 0, st->use_cas) > st->item_size_max)
+        return NULL;
+    size_t size = ITEM_SIZE(nkey, nbytes);
+    int cls = mp_slabs_clsid(&st->arena, size);
+    if (cls == 0)
+        return NULL;
+    mp_item *it = shard_alloc(s, cls, size, false);
+    if (it == NULL)
+        return NULL;
+    item_init(it, key, nkey, 0, 0, nbytes);
+    memcpy(MP_ITEM_value(it), value, vlen);
+    memcpy(MP_ITEM_value(it) + vlen, "\r\n", 2);
+    item_link(s, it, hv, -1, 0);
+    return it;
+}
+
+void mp_item_access(mp_shard *s, mp_item *it)
+{
+    (void)s;
+    item_touch_access(it);
+}
+
+void mp_item_count_hit(mp_shard *s, mp_item *it, bool touched)
+{
+    if (touched)
+        s->cs[it->clsid].touch_hits++;
+    else
+        s->cs[it->clsid].get_hits++;
+}
+
+void mp_item_set_win(mp_shard *s, mp_item *it)
+{
+    (void)s;
+    it->iflags |= MP_IT_WIN;
+}
+
+mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                                   const mp_mdelete *md)
+{
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_mdelete_result res;
+    pthread_mutex_lock(&s->lock);
+    mp_item *it = shard_find(s, key, nkey, hv, NULL);
+    if (it == NULL) {
+        res = MP_MD_NOT_FOUND;
+    } else if (md->has_cas && md->cas != it->cas) {
+        res = MP_MD_EXISTS;
+    } else if (md->invalidate) {
+        /* stale-while-revalidate: keep the value, let the next reader win */
+        if (md->set_ttl)
+            it->exptime = md->exptime;
+        it->iflags = (uint8_t)((it->iflags | MP_IT_STALE) & ~MP_IT_WIN);
+        it->cas = st->use_cas ? mp_store_next_cas(st) : 0;
+        res = MP_MD_INVALIDATED;
+    } else {
+        s->cs[it->clsid].delete_hits++;
+        item_unlink_hv(s, it, hv);
+        res = MP_MD_DELETED;
+    }
     pthread_mutex_unlock(&s->lock);
     return res;
 }

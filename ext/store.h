@@ -24,7 +24,7 @@
 #define MP_IT_PENDING  0x04   /* allocated, data still arriving, not linked */
 #define MP_IT_STALE    0x08   /* meta: invalidated by md I / ms I */
 #define MP_IT_WIN      0x10   /* meta: a W flag has been handed out */
-#define MP_IT_LARGE    0x20   /* lives outside the slab classes (store-internal) */
+#define MP_IT_KEY_BINARY 0x20 /* meta: stored by ms b, so its key is echoed base64-encoded */
 #define MP_IT_HELD     0x40   /* must survive the allocation in progress (store-internal) */
 #define MP_IT_FREE     0x80   /* chunk on a free list (store-internal) */
 
@@ -127,6 +127,17 @@ typedef enum {
 mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
                               uint64_t cas_in, uint64_t *cas_out);
 
+/* mp_store_item with the meta set's options (memcached's do_store_item as ms
+ * drives it):
+ *   MP_STORE_STALE_OK   ms I: for MP_CAS, a non-zero cas_in lower than the
+ *                       item's stores the value anyway, marked stale, with
+ *                       the old item's exptime and win state (CAS_STALE);
+ *   MP_STORE_KEY_BINARY ms b: the stored item echoes its key in base64. */
+#define MP_STORE_STALE_OK   0x01
+#define MP_STORE_KEY_BINARY 0x02
+mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
+                                 uint64_t cas_in, unsigned opts, uint64_t *cas_out);
+
 /* A too-large or out-of-memory "set" removes the existing item, as memcached does. */
 void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t hv);
 
@@ -134,9 +145,48 @@ void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t 
  * at 0, in-place space padding when the result is not longer, new cas).
  * Writes the decimal result into buf (NUL-terminated, >= 21 bytes). */
 typedef enum { MP_DELTA_OK = 1, MP_DELTA_NON_NUMERIC, MP_DELTA_NOT_FOUND,
-               MP_DELTA_EOM } mp_delta_result;
+               MP_DELTA_EOM, MP_DELTA_EXISTS } mp_delta_result;
 mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint64_t hv,
                                bool incr, uint64_t delta, char *buf, uint64_t *cas_out);
+
+/* ---- the meta protocol (memcached's mg / md / ma semantics) ---- */
+
+/* incr/decr under the shard lock (ma holds it for the whole command): as
+ * mp_store_arith, plus a compare: a non-zero cas_in that is not the item's
+ * gives MP_DELTA_EXISTS (checked after the empty-value test, before the
+ * digits, as memcached does).  On success *out is the changed item. */
+mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                              bool incr, uint64_t delta, uint64_t cas_in, char *buf,
+                              mp_item **out);
+
+/* Lock held: creates and links an item holding value[0, vlen), client flags
+ * 0, no expiry and a new cas (mg N and ma N on a miss).  NULL when there is
+ * no memory for it. */
+mp_item *mp_item_vivify(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                        const char *value, size_t vlen);
+
+/* Lock held: records an access (eviction policy, MP_IT_FETCHED, access
+ * time) without counting a hit: mg bumps after composing its reply, so that
+ * h and l show the state before the fetch, and not at all with u. */
+void mp_item_access(mp_shard *s, mp_item *it);
+/* Lock held: counts a get hit of the item's class, or a touch hit (mg T). */
+void mp_item_count_hit(mp_shard *s, mp_item *it, bool touched);
+
+/* Lock held: a W (win) flag was handed out for this item. */
+void mp_item_set_win(mp_shard *s, mp_item *it);
+
+/* md: delete, or with invalidate mark stale (clearing the win flag, with a
+ * new cas and optionally a new exptime), when the item exists and, with
+ * has_cas, its cas matches. */
+typedef struct mp_mdelete {
+    bool has_cas, invalidate, set_ttl;
+    uint64_t cas;
+    mp_rel_time exptime;
+} mp_mdelete;
+typedef enum { MP_MD_DELETED = 1, MP_MD_INVALIDATED, MP_MD_NOT_FOUND,
+               MP_MD_EXISTS } mp_mdelete_result;
+mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, uint64_t hv,
+                                   const mp_mdelete *md);
 
 /* delete: true when an item was removed. */
 bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv);

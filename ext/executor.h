@@ -1,0 +1,79 @@
+/* What the text commands (executor.c) and the meta commands (meta.c) share:
+ * reply helpers, token access, number formatting, and the meta handlers the
+ * command table of executor.c dispatches to.  Private to those two files. */
+#ifndef MP_EXECUTOR_H
+#define MP_EXECUTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "channel.h"
+#include "clock.h"
+#include "conn.h"
+#include "engine.h"
+#include "proto.h"
+#include "replies.h"
+#include "settings.h"
+
+#define STATS(c) ((c)->ch->stats)
+#define ENGINE(c) ((c)->ch->eng)
+
+#define TOKP(r, i) ((r)->line + (r)->tok[i].off)
+#define TOKL(r, i) ((size_t)(r)->tok[i].len)
+
+static inline bool tok_is(const mp_request *r, int i, const char *s, size_t n)
+{
+    return TOKL(r, i) == n && memcmp(TOKP(r, i), s, n) == 0;
+}
+#define TOK_IS(r, i, lit) tok_is((r), (i), (lit), sizeof(lit) - 1)
+
+/* memcached's out_string: "noreply" swallows exactly one reply, errors too. */
+static inline void reply(mp_conn *c, const char *s, size_t n)
+{
+    if (c->proto.noreply) {
+        c->proto.noreply = false;
+        return;
+    }
+    mp_out_write(c, s, n);
+}
+#define REPLY(c, lit) reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
+
+/* Writes the decimal digits of v at p; returns the end. */
+static inline char *u64_to_dec(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* memcached's EXPTIME_TO_POSITIVE_TIME then realtime(): a negative exptime
+ * becomes an absolute time in the past, i.e. already expired. */
+static inline mp_rel_time exptime_rel(int32_t exptime)
+{
+    return mp_realtime(exptime < 0 ? (int64_t)MP_REALTIME_MAXDELTA + 1 : exptime);
+}
+
+/* what a swallowed data block answers once it has been read */
+enum { RK_NONE = 0, RK_TOO_LARGE, RK_NO_MEMORY, RK_META_ERROR };
+
+/* The meta commands (meta.c). */
+int cmd_mg(mp_conn *c, const mp_request *r);
+int cmd_ms(mp_conn *c, const mp_request *r);
+int cmd_md(mp_conn *c, const mp_request *r);
+int cmd_ma(mp_conn *c, const mp_request *r);
+int cmd_me(mp_conn *c, const mp_request *r);
+
+/* ms: the data block has arrived (c->proto.item holds it); stores it and
+ * answers as memcached's complete_nread_ascii does for a meta set. */
+void mp_meta_complete_nread(mp_conn *c);
+/* The text of a swallowed ms's error (RK_META_ERROR). */
+void mp_meta_complete_swallow(mp_conn *c);
+
+#endif

@@ -1,0 +1,91 @@
+/* Every fixed reply of the protocol, memcached 1.6.18's exact bytes, defined
+ * once.  The text commands' replies are used by executor.c and meta.c; the
+ * meta commands' error replies are numbered (MP_META_ERRORS) because the
+ * meta flag parser in parser.c, a pure function, reports them by number. */
+#ifndef MP_REPLIES_H
+#define MP_REPLIES_H
+
+#define R_ERROR            "ERROR"
+#define R_STORED           "STORED"
+#define R_NOT_STORED       "NOT_STORED"
+#define R_EXISTS           "EXISTS"
+#define R_NOT_FOUND        "NOT_FOUND"
+#define R_DELETED          "DELETED"
+#define R_TOUCHED          "TOUCHED"
+#define R_OK               "OK"
+#define R_END              "END"
+#define R_RESET            "RESET"
+#define R_MN               "MN"
+#define R_VERSION          "VERSION " MP_VERSION
+#define R_BAD_FORMAT       "CLIENT_ERROR bad command line format"
+#define R_DELETE_USAGE     "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+#define R_BAD_EXPTIME      "CLIENT_ERROR invalid exptime argument"
+#define R_BAD_DELTA        "CLIENT_ERROR invalid numeric delta argument"
+#define R_NON_NUMERIC      "CLIENT_ERROR cannot increment or decrement non-numeric value"
+#define R_BAD_CHUNK        "CLIENT_ERROR bad data chunk"
+#define R_FLUSH_DISABLED   "CLIENT_ERROR flush_all not allowed"
+#define R_SHUTDOWN_MODE    "CLIENT_ERROR invalid shutdown mode"
+#define R_SHUTDOWN_OFF     "ERROR: shutdown not enabled"
+#define R_DETAIL_USAGE     "CLIENT_ERROR usage: stats detail on|off|dump"
+#define R_TOO_LARGE        "SERVER_ERROR object too large for cache"
+#define R_OOM_STORE        "SERVER_ERROR out of memory storing object"
+#define R_OOM_GET          "SERVER_ERROR out of memory writing get response"
+#define R_OOM              "SERVER_ERROR out of memory"
+#define R_OOM_STATS        "SERVER_ERROR out of memory writing stats"
+#define R_MEMLIMIT_SMALL   "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
+#define R_MEMLIMIT_UNITS   "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+#define R_DUMP_OFF         "CLIENT_ERROR stats cachedump not allowed"
+#define R_METADUMP_OFF     "ERROR metadump not allowed"
+#define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
+#define R_TLS_OFF          "Error TLS not enabled"
+#define R_CRAWLER_OFF      "CLIENT_ERROR lru crawler disabled"
+#define R_CRAWLER_START    "ERROR failed to start lru crawler thread"
+#define R_CRAWLER_SLEEP    "CLIENT_ERROR sleep must be one second or less"
+#define R_CRAWLER_BADCLASS "BADCLASS invalid class id"
+#define R_CRAWLER_NONE     "NOTSTARTED no items to crawl"
+#define R_SLAB_SAME        "SAME src and dst class are identical"
+#define R_SLAB_BADCLASS    "BADCLASS invalid src or dst class id"
+#define R_SLAB_NOSPARE     "NOSPARE source class has no spare pages"
+#define R_LRU_PCTS         "ERROR hot and warm pcts must not exceed 80"
+#define R_LRU_FACTORS      "ERROR hot/warm age factors must be greater than 0"
+
+/* meta commands (mg ms md ma me; mn answers R_MN) */
+#define R_HD               "HD"
+#define R_VA               "VA"
+#define R_EN               "EN"
+#define R_NF               "NF"
+#define R_NS               "NS"
+#define R_EX               "EX"
+#define R_ME               "ME"
+
+/* The meta commands' errors by number: id, text.  memcached 1.6.18 reports
+ * a flag it does not know, a repeated flag, a flag number it cannot read
+ * and a key it cannot decode with the first six (from its flag parser,
+ * _meta_flag_preparse, where a refused F number keeps the command's default
+ * text); md and ma answer every one of those with INVALID_OR_DUP instead. */
+#define MP_META_ERRORS(X)                                                     \
+    X(NONE,            "")                                                    \
+    X(DUPLICATE_FLAG,  "CLIENT_ERROR duplicate flag")                         \
+    X(INVALID_FLAG,    "CLIENT_ERROR invalid flag")                           \
+    X(BAD_TOKEN,       "CLIENT_ERROR bad token in command line format")       \
+    X(BAD_FORMAT,      R_BAD_FORMAT)                                          \
+    X(DECODE_KEY,      "CLIENT_ERROR error decoding key")                     \
+    X(M_LENGTH,        "CLIENT_ERROR incorrect length for M token")           \
+    X(BAD_INITIAL,     "CLIENT_ERROR invalid numeric initial value")          \
+    X(BAD_DELTA,       "CLIENT_ERROR invalid numeric delta value")            \
+    X(INVALID_OR_DUP,  "CLIENT_ERROR invalid or duplicate flag")              \
+    X(MG_TOO_LONG,     "CLIENT_ERROR options flags are too long")             \
+    X(TOO_LONG,        "CLIENT_ERROR options flags too long")                 \
+    X(OPAQUE_TOO_LONG, "CLIENT_ERROR opaque token too long")                  \
+    X(MS_MODE,         "CLIENT_ERROR invalid mode for ms M token")            \
+    X(MA_MODE,         "CLIENT_ERROR invalid mode for ma M token")            \
+    X(MA_VIVIFY_OOM,   "SERVER_ERROR Out of memory allocating new item")
+
+enum {
+#define MP_META_ERR_ENUM(id, text) MP_META_ERR_##id,
+    MP_META_ERRORS(MP_META_ERR_ENUM)
+#undef MP_META_ERR_ENUM
+    MP_META_ERR_COUNT
+};
+
+#endif
