@@ -446,7 +446,7 @@ static int cmd_flush_all(mp_conn *c, const mp_request *r)
         return 0;
     }
     mp_store_flush(eng->store, delay);
-    REPLY(c, R_OK);
+    REPLY(c, R_OKAY);
     return 0;
 }
 
@@ -475,7 +475,7 @@ static int cmd_verbosity(mp_conn *c, const mp_request *r)
         return 0;
     }
     ENGINE(c)->settings.verbose = level > MP_MAX_VERBOSITY ? MP_MAX_VERBOSITY : (int)level;
-    REPLY(c, R_OK);
+    REPLY(c, R_OKAY);
     return 0;
 }
 
@@ -517,7 +517,7 @@ static int cmd_memlimit(mp_conn *c, const mp_request *r)
         size_t bytes = (size_t)mb * 1024 * 1024;
         mp_store_set_limit(eng->store, bytes);
         eng->settings.maxbytes = bytes;
-        REPLY(c, R_OK);
+        REPLY(c, R_OKAY);
     }
     return 0;
 }
@@ -542,7 +542,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         if (r->ntokens < 3)
             REPLY(c, R_DETAIL_USAGE);
         else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off"))
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
         else if (TOK_IS(r, 2, "dump"))
             REPLY(c, R_END);
         else
@@ -645,7 +645,7 @@ static int cmd_slabs(mp_conn *c, const mp_request *r)
                 return 0;
             }
         }
-        REPLY(c, R_OK);
+        REPLY(c, R_OKAY);
         return 0;
     }
     REPLY(c, R_ERROR);
@@ -668,10 +668,10 @@ static int cmd_lru(mp_conn *c, const mp_request *r)
         else if (factor <= 0 || hot_factor <= 0)
             REPLY(c, R_LRU_FACTORS);
         else
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
     } else if (TOK_IS(r, 1, "mode") && r->ntokens >= 3) {
         if (TOK_IS(r, 2, "flat") || TOK_IS(r, 2, "segmented"))
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
         else
             REPLY(c, R_ERROR);
     } else if (TOK_IS(r, 1, "temp_ttl") && r->ntokens >= 3) {
@@ -679,7 +679,7 @@ static int cmd_lru(mp_conn *c, const mp_request *r)
         if (!mp_parse_i32(TOKP(r, 2), TOKL(r, 2), &ttl))
             REPLY(c, R_ERROR);
         else
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
     } else {
         REPLY(c, R_ERROR);
     }
@@ -732,7 +732,7 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
         else if (!any)
             REPLY(c, R_CRAWLER_NONE);
         else
-            REPLY(c, R_OK);   /* expiry is swept continuously anyway */
+            REPLY(c, R_OKAY);   /* expiry is swept continuously anyway */
     } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
         if (!mp_lru_crawler_enabled())
             REPLY(c, R_CRAWLER_OFF);
@@ -745,16 +745,16 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
         else if (TOK_IS(r, 1, "sleep") && v > 1000000)
             REPLY(c, R_CRAWLER_SLEEP);
         else
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
     } else if (r->ntokens == 2 && TOK_IS(r, 1, "enable")) {
         if (__atomic_exchange_n(&lru_crawler_off, 0, __ATOMIC_RELAXED) == 0)
             REPLY(c, R_CRAWLER_START);
         else
-            REPLY(c, R_OK);
+            REPLY(c, R_OKAY);
     } else if (r->ntokens == 2 && TOK_IS(r, 1, "disable")) {
         /* stopping a stopped crawler succeeds in memcached */
         __atomic_store_n(&lru_crawler_off, 1, __ATOMIC_RELAXED);
-        REPLY(c, R_OK);
+        REPLY(c, R_OKAY);
     } else {
         REPLY(c, R_ERROR);
     }

@@ -39,6 +39,33 @@ cdef extern from "proto.h" nogil:
     bint mp_parse_u64(const char *p, size_t len, uint64_t *out)
 
 
+cdef extern from "proto.h" nogil:
+    ctypedef struct mp_meta:
+        const char *key
+        uint32_t nkey
+        bint key_binary
+        char mode
+        int32_t ttl
+        int32_t vivify_ttl
+        int32_t recache_ttl
+        uint32_t client_flags
+        uint64_t cas
+        uint64_t delta
+        uint64_t initial
+
+    int MP_META_MAX_WORDS
+    int MP_META_OPAQUE_MAX
+    bint mp_meta_has(const mp_meta *m, unsigned char flag)
+    int mp_meta_parse(const mp_request *r, int first, char *keybuf, mp_meta *m)
+    const char *mp_meta_error_text(int err)
+    size_t mp_base64_decode(const char *src, size_t len, char *out)
+    size_t mp_base64_encode(const char *src, size_t len, char *out)
+
+
+cdef extern from "replies.h" nogil:
+    int MP_META_ERR_COUNT
+
+
 cdef extern from "commands.h" nogil:
     const char *mp_command_name(int cmd)
     int MP_CMD_COUNT
@@ -105,3 +132,44 @@ def parse_u64(bytes tok):
     """memcached's safe_strtoull."""
     cdef uint64_t v
     return v if mp_parse_u64(tok, len(tok), &v) else None
+
+
+META_MAX_WORDS = MP_META_MAX_WORDS
+META_OPAQUE_MAX = MP_META_OPAQUE_MAX
+META_ERRORS = tuple(mp_meta_error_text(i).decode() for i in range(MP_META_ERR_COUNT))
+
+
+def meta_parse(bytes line, int first=2):
+    """The meta flags of one line ("mg key v t\\r\\n"), from word `first` on
+    (2 for mg md ma, 3 for ms): (error text or None, fields).  fields holds
+    the flag letters present ("flags", in byte order), the key as the
+    executor will use it (decoded after b), and every number and the mode."""
+    cdef mp_request req
+    cdef size_t consumed = 0
+    cdef mp_meta m
+    cdef char keybuf[250]
+    cdef const char *p = line
+    if mp_parse_line(p, len(line), &req, &consumed) != MP_PARSE_OK or req.ntokens < 2:
+        raise ValueError("not a complete meta line")
+    cdef int err = mp_meta_parse(&req, first, keybuf, &m)
+    flags = "".join(chr(i) for i in range(33, 127) if mp_meta_has(&m, i))
+    fields = dict(flags=flags, key=m.key[:m.nkey], key_binary=bool(m.key_binary),
+                  mode=chr(m.mode) if m.mode else None, ttl=m.ttl, vivify_ttl=m.vivify_ttl,
+                  recache_ttl=m.recache_ttl, client_flags=m.client_flags, cas=m.cas,
+                  delta=m.delta, initial=m.initial)
+    return (mp_meta_error_text(err).decode() if err else None), fields
+
+
+def b64decode(bytes data):
+    """memcached's base64 decoding: the bytes, or None when refused."""
+    out = bytearray(len(data) * 3 // 4 + 3)
+    cdef char *o = out
+    cdef size_t n = mp_base64_decode(data, len(data), o)
+    return bytes(out[:n]) if n else None
+
+
+def b64encode(bytes data):
+    out = bytearray((len(data) + 2) // 3 * 4)
+    cdef char *o = out
+    cdef size_t n = mp_base64_encode(data, len(data), o)
+    return bytes(out[:n])

@@ -12,7 +12,7 @@
 #define R_NOT_FOUND        "NOT_FOUND"
 #define R_DELETED          "DELETED"
 #define R_TOUCHED          "TOUCHED"
-#define R_OK               "OK"
+#define R_OKAY             "OK"    /* not R_OK: <unistd.h> has that name */
 #define R_END              "END"
 #define R_RESET            "RESET"
 #define R_MN               "MN"
