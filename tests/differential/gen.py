@@ -1,4 +1,5 @@
-"""A seeded generator of raw memcached text-protocol requests.
+"""A seeded generator of raw memcached requests: the text protocol, and in
+the "meta" profile the meta commands (mg ms md ma mn) mixed with it.
 
 Each `Unit` is one request as the wire sees it (command line plus data block,
 or a deliberately broken variant), built from parts whose meaning under
@@ -16,9 +17,15 @@ ones), eviction (modest sizes, -m 1024), delayed flush_all, stats numbers, and
 connection-closing requests anywhere but at the end of a session.
 
 cas uniques differ between servers, so a unit's `cas` token may be a `CasRef`:
-the unique the server last returned for a key, substituted per server.
+the unique the server last returned for a key, substituted per server.  For
+the meta commands the same goes further: mg's `l` (seconds since the last
+access) is never asked, `R` tokens never equal an item's TTL, and literal
+compare tokens are only 0 and 2**64-1, so no reply depends on which second
+each server is in or on the numeric value of a unique.  `me` is left out
+(its debug line carries server-specific numbers).
 """
 
+import base64
 import random
 from dataclasses import dataclass, field
 
@@ -96,6 +103,23 @@ NUMERIC_VALUES = [b"0", b"1", b"9", b"10", b"99", b"100", b"18446744073709551615
 
 CAS_BAD = [b"abc", b"-1", b"18446744073709551616", b"1_0", b"0x1"]
 
+# ---- meta commands ----
+
+# Bytes that are not flags in 1.6.18 (E is a later memcached's add mode
+# flag; W X Z only appear in replies).
+META_UNKNOWN = [b"E", b"x", b"noreply", b"Z", b"W", b"X", b"n", b"0", b"$", b"\t", b"e"]
+META_BAD_NUMBERS = [b"T", b"Tx", b"T1.5", b"N", b"Nabc", b"R", b"R-", b"C-1", b"Cx", b"Fx", b"F-1",
+                    b"J-1", b"Jx", b"D-1", b"D", b"D1_0", b"T0x10"]
+MS_MODES = toks(ok=[b"S", b"E", b"A", b"P", b"R"], bad=[b"x", b"s", b"e", b"I", b"D", b"+"])
+MA_MODES = toks(ok=[b"I", b"+", b"D", b"-"], bad=[b"i", b"d", b"x", b"E", b"S", b"A"])
+# R (recache) tokens: never one of the TTLs items get (EXPTIMES), so whether
+# "remaining TTL < R" holds does not depend on the second it is asked in.
+RECACHE = [b"30", b"60000", b"200000", b"0", b"-1", b"3000000", b"+60000"]
+# Literal compare tokens whose outcome does not depend on unique numbering.
+CAS_LITERAL = [b"0", b"18446744073709551615"]
+META_MAX_WORDS = 19
+OPAQUE_MAX = 32
+
 
 class Gen:
     """Draws units.  All randomness comes from one random.Random(seed)."""
@@ -114,11 +138,13 @@ class Gen:
         self.bad_keys = [b"K" * 251, b"L" * 300]
         self.big_keys = [b"bigkey%04d" % i for i in range(2)]   # 10 bytes each
         self.malformed_rate = {"mixed": 0.12, "malformed": 0.45, "noreply": 0.12,
-                               "split": 0.12}[profile]
+                               "split": 0.12, "meta": 0.15}[profile]
         self.noreply_rate = {"mixed": 0.12, "malformed": 0.15, "noreply": 0.6,
-                             "split": 0.12}[profile]
+                             "split": 0.12, "meta": 0.25}[profile]
         self.split_rate = {"mixed": 0.12, "malformed": 0.12, "noreply": 0.12,
-                           "split": 0.8}[profile]
+                           "split": 0.8, "meta": 0.2}[profile]
+        # "meta": this share of the units are meta commands
+        self.meta_rate = 0.6 if profile == "meta" else 0.0
         self.big_rate = 0.0006
         self.first = False
         # Keys fetched earlier in the current batch: memcached holds a
@@ -168,7 +194,10 @@ class Gen:
         for i, w in enumerate(words):
             if i:
                 parts.append(sep)
-            parts.append(w)
+            if isinstance(w, tuple):
+                parts.extend(w)          # a meta flag glued to a CasRef: (b"C", ref)
+            else:
+                parts.append(w)
         if trailing_space or self.chance(0.02):
             parts.append(b" ")
         parts.append(self.eol())
@@ -217,6 +246,8 @@ class Gen:
         self.first = first
         if first:
             self.batch_reads = set()
+        if self.meta_rate and self.chance(self.meta_rate):
+            return self.meta_unit()
         r = self.rng.random()
         table = [
             (0.15, self.storage_set), (0.05, self.storage_add), (0.05, self.storage_replace),
@@ -525,6 +556,214 @@ class Gen:
         burst = b"".join([b"set %s 0 0 1\r\n%d\r\n" % (k, i % 10) if i % 3 == 0 else
                           b"get %s %s\r\n" % (k, r.choice(self.keys)) for i in range(r.randrange(5, 40))])
         return Unit([burst], "burst")
+
+    # ---- meta commands ----
+
+    def meta_unit(self):
+        r = self.rng.random()
+        table = [(0.36, self.meta_get), (0.3, self.meta_set), (0.12, self.meta_delete),
+                 (0.15, self.meta_arith), (0.02, self.mn), (0.05, self.meta_garbage)]
+        acc = 0.0
+        for weight, fn in table:
+            acc += weight
+            if r < acc:
+                return fn()
+        return self.meta_garbage()
+
+    def meta_key(self, keys=None):
+        """(key word, raw key or None, flag b wanted).  Sometimes the key
+        travels base64-encoded (flag b), sometimes that encoding is broken."""
+        r = self.rng.random()
+        if keys is not None:
+            raw = self.rng.choice(keys)
+        else:
+            raw, ok = self.key()
+            if not ok:
+                return raw, None, False
+        if r < 0.12:
+            word = base64.b64encode(raw)
+            return word, (raw if len(word) <= 250 else None), True
+        if r < 0.14:
+            return self.rng.choice([b"k", b"YQ", b"a-_9", b"====", b"azE"]), None, True
+        return raw, raw, False
+
+    def opaque(self):
+        r = self.rng
+        if self.chance(0.03):
+            return b"O" + b"z" * r.randrange(OPAQUE_MAX, OPAQUE_MAX + 10)   # too long
+        n = r.choice([0, 1, 2, 4, 8, OPAQUE_MAX - 1])
+        return b"O" + bytes(r.choice(b"abcXYZ0189-_:.") for _ in range(n))
+
+    def meta_cas(self, key):
+        """A compare token: the unique last seen for a key, or a literal."""
+        r = self.rng.random()
+        if r < 0.65 and key is not None:
+            return (b"C", CasRef(key))
+        if r < 0.8:
+            return (b"C", CasRef(self.rng.choice(self.keys)))
+        return b"C" + self.rng.choice(CAS_LITERAL)
+
+    def pick_flags(self, pool):
+        """The flags of pool [(probability, token or callable)] that are drawn."""
+        out = []
+        for p, f in pool:
+            if self.chance(p):
+                out.append(f() if callable(f) else f)
+        return out
+
+    def meta_break(self, flags):
+        """One way for a meta line to be refused."""
+        r = self.rng
+        kind = r.random()
+        flags = list(flags)
+        if kind < 0.25:
+            flags.insert(r.randrange(len(flags) + 1), r.choice(META_UNKNOWN))
+        elif kind < 0.45:
+            # a flag twice: only its first byte counts
+            first = [f[0] if isinstance(f, tuple) else f[:1] for f in flags] or [b"v", b"v"]
+            flags.append(r.choice(first) + r.choice([b"", b"1", b"y"]))
+            if len(first) == 2 and not flags[:-1]:
+                flags.append(b"v")
+        elif kind < 0.7:
+            flags.insert(r.randrange(len(flags) + 1), r.choice(META_BAD_NUMBERS))
+        elif kind < 0.8:
+            flags.append(r.choice([b"M", b"MSS", b"MEE"]))
+        elif kind < 0.9:
+            flags += [b"P"] * r.randrange(18, 25)                 # 20 words or more
+        else:
+            flags.append(b"O" + b"y" * r.randrange(OPAQUE_MAX, OPAQUE_MAX + 20))
+        return flags
+
+    def meta_ttl(self):
+        return self.tok(EXPTIMES, False).text
+
+    def meta_get(self):
+        r = self.rng
+        word, raw, binary = self.meta_key()
+        flags = [b"b"] if binary else []
+        flags += self.pick_flags([
+            (0.55, b"v"), (0.3, b"k"), (0.3, b"c"), (0.2, b"f"), (0.2, b"s"), (0.15, b"h"),
+            (0.1, b"u"), (0.15, b"t"), (self.noreply_rate, b"q"), (0.3, self.opaque),
+            (0.03, lambda: r.choice([b"Pfoo", b"L/path/", b"P"])),
+            (0.12, lambda: b"N" + self.meta_ttl()),
+            (0.08, lambda: b"R" + r.choice(RECACHE)),
+            (0.1, lambda: b"T" + self.meta_ttl()),
+            # the other commands' flags, which mg accepts and ignores
+            (0.02, lambda: r.choice([b"I", b"F5", b"MA", b"D3", b"J1", b"C0"])),
+        ])
+        if self.chance(self.malformed_rate):
+            flags = self.meta_break(flags)
+        r.shuffle(flags)
+        if raw is not None:
+            self.batch_reads.add(raw)
+        return Unit(self.line([b"mg", word] + flags), "mg")
+
+    def meta_delete(self):
+        r = self.rng
+        word, raw, binary = self.meta_key()
+        flags = [b"b"] if binary else []
+        flags += self.pick_flags([
+            (self.noreply_rate, b"q"), (0.25, b"k"), (0.25, self.opaque),
+            (0.2, lambda: self.meta_cas(raw)), (0.35, b"I"),
+            (0.15, lambda: b"T" + self.meta_ttl()),
+        ])
+        if self.chance(self.malformed_rate):
+            flags = self.meta_break(flags)
+        r.shuffle(flags)
+        return Unit(self.line([b"md", word] + flags), "md")
+
+    def meta_arith(self):
+        r = self.rng
+        word, raw, binary = self.meta_key(self.num_keys if self.chance(0.8) else None)
+        if raw in self.batch_reads:
+            # memcached rewrites a number in place only when no pending reply
+            # holds the item (see batch_reads)
+            fresh = [k for k in self.num_keys if k not in self.batch_reads]
+            raw = word = r.choice(fresh) if fresh else b"n9"
+            binary = False
+        flags = [b"b"] if binary else []
+        flags += self.pick_flags([
+            (0.5, b"v"), (0.2, b"c"), (0.15, b"t"), (0.2, b"k"), (self.noreply_rate, b"q"),
+            (0.2, self.opaque), (0.25, lambda: b"N" + self.meta_ttl()),
+            (0.15, lambda: b"J" + self.tok(DELTAS, False).text),
+            (0.4, lambda: b"D" + self.tok(DELTAS, False).text),
+            (0.1, lambda: b"T" + self.meta_ttl()),
+            (0.3, lambda: b"M" + self.tok(MA_MODES, self.chance(0.2)).text),
+            (0.1, lambda: self.meta_cas(raw)),
+        ])
+        if self.chance(self.malformed_rate):
+            flags = self.meta_break(flags)
+        r.shuffle(flags)
+        return Unit(self.line([b"ma", word] + flags), "ma")
+
+    def meta_set(self):
+        r = self.rng
+        word, raw, binary = self.meta_key()
+        if self.chance(self.big_rate * 3):
+            return self.meta_set_big()
+        if raw in self.num_keys and self.chance(0.7):
+            value = r.choice(NUMERIC_VALUES)
+            n = len(value)
+        else:
+            value = None
+            n = self.value_len()
+        flags = [b"b"] if binary else []
+        flags += self.pick_flags([
+            (0.3, b"c"), (0.2, b"k"), (self.noreply_rate, b"q"), (0.25, self.opaque),
+            (0.2, lambda: b"F" + self.tok(FLAGS, False).text),
+            (0.2, lambda: b"T" + self.meta_ttl()),
+            (0.15, lambda: self.meta_cas(raw)), (0.1, b"I"),
+            (0.35, lambda: b"M" + self.tok(MS_MODES, self.chance(0.1)).text),
+            # flags ms accepts and ignores
+            (0.02, lambda: r.choice([b"v", b"s", b"t", b"h", b"u", b"N30", b"R30"])),
+        ])
+        length = Tok(r.choice([b"%d" % n] * 8 + [b"+%d" % n, b"0%d" % n]), True)
+        broken = None
+        if self.chance(self.malformed_rate):
+            broken = r.choice(["flags", "flags", "length", "words", "data", "nolength"])
+        if broken == "flags":
+            flags = self.meta_break(flags)
+        elif broken == "length":
+            length = Tok(r.choice([b"-1", b"abc", b"1_0", b"0x10", b"2147483647", b"-2147483648",
+                                   b"18446744073709551616", b"1.5", b"%da" % n]), False)
+        elif broken == "words":
+            flags += [b"P"] * r.randrange(18, 25)
+        r.shuffle(flags)
+        words = [b"ms", word] if broken == "nolength" else [b"ms", word, length.text] + flags
+        # memcached reads the length only for a line it has not refused
+        # already (key, word count); without it the data block is parsed as
+        # commands, with it the block is taken even when a flag is refused
+        read_block = len(word) <= 250 and 3 <= len(words) <= META_MAX_WORDS and length.ok
+        if not read_block and n > 1000:
+            n = r.randrange(0, 1000)
+            value = None
+        if value is None:
+            value = self.payload(n, safe=not read_block or self.chance(0.5))
+        head = self.line(words)
+        if sum(len(p) for p in head if isinstance(p, bytes)) > SAFE_LINE:
+            head = self.line([b"ms", b"k0", b"%d" % n])
+            read_block = True
+        if broken == "data" and read_block:
+            return Unit(head + self.bad_block(n, value), "ms")
+        return Unit(head + [value, b"\r\n"], "ms")
+
+    def meta_set_big(self):
+        """Values at the -I 1m boundary: stored, or too large (swallowed, and
+        the old item deleted in every mode)."""
+        r = self.rng
+        key = r.choice(self.big_keys)
+        fl = r.choice([[], [], [b"F1"]])
+        limit = MAX_ITEM_10B_KEY - (4 if fl else 0)
+        n = limit + r.choice([0, 1, -1, 2, 100])
+        mode = r.choice([[], [b"MS"], [b"ME"], [b"MA"], [b"MR"]])
+        flags = fl + mode + ([b"q"] if self.chance(self.noreply_rate) else [])
+        value = self.payload(n, safe=False)
+        return Unit(self.line([b"ms", key, b"%d" % n] + flags) + [value, b"\r\n"], "ms-big")
+
+    def meta_garbage(self):
+        line = self.rng.choice([b"mg", b"ms", b"md", b"ma", b"mx k", b"mgg k", b"MG k", b"m k",
+                                b"ms k", b"mz", b"mn0"])
+        return Unit([line + self.eol()], "meta-garbage")
 
     # ---- session end ----
 

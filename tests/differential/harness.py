@@ -3,9 +3,11 @@ server and compares the replies byte for byte.
 
 cas uniques are the one thing two correct servers may number differently:
 each side's uniques are renamed to <cas#N> in the order that side first showed
-them, so the comparison checks that the same items share or change uniques at
-the same moments.  Requests carrying a unique (`CasRef`) get each server's own
-value for it.
+them (in VALUE lines and in meta replies' c flags alike), so the comparison
+checks that the same items share or change uniques at the same moments.
+Requests carrying a unique (`CasRef`) get each server's own value for it.  A
+meta reply's remaining TTL (t flag) counts down with each server's own clock,
+so it is compared as "some seconds" (t-1, no expiry, stays exact).
 
 A batch is a few units sent back to back (sometimes cut into several writes at
 random bytes), followed by `mn`; both sides are read up to the `MN` reply.  A
@@ -14,6 +16,8 @@ just by reconnecting.  After a difference both sides are reset (new
 connections, flush_all) so later differences are independent.
 """
 
+import base64
+import binascii
 import socket
 import time
 from dataclasses import dataclass, field
@@ -25,6 +29,8 @@ READ_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 3.0
 RESET_REQUEST = b"verbosity 0\r\ncache_memlimit 1024\r\nflush_all\r\n"
 RESET_REPLY = b"OK\r\nOK\r\nOK\r\n"
+# The codes of meta replies whose flags carry item data.
+META_CODES = (b"HD", b"VA", b"EN", b"NF", b"NS", b"EX")
 
 
 class Side:
@@ -46,8 +52,39 @@ class Side:
             self.conn.close()
             self.conn = None
 
+    def normalize_meta(self, line):
+        """A meta reply line with its uniques renamed and TTLs blurred (a
+        unique shown with the key, k flag, is recorded for it).  Returns the
+        line and the size of the data block that follows it, if any."""
+        words = line[:-2].split(b" ")
+        size = None
+        start = 1
+        if words[0] == b"VA" and len(words) > 1 and words[1].isdigit():
+            size = int(words[1])
+            start = 2
+        key = cas = None
+        binary = False
+        for k in range(start, len(words)):
+            w = words[k]
+            if w[:1] == b"c" and w[1:].isdigit() and w[1:] != b"0":
+                cas = w[1:]
+                words[k] = b"c<cas#%d>" % self.cas_index.setdefault(cas, len(self.cas_index))
+            elif w[:1] == b"t" and w[1:].isdigit():
+                words[k] = b"t<ttl>"
+            elif w[:1] == b"k":
+                key = w[1:]
+            elif w == b"b":
+                binary = True
+        if key is not None and cas is not None:
+            try:
+                self.last_cas[base64.b64decode(key, validate=True) if binary else key] = cas
+            except binascii.Error:
+                pass
+        return b" ".join(words) + b"\r\n", size
+
     def normalize(self, reply):
-        """Renames cas uniques in VALUE lines; records them per key."""
+        """Renames cas uniques in VALUE lines and meta replies; records them
+        per key."""
         out = []
         i, n = 0, len(reply)
         while i < n:
@@ -70,6 +107,14 @@ class Side:
                     out.append(reply[i:i + size + 2])
                     i += size + 2
                     continue
+            elif (line[:2] in META_CODES and line.endswith(b"\r\n") and
+                  (len(line) == 4 or line[2:3] == b" ")):
+                line, size = self.normalize_meta(line)
+                out.append(line)
+                if size is not None:
+                    out.append(reply[i:i + size + 2])
+                    i += size + 2
+                continue
             out.append(line)
         return b"".join(out)
 
@@ -261,9 +306,10 @@ class Differ:
 
     # ---- minimization ----
 
-    def replay(self, units):
+    def replay(self, units, stop_at_difference=True):
         """Replays units one per batch on fresh connections after a reset;
-        returns the Diff of the first unit whose replies differ, or None."""
+        returns the Diff of the first unit whose replies differ, or None.
+        With stop_at_difference=False: the reference's reply to the last unit."""
         saved = (self.history, self.ref.last_cas, self.cand.last_cas)
         self.ref.last_cas, self.cand.last_cas = {}, {}
         try:
@@ -273,6 +319,10 @@ class Differ:
                     continue
                 sent, ref_reply, cand_reply = self.exchange([u], [])
                 self.check_reference([u], sent, ref_reply)
+                if not stop_at_difference:
+                    if i == len(units) - 1:
+                        return ref_reply
+                    continue
                 if ref_reply != cand_reply:
                     return Diff(sent, ref_reply, cand_reply, [u.kind], units=units[:i + 1])
                 if u.closes:
@@ -323,6 +373,27 @@ class Differ:
         best.kinds = [u.kind for u in units]
         best.minimized = True
         return best, True
+
+    @staticmethod
+    def replay_alone(addr, units):
+        """The normalized reply to the last of units, replayed one per batch on
+        the server at addr (a fresh one: nothing to flush)."""
+        side = Side("fresh", addr)
+        side.connect()
+        try:
+            reply = b""
+            for u in units:
+                data = u.render(side.last_cas)
+                if u.closes:
+                    side.conn.send(data)
+                    reply = side.normalize(side.conn.read_until_eof(CLOSE_TIMEOUT))
+                    break
+                markers = 2 if u.kind == "mn" else 1
+                side.conn.send(data + b"mn\r\n")
+                reply = side.normalize(side.conn.read_until_marker(READ_TIMEOUT, count=markers))
+            return reply
+        finally:
+            side.close()
 
     def replay_render(self, units):
         """The requests as the reference saw them when replaying units."""
