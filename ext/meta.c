@@ -86,16 +86,16 @@ static char *echo_word(char *p, const char *w, size_t n)
 /* " t<seconds left>", -1 for no expiry.  memcached computes the seconds in
  * unsigned 32-bit arithmetic: an item given a TTL in the past by this very
  * command shows a number near 2^32. */
-static char *echo_ttl(char *p, const mp_item *it)
+static char *echo_ttl(char *p, mp_rel_time exptime)
 {
     *p++ = ' ';
     *p++ = 't';
-    if (it->exptime == 0) {
+    if (exptime == 0) {
         *p++ = '-';
         *p++ = '1';
         return p;
     }
-    return u64_to_dec(p, (uint32_t)(it->exptime - mp_current_time));
+    return u64_to_dec(p, (uint32_t)(exptime - mp_current_time));
 }
 
 static bool opaque_too_long(const mp_request *r, int i)
@@ -237,7 +237,7 @@ int cmd_mg(mp_conn *c, const mp_request *r)
             p = echo_num(p, 's', it->nbytes - 2);
             break;
         case 't':
-            p = echo_ttl(p, it);
+            p = echo_ttl(p, it->exptime);
             break;
         case 'c':
             p = echo_num(p, 'c', it->cas);
@@ -572,11 +572,11 @@ int cmd_ma(mp_conn *c, const mp_request *r)
     mp_shard *s = mp_store_shard(st, hv);
     char num[MP_META_NUMBER_MAX];
     mp_item *it = NULL;
-    bool created = false, quiet = false;
+    bool created = false, quiet = false, moved = false;
     const char *code = NULL;
     mp_shard_lock(s);
     switch (mp_item_delta(s, m.key, m.nkey, hv, incr, m.delta,
-                          mp_meta_has(&m, 'C') ? m.cas : 0, num, &it)) {
+                          mp_meta_has(&m, 'C') ? m.cas : 0, num, &it, &moved)) {
     case MP_DELTA_OK:
         if (incr)
             STATS(c).incr_hits++;
@@ -633,20 +633,27 @@ int cmd_ma(mp_conn *c, const mp_request *r)
         } else {
             q = put2(out, R_HD);
         }
+        /* memcached goes on with the old item when the result needed a new
+         * one: T then shows in t but changes nothing stored */
+        mp_rel_time exptime = it->exptime;
         for (int i = 2; i < r->ntokens; i++) {
             switch (TOKP(r, i)[0]) {
             case 'c':
                 q = echo_num(q, 'c', it->cas);
                 break;
             case 't':
-                q = echo_ttl(q, it);
+                q = echo_ttl(q, exptime);
                 break;
             case 'T':
-                mp_item_set_exptime(s, it, ttl);
+                exptime = ttl;
+                if (!moved)
+                    mp_item_set_exptime(s, it, ttl);
                 break;
             case 'N':
-                if (created)
+                if (created) {
+                    exptime = vivify_ttl;
                     mp_item_set_exptime(s, it, vivify_ttl);
+                }
                 break;
             case 'O':
                 /* the change is made already: only the reply is refused */

@@ -1095,10 +1095,11 @@ static size_t u64_to_dec(uint64_t v, char *buf)
 
 mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
                               bool incr, uint64_t delta, uint64_t cas_in, char *buf,
-                              mp_item **out)
+                              mp_item **out, bool *moved)
 {
     mp_store *st = s->st;
     *out = NULL;
+    *moved = false;
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     uint64_t value;
     if (it == NULL)
@@ -1143,6 +1144,7 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
     memcpy(MP_ITEM_value(n) + len, "\r\n", 2);
     item_replace(s, it, n, hv);
     *out = n;
+    *moved = true;
     return MP_DELTA_OK;
 }
 
@@ -1151,8 +1153,9 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
 {
     mp_shard *s = mp_store_shard(st, hv);
     mp_item *it;
+    bool moved;
     pthread_mutex_lock(&s->lock);
-    mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it);
+    mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
     if (res == MP_DELTA_OK && cas_out != NULL)
         *cas_out = it->cas;
     pthread_mutex_unlock(&s->lock);

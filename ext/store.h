@@ -154,10 +154,13 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
 /* incr/decr under the shard lock (ma holds it for the whole command): as
  * mp_store_arith, plus a compare: a non-zero cas_in that is not the item's
  * gives MP_DELTA_EXISTS (checked after the empty-value test, before the
- * digits, as memcached does).  On success *out is the changed item. */
+ * digits, as memcached does).  On success *out is the item holding the
+ * result, and *moved tells whether it is a new one (the result was longer
+ * than the old value): memcached's ma then goes on with the old, unlinked
+ * item, so its T and N change nothing stored. */
 mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
                               bool incr, uint64_t delta, uint64_t cas_in, char *buf,
-                              mp_item **out);
+                              mp_item **out, bool *moved);
 
 /* Lock held: creates and links an item holding value[0, vlen), client flags
  * 0, no expiry and a new cas (mg N and ma N on a miss).  NULL when there is

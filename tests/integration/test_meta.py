@@ -98,6 +98,12 @@ EXACT = [
     (b"set q 0 0 1\r\n1\r\nma q q v\r\nma q q\r\nma nq q\r\nma nq q N0\r\nma nq q N0\r\n"
      b"ma nq q k O1 C99\r\nmg q v\r\n",
      b"STORED\r\nNF\r\nHD\r\nEX knq O1\r\nVA 1\r\n3\r\n"),
+    # a result longer than the old value lives in a new item, and memcached's
+    # ma goes on with the old one: its T shows in t but changes nothing stored
+    (b"set n 0 0 1\r\n9\r\nma n T-1 v\r\nmg n v\r\nset n 0 0 2\r\n10\r\nma n T-1 v\r\nmg n v\r\n"
+     b"set n 0 0 1\r\n9\r\nma n T100 t v\r\nmg n t v\r\n",
+     b"STORED\r\nVA 2\r\n10\r\nVA 2\r\n10\r\nSTORED\r\nVA 2\r\n11\r\nEN\r\nSTORED\r\n"
+     b"VA 2 t100\r\n10\r\nVA 2 t-1\r\n10\r\n"),
     # ma's TTL flags act where they stand among the others
     (b"ma t1 N100 t v\r\nma t2 t N100 v\r\nmg t2 t\r\nma t3 N100 T50 t v\r\nma t4 T50 N100 t v\r\n",
      b"VA 1 t100\r\n0\r\nVA 1 t-1\r\n0\r\nHD t100\r\nVA 1 t50\r\n0\r\nVA 1 t100\r\n0\r\n"),
