@@ -52,17 +52,22 @@ def settled_fds(pid):
     return last
 
 
+def recv_exact(sock, n):
+    """Up to n bytes: fewer only if the server closed first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
 def set_get(addr, key=b"probe", value=b"v"):
     with socket.create_connection(addr, timeout=5) as s:
         s.sendall(b"set %s 0 0 %d\r\n%s\r\nget %s\r\n" % (key, len(value), value, key))
         want = b"STORED\r\nVALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value)
-        buf = b""
-        while len(buf) < len(want):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return buf == want
+        return recv_exact(s, len(want)) == want
 
 
 def wait_for(pred, timeout=10.0):
@@ -125,12 +130,7 @@ def churn(addr, n, errors):
         try:
             s = socket.create_connection(addr, timeout=5)
             s.sendall(req)
-            buf = b""
-            while len(buf) < len(want):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
+            buf = recv_exact(s, len(want))
             s.close()
         except OSError as e:
             errors.append(f"cycle {i}: {e!r}")
@@ -230,12 +230,7 @@ def test_stats_channels_shows_the_mechanics_per_channel(engine):
             # one pipelined burst: its replies go out together
             s.sendall(b"set k 0 0 1\r\nx\r\n" + b"get k\r\n" * n)
             want = b"STORED\r\n" + b"VALUE k 0 1\r\nx\r\nEND\r\n" * n
-            buf = b""
-            while len(buf) < len(want):
-                chunk = s.recv(65536)
-                assert chunk
-                buf += chunk
-            assert buf == want
+            assert recv_exact(s, len(want)) == want
         st = stats(srv.addr, b"channels")
         general = stats(srv.addr)
         assert st["engine"] == general["mpcache_io_engine"]
