@@ -251,3 +251,22 @@ def test_stats_channels_shows_the_mechanics_per_channel(engine):
             assert p["syscalls"] >= p["syscall_wait"]
         # batching: far fewer sends than requests
         assert sum(p["syscall_write"] for p in per) < n // 4
+
+
+def test_connections_over_the_limit_are_told_and_closed(engine):
+    with ServerProcess(engine, threads=2, conn_limit=8) as srv:
+        assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1")
+        held = [socket.create_connection(srv.addr, timeout=5) for _ in range(8)]
+        try:
+            for s in held:       # each is served, so each was admitted
+                s.sendall(b"version\r\n")
+                assert recv_exact(s, 16) == b"VERSION 1.6.18\r\n"
+            extra = socket.create_connection(srv.addr, timeout=5)
+            with extra:
+                assert recv_exact(extra, 100) == b"ERROR Too many open connections\r\n"
+        finally:
+            for s in held:
+                s.close()
+        assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1")
+        assert int(stats(srv.addr)["rejected_connections"]) >= 1
+        assert set_get(srv.addr)
