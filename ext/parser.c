@@ -225,7 +225,9 @@ static const struct {
     ['N'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(vivify_ttl)},
     ['T'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(ttl)},
     ['R'] = {MF_I32, MP_META_ERR_BAD_TOKEN, MF_FIELD(recache_ttl)},
-    ['F'] = {MF_U32, MP_META_ERR_BAD_FORMAT, MF_FIELD(client_flags)},
+    /* memcached sets no text for a bad F: the last one set stays, or the
+     * command's default (bad command line format) */
+    ['F'] = {MF_U32, MP_META_ERR_NONE, MF_FIELD(client_flags)},
     ['C'] = {MF_U64, MP_META_ERR_BAD_TOKEN, MF_FIELD(cas)},
     ['J'] = {MF_U64, MP_META_ERR_BAD_INITIAL, MF_FIELD(initial)},
     ['D'] = {MF_U64, MP_META_ERR_BAD_DELTA, MF_FIELD(delta)},
@@ -257,6 +259,7 @@ int mp_meta_parse(const mp_request *r, int first, char *keybuf, mp_meta *m)
     m->key = r->line + r->tok[1].off;
     m->nkey = r->tok[1].len;
     int err = MP_META_ERR_NONE;
+    bool failed = false;
     for (int i = first; i < r->ntokens; i++) {
         const char *w = r->line + r->tok[i].off;
         size_t n = r->tok[i].len;
@@ -298,9 +301,14 @@ int mp_meta_parse(const mp_request *r, int first, char *keybuf, mp_meta *m)
                 m->mode = w[1];
             break;
         }
-        if (!ok)
-            err = meta_flags[f].err;
+        if (!ok) {
+            failed = true;
+            if (meta_flags[f].err != MP_META_ERR_NONE)
+                err = meta_flags[f].err;
+        }
     }
+    if (failed && err == MP_META_ERR_NONE)
+        err = MP_META_ERR_BAD_FORMAT;
     return err;
 }
 

@@ -168,6 +168,11 @@ ERRORS = [
      b"CLIENT_ERROR opaque token too long\r\nCLIENT_ERROR opaque token too long\r\nEN O" +
      b"9" * 31 + b"\r\n"),
     # md and ma answer every flag error alike
+    # a bad F keeps the error text an earlier flag set
+    (b"mg k Tx Fx\r\nmg k b Fx\r\nmg k Jx Fx\r\nms k 1 Tx Fx\r\na\r\nms k 1 Fx\r\na\r\n",
+     b"CLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR error decoding key\r\n"
+     b"CLIENT_ERROR invalid numeric initial value\r\n"
+     b"CLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR bad command line format\r\n"),
     (b"md k zz\r\nmd k v v\r\nmd k Tx\r\nmd k b\r\nma k zz\r\nma k Dx\r\nma k Jx\r\nma k MII\r\n",
      b"CLIENT_ERROR invalid or duplicate flag\r\n" * 8),
     (b"md k q " + OPAQUE_33 + b"\r\nma k q " + OPAQUE_33 + b"\r\n",

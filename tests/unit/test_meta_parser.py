@@ -169,8 +169,14 @@ def test_mode_is_one_byte():
 # ---- which error wins ----
 
 def test_the_last_soft_error_wins():
-    assert parse(b"mg k Tx Fx\r\n")[0] == BAD_FORMAT
+    # a bad F sets no text of its own: the one before it stays, or the
+    # command's default
+    assert parse(b"mg k Fx\r\n")[0] == BAD_FORMAT
+    assert parse(b"mg k Tx Fx\r\n")[0] == BAD_TOKEN
     assert parse(b"mg k Fx Tx\r\n")[0] == BAD_TOKEN
+    assert parse(b"mg k Jx Fx\r\n")[0] == BAD_INITIAL
+    assert parse(b"mg k b Fx\r\n")[0] == DECODE
+    assert parse(b"mg k Fx b\r\n")[0] == DECODE
     assert parse(b"mg k C12 F3 M J D I\r\n")[0] == BAD_DELTA
     assert parse(b"mg k M J\r\n")[0] == BAD_INITIAL
     assert parse(b"mg k b Tx\r\n")[0] == BAD_TOKEN
