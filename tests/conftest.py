@@ -22,11 +22,12 @@ if ROOT not in sys.path:
 
 from tests.support.raw import RawConn  # noqa: E402
 from tests.support.servers import (  # noqa: E402
-    BACKENDS, ServerProcess, mpcache_backends, selected_backends)
+    BACKENDS, ServerProcess, kill_servers_on_sigterm, mpcache_backends, selected_backends)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "mpcache_only: run only against the mpcache backends")
+    kill_servers_on_sigterm()
 
 
 def pytest_generate_tests(metafunc):

@@ -113,13 +113,26 @@ class ServerStartError(AssertionError):
 # fixture's teardown never runs.
 _live = set()
 
-
 @atexit.register
 def _kill_leftovers():
     for proc in list(_live):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def kill_servers_on_sigterm():
+    """atexit does not run when the test process is terminated (e.g. by
+    `timeout`), and the servers run in their own sessions: stop them first.
+    (PR_SET_PDEATHSIG would not survive the servers' -u root setuid.)"""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        _kill_leftovers()
+        signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @dataclass
