@@ -91,9 +91,9 @@ EXACT = [
      b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
      b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\nEX\r\nSTORED\r\n"
      b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
-    (b"set w 0 0 20\r\n18446744073709551615\r\nma w v\r\nset w 0 0 2\r\n10\r\nma w v MD\r\n"
+    (b"set w 0 0 2\r\n10\r\nma w v MD\r\n"
      b"mg w v\r\nma w v MD D20\r\nset w 0 0 4\r\n5 ab\r\nma w v\r\nma w v t T100\r\nmg w t\r\n",
-     b"STORED\r\nVA 1\r\n0\r\nSTORED\r\nVA 1\r\n9\r\nVA 2\r\n9 \r\nVA 1\r\n0\r\nSTORED\r\n"
+     b"STORED\r\nVA 1\r\n9\r\nVA 2\r\n9 \r\nVA 1\r\n0\r\nSTORED\r\n"
      b"VA 1\r\n6\r\nVA 1 t-1\r\n7\r\nHD t100\r\n"),
     (b"set q 0 0 1\r\n1\r\nma q q v\r\nma q q\r\nma nq q\r\nma nq q N0\r\nma nq q N0\r\n"
      b"ma nq q k O1 C99\r\nmg q v\r\n",
@@ -243,6 +243,16 @@ def test_ms_compare_and_swap(server):
     # cas with text commands: the unique from ms works for "cas"
     cas3 = cas_of(call(server, b"mg k c\r\n"))
     assert call(server, b"cas k 0 0 1 %d\r\nq\r\n" % cas3) == b"STORED\r\n"
+
+
+def test_ma_wraps_around_on_a_fresh_server(server_factory):
+    # memcached checks a number of 2**63 or more for a minus sign with
+    # strchr, reading past the value into whatever its memory holds: on a
+    # server that has served other tests it may call the number non-numeric
+    srv = server_factory()
+    assert call(srv, b"set w 0 0 20\r\n18446744073709551615\r\nma w v\r\n"
+                     b"ma w v MD D18446744073709551615\r\nma w v D18446744073709551615\r\n") == \
+        b"STORED\r\nVA 1\r\n0\r\nVA 1\r\n0\r\nVA 20\r\n18446744073709551615\r\n"
 
 
 def test_ma_compare_and_new_cas(server):
