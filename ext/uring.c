@@ -53,6 +53,7 @@ struct mp_uring {
     mp_bufring bufs;
     bool direct;                 /* accept into the registered file table */
     bool rearm_accept[MP_MAX_LISTENERS];
+    bool accept_dead[MP_MAX_LISTENERS];   /* failed for good: not re-armed */
     uint64_t stop_val;
 };
 
@@ -287,8 +288,12 @@ static void on_accept(mp_channel *ch, uint32_t idx, int res, unsigned flags)
     /* EINVAL/EBADF/ENOTSOCK would fail again at once: that listener is
      * dropped rather than spinning; EMFILE, ENFILE (table full) and the
      * like are retried next turn */
-    if (!(flags & IORING_CQE_F_MORE) && res != -EINVAL && res != -EBADF && res != -ENOTSOCK)
-        ch->uring->rearm_accept[idx] = true;
+    if (!(flags & IORING_CQE_F_MORE)) {
+        if (res != -EINVAL && res != -EBADF && res != -ENOTSOCK)
+            ch->uring->rearm_accept[idx] = true;
+        else
+            ch->uring->accept_dead[idx] = true;
+    }
     if (res < 0)
         return;
     ch->stats.syscall_accept++;   /* counted as the accept4 it replaces */
@@ -394,11 +399,56 @@ static int uring_setup(mp_channel *ch)
     return 0;
 }
 
+/* Stopping must leave the listening sockets unreferenced: a pending accept
+ * holds its socket open, and the ring's own teardown cancels it only later,
+ * asynchronously, so a connect right after stop() would still be accepted by
+ * the kernel.  Cancel the accepts and wait (bounded) for their completions. */
+#define MP_URING_STOP_WAIT_TURNS 20
+
+static void cancel_accepts(mp_channel *ch)
+{
+    mp_ring *r = &ch->uring->ring;
+    int live = 0;
+    for (int i = 0; i < ch->nlisteners; i++) {
+        /* only a listener whose multishot accept is still armed */
+        if (ch->uring->accept_dead[i] || ch->uring->rearm_accept[i])
+            continue;
+        struct io_uring_sqe *sqe = get_sqe(ch);
+        sqe->opcode = IORING_OP_ASYNC_CANCEL;
+        sqe->addr = UD(OP_ACCEPT, 0, (uint32_t)i);
+        sqe->user_data = UD(OP_CANCEL, 0, (uint32_t)i);
+        live++;
+    }
+    for (int turn = 0; live > 0 && turn < MP_URING_STOP_WAIT_TURNS; turn++) {
+        if (mp_ring_submit(r, 1, MP_MAINTAIN_MS) < 0)
+            break;
+        unsigned head;
+        unsigned n = mp_ring_cq_ready(r, &head);
+        for (unsigned k = 0; k < n; k++) {
+            struct io_uring_cqe *cqe = mp_ring_cqe_at(r, head + k);
+            if (UD_OP(cqe->user_data) == OP_ACCEPT && !(cqe->flags & IORING_CQE_F_MORE))
+                live--;
+            else if (UD_OP(cqe->user_data) == OP_CANCEL && cqe->res == -ENOENT)
+                live--;   /* it had just ended on its own */
+            else if (UD_OP(cqe->user_data) == OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER))
+                mp_bufring_recycle(&ch->uring->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            if (UD_OP(cqe->user_data) == OP_ACCEPT && cqe->res >= 0) {
+                /* accepted just before the cancel: nobody will serve it */
+                close_descriptor(ch, cqe->res, ch->uring->direct, UD(OP_CLOSE, 0, 0));
+            }
+        }
+        mp_ring_cq_advance(r, n);
+        mp_bufring_commit(&ch->uring->bufs);
+    }
+}
+
 static void uring_teardown(mp_channel *ch)
 {
     mp_uring *u = ch->uring;
     if (u == NULL)
         return;
+    if (u->ring.fd >= 0)
+        cancel_accepts(ch);
     /* closing the ring cancels what is in flight and closes the direct
      * descriptors; only then are the connections' buffers ours again */
     if (u->ring.fd >= 0)
