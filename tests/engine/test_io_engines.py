@@ -270,3 +270,22 @@ def test_connections_over_the_limit_are_told_and_closed(engine):
         assert wait_for(lambda: stats(srv.addr)["curr_connections"] == "1")
         assert int(stats(srv.addr)["rejected_connections"]) >= 1
         assert set_get(srv.addr)
+
+
+def test_idle_timeout_closes_only_idle_connections(engine):
+    with ServerProcess(engine, threads=2, extra=("-o", "idle_timeout=1")) as srv:
+        idle = socket.create_connection(srv.addr, timeout=10)
+        busy = socket.create_connection(srv.addr, timeout=10)
+        idle.sendall(b"version\r\n")
+        assert recv_exact(idle, 16) == b"VERSION 1.6.18\r\n"
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            busy.sendall(b"version\r\n")
+            assert recv_exact(busy, 16) == b"VERSION 1.6.18\r\n"
+            time.sleep(0.2)
+        # idle for about four seconds against a one-second limit: closed
+        assert idle.recv(100) == b""
+        busy.sendall(b"version\r\n")
+        assert recv_exact(busy, 16) == b"VERSION 1.6.18\r\n"
+        idle.close()
+        busy.close()
