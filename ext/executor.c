@@ -68,7 +68,14 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     mp_store *st = ENGINE(c)->store;
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(st, hv);
+    /* the value's size is known only under the lock; room for a line and a
+     * small value is made before it, so the common get locks and looks up
+     * once (an idle connection holds no output buffer) */
+    size_t need = MP_VALUE_LINE_MAX;
     for (;;) {
+        /* growing may realloc: never under the shard lock */
+        if (!mp_out_fits(c, need) && !mp_out_grow(c, need))
+            return GK_NO_MEMORY;
         int why = MP_MISS_NONE;
         mp_shard_lock(s);
         mp_item *it = mp_item_find(s, key, nkey, hv, &why);
@@ -87,12 +94,9 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
                 STATS(c).get_flushed++;
             return GK_OK;
         }
-        size_t need = MP_VALUE_LINE_MAX + it->nbytes;
+        need = MP_VALUE_LINE_MAX + it->nbytes;
         if (!mp_out_fits(c, need)) {
-            /* growing may realloc: never under the shard lock */
             mp_shard_unlock(s);
-            if (!mp_out_grow(c, need))
-                return GK_NO_MEMORY;
             continue;
         }
         if (touch)
@@ -246,10 +250,6 @@ static int cmd_cas(mp_conn *c, const mp_request *r) { return update_common(c, r,
 static void complete_nread(mp_conn *c)
 {
     mp_proto *p = &c->proto;
-    if (p->meta) {
-        mp_meta_complete_nread(c);
-        return;
-    }
     mp_store *st = ENGINE(c)->store;
     mp_item *it = p->item;
     p->item = NULL;
@@ -257,19 +257,17 @@ static void complete_nread(mp_conn *c)
     STATS(c).set_cmds++;
     const char *end = MP_ITEM_value(it) + it->nbytes - 2;
     if (end[0] != '\r' || end[1] != '\n') {
+        p->meta = false;
         mp_store_release(st, it, p->hv);
         REPLY(c, R_BAD_CHUNK);
         return;
     }
-    mp_store_result res = mp_store_item(st, it, p->hv, (mp_store_op)p->op, p->cas_in, NULL);
-    if (p->op == MP_CAS) {
-        if (res == MP_STORED)
-            STATS(c).cas_hits++;
-        else if (res == MP_EXISTS)
-            STATS(c).cas_badval++;
-        else if (res == MP_NOT_FOUND)
-            STATS(c).cas_misses++;
+    if (p->meta) {
+        mp_meta_complete_nread(c, it);
+        return;
     }
+    mp_store_result res = mp_store_item(st, it, p->hv, (mp_store_op)p->op, p->cas_in, NULL);
+    count_cas_result(c, p->op, res);
     switch (res) {
     case MP_STORED:
         REPLY(c, R_STORED);

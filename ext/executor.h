@@ -15,6 +15,7 @@
 #include "proto.h"
 #include "replies.h"
 #include "settings.h"
+#include "store.h"
 
 #define STATS(c) ((c)->ch->stats)
 #define ENGINE(c) ((c)->ch->eng)
@@ -60,6 +61,19 @@ static inline mp_rel_time exptime_rel(int32_t exptime)
     return mp_realtime(exptime < 0 ? (int64_t)MP_REALTIME_MAXDELTA + 1 : exptime);
 }
 
+/* cas_hits / cas_badval / cas_misses for a stored cas, text or meta */
+static inline void count_cas_result(mp_conn *c, int op, mp_store_result res)
+{
+    if (op != MP_CAS)
+        return;
+    if (res == MP_STORED)
+        STATS(c).cas_hits++;
+    else if (res == MP_EXISTS)
+        STATS(c).cas_badval++;
+    else if (res == MP_NOT_FOUND)
+        STATS(c).cas_misses++;
+}
+
 /* what a swallowed data block answers once it has been read */
 enum { RK_NONE = 0, RK_TOO_LARGE, RK_NO_MEMORY, RK_META_ERROR };
 
@@ -70,9 +84,10 @@ int cmd_md(mp_conn *c, const mp_request *r);
 int cmd_ma(mp_conn *c, const mp_request *r);
 int cmd_me(mp_conn *c, const mp_request *r);
 
-/* ms: the data block has arrived (c->proto.item holds it); stores it and
- * answers as memcached's complete_nread_ascii does for a meta set. */
-void mp_meta_complete_nread(mp_conn *c);
+/* ms: the data block `it` has arrived whole and well terminated (the caller
+ * counted it and answered a bad chunk); stores it and answers as memcached's
+ * complete_nread_ascii does for a meta set. */
+void mp_meta_complete_nread(mp_conn *c, mp_item *it);
 /* The text of a swallowed ms's error (RK_META_ERROR). */
 void mp_meta_complete_swallow(mp_conn *c);
 

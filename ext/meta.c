@@ -409,35 +409,18 @@ int cmd_ms(mp_conn *c, const mp_request *r)
     return 0;
 }
 
-void mp_meta_complete_nread(mp_conn *c)
+void mp_meta_complete_nread(mp_conn *c, mp_item *it)
 {
     mp_proto *p = &c->proto;
     mp_store *st = ENGINE(c)->store;
-    mp_item *it = p->item;
-    p->item = NULL;
     p->meta = false;
-    /* counted even when the chunk turns out bad, as memcached does */
-    STATS(c).set_cmds++;
-    const char *end = MP_ITEM_value(it) + it->nbytes - 2;
-    if (end[0] != '\r' || end[1] != '\n') {
-        mp_store_release(st, it, p->hv);
-        REPLY(c, R_BAD_CHUNK);
-        return;
-    }
     char key[MP_KEY_MAX_LENGTH];
     size_t nkey = it->nkey;
     memcpy(key, MP_ITEM_key(it), nkey);
     uint64_t cas = 0;
     mp_store_result res = mp_store_item_ex(st, it, p->hv, (mp_store_op)p->op, p->cas_in,
                                            p->meta_opts, &cas);
-    if (p->op == MP_CAS) {
-        if (res == MP_STORED)
-            STATS(c).cas_hits++;
-        else if (res == MP_EXISTS)
-            STATS(c).cas_badval++;
-        else if (res == MP_NOT_FOUND)
-            STATS(c).cas_misses++;
-    }
+    count_cas_result(c, p->op, res);
     const char *code;
     switch (res) {
     case MP_STORED:
