@@ -8,7 +8,6 @@ killed at the latest when the session ends.
 """
 
 import atexit
-import itertools
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import urllib.request
 import pytest
 from pymemcache.client.base import Client
 
+from tests.support import servers
+
 HOST = "127.0.0.1"
 PORT_RANGE = (26000, 27000)     # the metrics and deployment suites' ports
 START_TIMEOUT = 30.0            # Prometheus takes a few seconds to open its TSDB
@@ -31,7 +32,6 @@ STOP_TIMEOUT = 10.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_counter = itertools.count()
 _live = set()
 
 
@@ -51,26 +51,8 @@ def need(tool):
         pytest.skip(f"{tool} is not installed")
 
 
-def _port_is_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def free_port():
-    lo, hi = PORT_RANGE
-    span = hi - lo
-    base = (os.getpid() * 53) % span
-    for _ in range(span):
-        port = lo + (base + next(_counter)) % span
-        if _port_is_free(port):
-            return port
-    raise RuntimeError(f"no free port in {PORT_RANGE}")
+    return servers.free_port(PORT_RANGE)
 
 
 class Proc:

@@ -92,17 +92,18 @@ def _port_is_free(port):
         s.close()
 
 
-def free_port():
-    """A free loopback port in PORT_RANGE.  Start points differ per process so
-    concurrent test sessions rarely probe the same ports."""
-    lo, hi = PORT_RANGE
+def free_port(port_range=PORT_RANGE):
+    """A free loopback port in port_range (this suite's by default).  Start
+    points differ per process so concurrent test sessions rarely probe the
+    same ports."""
+    lo, hi = port_range
     span = hi - lo
     base = (os.getpid() * 37) % span
     for _ in range(span):
         port = lo + (base + next(_port_counter)) % span
         if _port_is_free(port):
             return port
-    raise RuntimeError(f"no free port in {PORT_RANGE}")
+    raise RuntimeError(f"no free port in {port_range}")
 
 
 class ServerStartError(AssertionError):
