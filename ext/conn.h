@@ -33,7 +33,6 @@ typedef struct mp_conn {
     uint8_t state;            /* mp_conn_state */
     bool is_unix;
     bool close_after_write;   /* quit, fatal protocol error: flush then close */
-    bool want_write;          /* waiting for EPOLLOUT */
     bool in_ready;            /* on the channel's ready list (budget exhausted) */
     bool blocked_out;         /* stopped at MP_OUT_HIGHWATER until output drains */
     bool rbuf_borrowed;       /* rbuf is the channel's scratch or a kernel buffer */

@@ -34,7 +34,6 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
     }
     eng->settings = *settings;
     eng->control_fd = -1;
-    eng->accepting = 1;
     eng->nchannels = settings->num_threads;
     if (eng->nchannels < 1) {
         snprintf(err, errlen, "Number of threads must be greater than 0");
@@ -145,7 +144,6 @@ void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out)
 void mp_engine_reset_stats(mp_engine *eng)
 {
     stats_sum(eng, &eng->reset_base);
-    eng->reset_time = mp_current_time;
 }
 
 const char *const mp_thread_stat_names[] = {

@@ -32,12 +32,6 @@ typedef struct mp_engine {
     char engine_desc[128];       /* features of the backend in use ("stats channels") */
     int control_fd;              /* eventfd: readable when "shutdown" was received */
     volatile int curr_conns;     /* atomic */
-    /* memcached's accepting_conns / listen_disabled_num: always 1 and 0, since
-     * over -c a connection is told and closed rather than the listener
-     * disabled, as memcached does with its default maxconns_fast */
-    volatile int accepting;
-    volatile uint64_t listen_disabled_num;
-    uint64_t reset_time;         /* rel time of the last "stats reset" */
     mp_thread_stats reset_base;  /* counters at the last "stats reset" */
 } mp_engine;
 

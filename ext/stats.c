@@ -185,8 +185,11 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "bytes_read", t.bytes_read);
     STAT_U64(c, "bytes_written", t.bytes_written);
     STAT_U64(c, "limit_maxbytes", set->maxbytes);
-    STAT_U64(c, "accepting_conns", __atomic_load_n(&eng->accepting, __ATOMIC_RELAXED) ? 1 : 0);
-    STAT_U64(c, "listen_disabled_num", eng->listen_disabled_num);
+    /* over -c a connection is told and closed rather than the listeners
+     * disabled, as memcached does with its default maxconns_fast: they
+     * always accept */
+    STAT_U64(c, "accepting_conns", 1);
+    STAT_U64(c, "listen_disabled_num", 0);
     STAT_U64(c, "time_in_listen_disabled_us", 0);
     STAT_U64(c, "threads", eng->nchannels);
     STAT_U64(c, "conn_yields", t.conn_yields);

@@ -75,12 +75,11 @@ static struct io_uring_sqe *get_sqe(mp_channel *ch)
     return sqe;
 }
 
-static void set_fd(mp_channel *ch, struct io_uring_sqe *sqe, const mp_conn *c)
+static void set_fd(struct io_uring_sqe *sqe, const mp_conn *c)
 {
     sqe->fd = c->fd;
     if (c->fixed)
         sqe->flags |= IOSQE_FIXED_FILE;
-    (void)ch;
 }
 
 static void arm_accept(mp_channel *ch, int i)
@@ -102,7 +101,7 @@ static void arm_recv(mp_channel *ch, mp_conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(ch);
     sqe->opcode = IORING_OP_RECV;
-    set_fd(ch, sqe, c);
+    set_fd(sqe, c);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = MP_URING_BGID;
     sqe->ioprio = IORING_RECV_MULTISHOT;
@@ -114,7 +113,7 @@ static void submit_send(mp_channel *ch, mp_conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(ch);
     sqe->opcode = IORING_OP_SEND;
-    set_fd(ch, sqe, c);
+    set_fd(sqe, c);
     sqe->addr = (uint64_t)(uintptr_t)(c->sbuf + c->sstart);
     sqe->len = c->send - c->sstart;
     sqe->msg_flags = MSG_NOSIGNAL;
