@@ -46,6 +46,23 @@ void mp_s3_remove(mp_s3 *q, mp_item *it)
     fifo_unlink((it->freq & MP_FREQ_MAIN) ? &q->main : &q->small, it);
 }
 
+void mp_s3_replace(mp_s3 *q, mp_item *old, mp_item *n)
+{
+    mp_fifo *f = (old->freq & MP_FREQ_MAIN) ? &q->main : &q->small;
+    n->freq = old->freq;
+    n->qprev = old->qprev;
+    n->qnext = old->qnext;
+    if (n->qprev != NULL)
+        n->qprev->qnext = n;
+    else
+        f->head = n;
+    if (n->qnext != NULL)
+        n->qnext->qprev = n;
+    else
+        f->tail = n;
+    old->qnext = old->qprev = NULL;
+}
+
 static inline bool small_turn(const mp_s3 *q)
 {
     if (q->small.n == 0)

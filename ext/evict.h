@@ -51,6 +51,8 @@ typedef struct mp_ghost {
 
 void mp_s3_insert(mp_s3 *q, mp_item *it, bool to_main);
 void mp_s3_remove(mp_s3 *q, mp_item *it);
+/* n takes old's place in its queue, with its policy state. */
+void mp_s3_replace(mp_s3 *q, mp_item *old, mp_item *n);
 
 /* A hit: one more access (saturating).  No list operation. */
 static inline void mp_s3_hit(mp_item *it)

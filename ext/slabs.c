@@ -308,7 +308,7 @@ uint32_t mp_slabs_empty_page(const mp_arena *a, const mp_slabs *sl)
 static void slab_assign(mp_arena *a, mp_slabs *sl, int cls, uint32_t u)
 {
     mp_slab_meta *m = &a->slabs[u];
-    m->used = m->carved = m->pending = 0;
+    m->used = m->carved = m->pinned = 0;
     m->clsid = (uint8_t)cls;
     mp_slab_class *c = &sl->cls[cls];
     slist_add(a->slabs, &c->slabs, u, false);
@@ -399,17 +399,18 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
     mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
     m->used++;
     if (pending)
-        m->pending++;
+        m->pinned++;
     c->used++;
     c->requested += size;
     it->clsid = (uint8_t)cls;
     it->iflags = pending ? MP_IT_PENDING : 0;
+    it->refs = 0;
     return it;
 }
 
 void mp_slab_unpend(mp_arena *a, mp_item *it)
 {
-    a->slabs[mp_slab_of(a, it)].pending--;
+    a->slabs[mp_slab_of(a, it)].pinned--;
     it->iflags &= (uint8_t)~MP_IT_PENDING;
 }
 
@@ -429,7 +430,7 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     if (c->cur == u + 1)
         c->cur = MP_NONE;
     m->clsid = 0;
-    m->carved = m->used = m->pending = 0;
+    m->carved = m->used = m->pinned = 0;
 
     uint32_t pg = mp_page_of_unit(a, u);
     mp_page_meta *p = &a->pages[pg];
@@ -461,7 +462,7 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     mp_slab_class *c = &sl->cls[it->clsid];
     m->used--;
     if (it->iflags & MP_IT_PENDING)
-        m->pending--;
+        m->pinned--;
     c->used--;
     c->requested -= size;
     it->iflags = MP_IT_FREE;

@@ -50,9 +50,11 @@ typedef struct mp_page_meta {
 
 typedef struct mp_slab_meta {
     uint32_t next, prev;     /* class's circular slab list, or the shard's free units */
-    uint32_t used;           /* chunks holding an item (linked or pending) */
+    uint32_t used;           /* chunks holding an item (linked, pending, or
+                                unlinked with references left) */
     uint32_t carved;         /* chunks [0, carved) have been handed out once */
-    uint32_t pending;        /* of the used ones, MP_IT_PENDING */
+    uint32_t pinned;         /* of the used ones, MP_IT_PENDING or with refs:
+                                while non-zero the slab is never emptied */
     uint8_t clsid;           /* 0: free unit */
 } mp_slab_meta;
 
@@ -130,6 +132,18 @@ static inline uint32_t mp_slab_of(const mp_arena *a, const void *p)
     if (a->pages[pg].kind == MP_PAGE_WHOLE)
         u = pg * a->units_per_page;
     return u;
+}
+
+/* An item's first reference was taken / its last one dropped: the slab is
+ * pinned as by a pending item. */
+static inline void mp_slab_pin(mp_arena *a, const mp_item *it)
+{
+    a->slabs[mp_slab_of(a, it)].pinned++;
+}
+
+static inline void mp_slab_unpin(mp_arena *a, const mp_item *it)
+{
+    a->slabs[mp_slab_of(a, it)].pinned--;
 }
 
 static inline char *mp_slab_base(const mp_arena *a, uint32_t u)

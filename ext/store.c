@@ -18,9 +18,20 @@
  *       and mp_store_item / mp_store_release; no lock is held while their data
  *       arrives.  A slab holding a pending item is never emptied for reuse, so
  *       the connection's pointer stays valid.
- *   held item (MP_IT_HELD, at most one per shard)
- *       the old item of an append/prepend/incr while the new one is being
- *       allocated under the same lock: eviction and slab moves skip it.
+ *   referenced items (it->refs > 0)
+ *       a reply sending the value from the item itself holds a reference
+ *       (mp_item_ref under the shard lock, mp_store_unref takes the lock), so
+ *       refs is a plain counter under the shard lock, no atomics.  Readers of
+ *       a referenced item's key and value need no lock: nothing writes them
+ *       (incr/decr make a new item instead of writing in place).  Unlinking
+ *       takes the item out of the table, queues and statistics as usual but
+ *       leaves its chunk allocated; the last unref frees it.  Eviction skips
+ *       it and its slab is pinned like a pending item's (slab meta "pinned"),
+ *       so it is never emptied nor its page moved to another class or shard;
+ *       hence the page's owner, which mp_store_unref reads without a lock to
+ *       find the shard, does not change while a reference is held.
+ *       The old item of an append/prepend/incr holds a reference of the
+ *       store's own while the new one is being allocated under the same lock.
  *   global atomics
  *       the cas counter, flush markers (oldest_live, oldest_cas), the limit.
  *   start-up / shutdown
@@ -110,7 +121,6 @@ struct mp_shard {
     mp_htable ht;
     mp_slabs slabs;
     mp_ghost ghost;
-    mp_item *held;
     uint64_t curr_items, total_items, bytes;
     uint64_t sweep_pos;
     int grow_hint;               /* written under the lock, read without */
@@ -326,7 +336,8 @@ static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, u
         __atomic_store_n(&s->grow_hint, 1, __ATOMIC_RELAXED);
 }
 
-/* Takes a linked item out of the table and queues and frees its chunk. */
+/* Takes a linked item out of the table and queues and frees its chunk, or
+ * leaves that to its last reference. */
 static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
 {
     mp_store *st = s->st;
@@ -335,7 +346,42 @@ static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
     s->curr_items--;
     s->bytes -= item_ntotal(st, it);
     it->iflags &= (uint8_t)~MP_IT_LINKED;
-    mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+    if (it->refs == 0)
+        mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+}
+
+/* ---- references ---- */
+
+static inline void item_ref(mp_shard *s, mp_item *it)
+{
+    if (it->refs++ == 0)
+        mp_slab_pin(&s->st->arena, it);
+}
+
+static inline void item_unref(mp_shard *s, mp_item *it)
+{
+    if (--it->refs != 0)
+        return;
+    mp_slab_unpin(&s->st->arena, it);
+    if (!(it->iflags & MP_IT_LINKED))
+        mp_slab_free(&s->st->arena, &s->slabs, it, ITEM_size(it));
+}
+
+void mp_item_ref(mp_shard *s, mp_item *it)
+{
+    item_ref(s, it);
+}
+
+void mp_store_unref(mp_store *st, mp_item *it)
+{
+    mp_arena *a = &st->arena;
+    /* the item's page is pinned, so its owner stays put: no lock needed to
+     * read it (the item's own shard, as its key's hash would say) */
+    uint32_t u = (uint32_t)(((const char *)it - a->base) >> MP_UNIT_SHIFT);
+    mp_shard *s = &st->shards[a->pages[mp_page_of_unit(a, u)].shard];
+    pthread_mutex_lock(&s->lock);
+    item_unref(s, it);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void item_unlink(mp_shard *s, mp_item *it)
@@ -351,6 +397,22 @@ static void item_replace(mp_shard *s, mp_item *old, mp_item *it, uint64_t hv)
     uint8_t freq = old->freq & MP_FREQ_MASK;
     item_unlink_hv(s, old, hv);
     item_link(s, it, hv, in_main, freq);
+}
+
+/* For a referenced item that would have been written in place: n, of the
+ * same size (so class), takes its place in the table and at its position in
+ * its queue, with its policy state, access time and flags, and no store is
+ * counted: only the address tells it from the in-place write.  The old item
+ * stays allocated until its last reference goes. */
+static void item_substitute(mp_shard *s, mp_item *old, mp_item *n, uint64_t hv)
+{
+    mp_ht_remove(&s->ht, old, hv);
+    mp_ht_insert(&s->ht, n, hv);
+    mp_s3_replace(&s->q[old->clsid], old, n);
+    n->time = old->time;
+    n->iflags = old->iflags & (uint8_t)(MP_IT_LINKED | MP_IT_FETCHED | MP_IT_STALE |
+                                        MP_IT_WIN | MP_IT_KEY_BINARY);
+    old->iflags &= (uint8_t)~MP_IT_LINKED;
 }
 
 /* Dead (expired or flushed) item found while looking for memory. */
@@ -393,7 +455,8 @@ static void item_evict_or_reclaim(mp_shard *s, mp_item *it)
 static int judge_item(void *ctx, mp_item *it)
 {
     mp_shard *s = ctx;
-    if (it->iflags & MP_IT_HELD)
+    /* memcached's lru_pull_tail skips refcounted items too */
+    if (it->refs != 0)
         return MP_S3_SKIP;
     if (item_expired(it) || item_flushed(s->st, it))
         return MP_S3_DEAD;
@@ -411,7 +474,7 @@ static int class_make_room(mp_shard *s, int cls)
     for (int f = 0; f < 2; f++) {
         mp_item *it = fifos[f]->tail;
         for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = it->qprev) {
-            if (!(it->iflags & MP_IT_HELD) && (item_expired(it) || item_flushed(s->st, it))) {
+            if (it->refs == 0 && (item_expired(it) || item_flushed(s->st, it))) {
                 item_reclaim(s, it);
                 return 1;
             }
@@ -430,13 +493,9 @@ static int class_make_room(mp_shard *s, int cls)
     return 1;
 }
 
-static uint32_t held_slab(const mp_shard *s)
-{
-    return s->held != NULL ? mp_slab_of(&s->st->arena, s->held) : UINT32_MAX;
-}
-
 /* Evicts everything in a slab; when the last item goes the slab leaves its
- * class (slabs.c), and with sl->hoard set its page stays in the shard. */
+ * class (slabs.c), and with sl->hoard set its page stays in the shard.  Only
+ * for a slab with nothing pinned (no pending or referenced item). */
 static void drain_slab(mp_shard *s, uint32_t u)
 {
     mp_arena *a = &s->st->arena;
@@ -452,8 +511,9 @@ static void drain_slab(mp_shard *s, uint32_t u)
     }
 }
 
-/* Can the page be emptied now?  Sets *used to the chunks it holds. */
-static bool page_drainable(const mp_shard *s, uint32_t pg, uint32_t avoid, uint64_t *used)
+/* Can the page be emptied now (nothing pinned)?  Sets *used to the chunks
+ * it holds. */
+static bool page_drainable(const mp_shard *s, uint32_t pg, uint64_t *used)
 {
     const mp_arena *a = &s->st->arena;
     uint32_t u0 = pg * a->units_per_page;
@@ -461,13 +521,13 @@ static bool page_drainable(const mp_shard *s, uint32_t pg, uint32_t avoid, uint6
     if (a->pages[pg].kind == MP_PAGE_WHOLE) {
         const mp_slab_meta *m = &a->slabs[u0];
         *used = m->used;
-        return m->pending == 0 && u0 != avoid;
+        return m->pinned == 0;
     }
     for (uint32_t k = 0; k < a->units_per_page; k++) {
         const mp_slab_meta *m = &a->slabs[u0 + k];
         if (m->clsid == 0)
             continue;
-        if (m->pending != 0 || u0 + k == avoid)
+        if (m->pinned != 0)
             return false;
         *used += m->used;
     }
@@ -482,14 +542,13 @@ static uint32_t pick_victim_page(mp_shard *s)
     mp_slabs *sl = &s->slabs;
     if (sl->pages == MP_NONE)
         return UINT32_MAX;
-    uint32_t avoid = held_slab(s);
     uint32_t pg = (sl->page_cursor != MP_NONE ? sl->page_cursor : sl->pages) - 1;
     uint32_t best = UINT32_MAX;
     uint64_t best_used = UINT64_MAX;
     uint32_t n = sl->npages < MP_VICTIM_SCAN ? sl->npages : MP_VICTIM_SCAN;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t used;
-        if (page_drainable(s, pg, avoid, &used) && used < best_used) {
+        if (page_drainable(s, pg, &used) && used < best_used) {
             best = pg;
             best_used = used;
         }
@@ -519,12 +578,11 @@ static uint32_t pick_victim_slab(mp_shard *s, int cls)
     mp_slab_class *c = &s->slabs.cls[cls];
     if (c->slabs == MP_NONE)
         return UINT32_MAX;
-    uint32_t avoid = held_slab(s);
     uint32_t u = c->slabs - 1, best = UINT32_MAX, best_used = UINT32_MAX;
     uint32_t n = c->nslabs < MP_VICTIM_SCAN ? c->nslabs : MP_VICTIM_SCAN;
     for (uint32_t i = 0; i < n; i++) {
         const mp_slab_meta *m = &a->slabs[u];
-        if (m->pending == 0 && u != avoid && m->used < best_used) {
+        if (m->pinned == 0 && m->used < best_used) {
             best = u;
             best_used = m->used;
         }
@@ -894,11 +952,9 @@ static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_
     int cls = mp_slabs_clsid(&st->arena, size);
     if (cls == 0)
         return NULL;
-    old->iflags |= MP_IT_HELD;
-    s->held = old;
+    item_ref(s, old);   /* survives the allocation */
     mp_item *n = shard_alloc(s, cls, size, false);
-    s->held = NULL;
-    old->iflags &= (uint8_t)~MP_IT_HELD;
+    item_unref(s, old);
     if (n == NULL)
         return NULL;
     item_init(n, MP_ITEM_key(it), it->nkey, old->flags, old->exptime, nbytes);
@@ -1120,7 +1176,8 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
     else
         s->cs[it->clsid].decr_hits++;
     size_t len = u64_to_dec(value, buf);
-    if (len + 2 <= it->nbytes) {
+    bool fits = len + 2 <= it->nbytes;
+    if (fits && it->refs == 0) {
         /* in place, blank-padded to the old length, with a new cas */
         char *v = MP_ITEM_value(it);
         memcpy(v, buf, len);
@@ -1130,21 +1187,33 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
         *out = it;
         return MP_DELTA_OK;
     }
-    size_t size = ITEM_SIZE(nkey, len + 2);
+    /* A longer result, or a referenced item, whose bytes must not change
+     * under a send in flight.  memcached (refcount != 2) then stores the
+     * result unpadded, so what a later get shows would depend on a
+     * concurrent reader; the copy here is padded as the in-place write
+     * would have been, and stands for the old item (item_substitute). */
+    uint32_t nbytes = fits ? it->nbytes : (uint32_t)len + 2;
+    size_t size = ITEM_SIZE(nkey, nbytes);
     int cls = mp_slabs_clsid(&st->arena, size);
-    it->iflags |= MP_IT_HELD;
-    s->held = it;
+    item_ref(s, it);   /* survives the allocation */
     mp_item *n = shard_alloc(s, cls, size, false);
-    s->held = NULL;
-    it->iflags &= (uint8_t)~MP_IT_HELD;
+    item_unref(s, it);
     if (n == NULL)
         return MP_DELTA_EOM;
-    item_init(n, key, nkey, it->flags, it->exptime, (uint32_t)len + 2);
-    memcpy(MP_ITEM_value(n), buf, len);
-    memcpy(MP_ITEM_value(n) + len, "\r\n", 2);
-    item_replace(s, it, n, hv);
+    item_init(n, key, nkey, it->flags, it->exptime, nbytes);
+    char *v = MP_ITEM_value(n);
+    memcpy(v, buf, len);
+    memset(v + len, ' ', nbytes - 2 - len);
+    memcpy(v + nbytes - 2, "\r\n", 2);
+    if (fits) {
+        item_substitute(s, it, n, hv);
+        n->cas = st->use_cas ? mp_store_next_cas(st) : 0;
+        item_update_time(n);
+    } else {
+        item_replace(s, it, n, hv);
+        *moved = true;
+    }
     *out = n;
-    *moved = true;
     return MP_DELTA_OK;
 }
 

@@ -25,7 +25,7 @@
 #define MP_IT_STALE    0x08   /* meta: invalidated by md I / ms I */
 #define MP_IT_WIN      0x10   /* meta: a W flag has been handed out */
 #define MP_IT_KEY_BINARY 0x20 /* meta: stored by ms b, so its key is echoed base64-encoded */
-#define MP_IT_HELD     0x40   /* must survive the allocation in progress (store-internal) */
+/* 0x40 unused */
 #define MP_IT_FREE     0x80   /* chunk on a free list (store-internal) */
 
 typedef struct mp_item {
@@ -41,8 +41,13 @@ typedef struct mp_item {
     uint8_t iflags;
     uint8_t clsid;             /* slab class (store-internal) */
     uint8_t freq;              /* eviction policy state (store-internal) */
+    uint32_t refs;             /* references (mp_item_ref), shard lock */
     char data[];               /* key, NUL, value with "\r\n" */
 } mp_item;
+
+/* The header stays 56 bytes: refs fills what was padding, and the smallest
+ * chunk size (and so how many items a page holds) does not change. */
+_Static_assert(offsetof(mp_item, data) == 56, "mp_item header grew");
 
 #define MP_ITEM_key(it)   ((it)->data)
 #define MP_ITEM_value(it) ((it)->data + (it)->nkey + 1)
@@ -71,7 +76,8 @@ mp_shard *mp_store_shard_at(mp_store *st, int index);
 void mp_shard_lock(mp_shard *s);
 void mp_shard_unlock(mp_shard *s);
 
-/* ---- lookups: shard lock held; returned pointer valid until unlock ---- */
+/* ---- lookups: shard lock held; returned pointer valid until unlock (or,
+ * with mp_item_ref, until mp_store_unref) ---- */
 
 /* Finds a live item; an expired or flushed one is unlinked and NULL returned.
  * As in memcached, such a lazy unlink is not "reclaimed" (that counts memory
@@ -91,8 +97,30 @@ void mp_item_bump(mp_shard *s, mp_item *it);
 /* Sets a new expiry (rel time, already converted by mp_realtime). */
 void mp_item_set_exptime(mp_shard *s, mp_item *it, mp_rel_time exptime);
 
-/* Unlinks and frees a linked item. */
+/* Unlinks and frees a linked item (with references held, the last
+ * mp_store_unref frees it). */
 void mp_item_unlink(mp_shard *s, mp_item *it);
+
+/* ---- references: an item's bytes outliving the shard lock ----
+ * A reply that sends a value straight from the item (no copy into the output
+ * buffer) holds a reference until the send completes, as memcached's item
+ * refcount does.  A referenced item can still be unlinked by anything (delete,
+ * overwrite, expiry, flush, eviction; statistics count it gone at once), but
+ * its chunk is not reused: eviction skips it, its slab is never emptied for
+ * another class or shard, and incr/decr do not write into it.  Each
+ * reference pins its slab (64 KiB, or a whole page for a large item), so
+ * hold one only while a send is in flight.  Costs nothing to unreferenced
+ * items beyond a compare here and there.  mp_store_destroy frees everything,
+ * references or not; no mp_store_unref may follow it. */
+
+/* Shard lock held: takes a reference on a linked item found by mp_item_find.
+ * While any reference is held the item's memory is not freed or reused and
+ * its key and value bytes do not change, even if it is unlinked meanwhile
+ * (delete, overwrite, expiry, flush, eviction); the last mp_store_unref frees
+ * an unlinked item.  */
+void mp_item_ref(mp_shard *s, mp_item *it);
+/* No lock held (takes the item's shard lock itself). Any thread. */
+void mp_store_unref(mp_store *st, mp_item *it);
 
 /* ---- allocation of a new item whose data will be filled by the caller ----
  * Not under a lock: takes the shard lock itself for the slab work.  Returns
@@ -155,9 +183,11 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
  * mp_store_arith, plus a compare: a non-zero cas_in that is not the item's
  * gives MP_DELTA_EXISTS (checked after the empty-value test, before the
  * digits, as memcached does).  On success *out is the item holding the
- * result, and *moved tells whether it is a new one (the result was longer
- * than the old value): memcached's ma then goes on with the old, unlinked
- * item, so its T and N change nothing stored. */
+ * result, and *moved tells whether the result was longer than the old value:
+ * memcached's ma then goes on with the old, unlinked item, so its T and N
+ * change nothing stored.  A referenced item is not written in place: *out is
+ * then a new item with the same padded value, flags and state, standing for
+ * the old one (*moved false: T and N apply to it). */
 mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
                               bool incr, uint64_t delta, uint64_t cas_in, char *buf,
                               mp_item **out, bool *moved);

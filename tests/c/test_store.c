@@ -4,9 +4,13 @@
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_store.c ext/store.c \
  *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
+ * The same with -fsanitize=thread checks the threaded tests (ref_threads
+ * reads referenced values with no lock held while others write the keys).
+ *
  * Time is driven by hand: mp_current_time is advanced directly. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1179,6 +1183,775 @@ static void test_threads_pressure(void)
     mp_store_destroy(st);
 }
 
+/* ---- references (zero-copy replies) ---- */
+
+/* Looks a key up and takes a reference, as a reply sending the value from
+ * the item does. */
+static mp_item *ref_key(mp_store *st, const char *key)
+{
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard_lock(s);
+    mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+    if (it != NULL)
+        mp_item_ref(s, it);
+    mp_shard_unlock(s);
+    return it;
+}
+
+static mp_item *find_ptr(mp_store *st, const char *key)
+{
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard_lock(s);
+    mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+    mp_shard_unlock(s);
+    return it;
+}
+
+/* The referenced item still holds exactly this key and value. */
+static bool ref_intact(const mp_item *it, const char *key, const char *val, size_t vlen)
+{
+    return it->nkey == strlen(key) && memcmp(MP_ITEM_key(it), key, it->nkey) == 0 &&
+           it->nbytes == vlen + 2 && memcmp(MP_ITEM_value(it), val, vlen) == 0 &&
+           memcmp(MP_ITEM_value(it) + vlen, "\r\n", 2) == 0;
+}
+
+static bool item_linked(mp_store *st, mp_item *it)
+{
+    mp_shard *s = mp_store_shard(st, mp_hash(MP_ITEM_key(it), it->nkey));
+    mp_shard_lock(s);
+    bool linked = (it->iflags & MP_IT_LINKED) != 0;
+    mp_shard_unlock(s);
+    return linked;
+}
+
+static mp_slab_class_stats class_stats_of(mp_store *st, int cls)
+{
+    mp_slab_class_stats c[MP_MAX_SLAB_CLASSES];
+    mp_store_get_slab_stats(st, c, MP_MAX_SLAB_CLASSES);
+    return c[cls];
+}
+
+static void test_ref_delete(void)
+{
+    /* the counters: curr_items and bytes drop at the delete as in memcached;
+     * the chunk (so its slab and page) stays used until the unref */
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    static char val[1000];
+    fill_value(val, sizeof(val), 7);
+    CHECK_EQ_U64(store_full(st, MP_SET, "r", val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    mp_store_stats before = stats(st);
+    mp_item *it = ref_key(st, "r");
+    CHECK(it != NULL);
+    if (it == NULL)
+        return;
+    int cls = it->clsid;
+    CHECK(mp_store_delete(st, "r", 1, mp_hash("r", 1)));
+    CHECK(!exists(st, "r"));
+    CHECK(!mp_store_delete(st, "r", 1, mp_hash("r", 1)));
+    mp_store_stats ss = stats(st);
+    CHECK_EQ_U64(ss.curr_items, 0);
+    CHECK_EQ_U64(ss.bytes, 0);
+    CHECK_EQ_U64(ss.total_items, before.total_items);
+    CHECK_EQ_U64(ss.total_malloced, before.total_malloced);
+    CHECK(ss.total_malloced > 0);
+    mp_slab_class_stats c = class_stats_of(st, cls);
+    CHECK_EQ_U64(c.number, 0);
+    CHECK_EQ_U64(c.used_chunks, 1);
+    CHECK(ref_intact(it, "r", val, sizeof(val)));
+    /* a second reference: the first unref frees nothing */
+    mp_shard *s = mp_store_shard(st, mp_hash("r", 1));
+    mp_shard_lock(s);
+    mp_item_ref(s, it);
+    mp_shard_unlock(s);
+    mp_store_unref(st, it);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 1);
+    CHECK(ref_intact(it, "r", val, sizeof(val)));
+    mp_store_unref(st, it);
+    /* the last one gives the chunk back, and the emptied page to the pool */
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 0);
+    CHECK_EQ_U64(stats(st).total_malloced, 0);
+    /* a referenced item never unlinked: the unref frees nothing */
+    store_full(st, MP_SET, "l", val, sizeof(val), 0, 0, 0, NULL);
+    it = ref_key(st, "l");
+    mp_store_unref(st, it);
+    CHECK(find_ptr(st, "l") == it);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 1);
+    mp_store_destroy(st);
+
+    /* deleted while referenced, then memory churned through many times over
+     * (evictions in its class, whole pages drained for large items) */
+    st = make_store(2 * MIB, 1, true, true);
+    fill_value(val, sizeof(val), 3);
+    CHECK_EQ_U64(store_full(st, MP_SET, "victim", val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    it = ref_key(st, "victim");
+    CHECK(it != NULL);
+    if (it == NULL)
+        return;
+    CHECK(mp_store_delete(st, "victim", 6, mp_hash("victim", 6)));
+    /* and one left linked: eviction in its class skips it */
+    CHECK_EQ_U64(store_full(st, MP_SET, "kept", val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    mp_item *kept = ref_key(st, "kept");
+    static char other[1000], big[300000];
+    char key[32];
+    int failed = 0;
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "f%d", i);
+        fill_value(other, sizeof(other), i + 4);   /* never the victim's bytes */
+        if (i % 1000 == 500) {
+            /* of four large classes in turn: each needs a whole page */
+            size_t blen = sizeof(big) / 4 * (size_t)(1 + i / 1000 % 4);
+            if (store_full(st, MP_SET, key, big, blen, 0, 0, 0, NULL) != MP_STORED)
+                failed++;
+        } else if (store_full(st, MP_SET, key, other, sizeof(other), 0, 0, 0, NULL) != MP_STORED) {
+            failed++;
+        }
+    }
+    CHECK_EQ_U64(failed, 0);
+    ss = stats(st);
+    CHECK(ss.evictions > 10000);
+    CHECK(ss.slab_reassigns > 0);
+    CHECK(ss.total_malloced <= 2 * MIB);
+    CHECK(ref_intact(it, "victim", val, sizeof(val)));
+    CHECK(find_ptr(st, "kept") == kept);
+    CHECK(ref_intact(kept, "kept", val, sizeof(val)));
+    mp_store_unref(st, kept);
+    /* no live item was given the pinned chunk */
+    int shared = 0;
+    for (int i = 19000; i < 20000; i++) {
+        snprintf(key, sizeof(key), "f%d", i);
+        if (find_ptr(st, key) == it)
+            shared++;
+    }
+    CHECK_EQ_U64(shared, 0);
+    mp_store_unref(st, it);
+    /* the chunk heads its class's free list now: the next item of that
+     * class takes it */
+    CHECK_EQ_U64(store_full(st, MP_SET, "next", other, sizeof(other), 0, 0, 0, NULL), MP_STORED);
+    CHECK(find_ptr(st, "next") == it);
+    mp_store_destroy(st);
+}
+
+/* A referenced item that stays linked is never evicted, and no slab
+ * move takes its slab, while the memory moves to another class. */
+static void test_ref_pins(void)
+{
+    mp_rel_time start = mp_current_time;
+    mp_store *st = make_store(4 * MIB, 1, true, true);
+    char key[32];
+    static char val[1500];
+    fill_value(val, sizeof(val), 0);
+    mp_item *kept = NULL, *gone = NULL;
+    for (int i = 0; i < 40000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        store_full(st, MP_SET, key, val, 50, 0, 0, 0, NULL);
+        if (i == 20000)
+            kept = ref_key(st, key);
+        if (i == 20001)
+            gone = ref_key(st, key);
+    }
+    CHECK(kept != NULL && gone != NULL);
+    if (kept == NULL || gone == NULL)
+        return;
+    CHECK(mp_store_delete(st, "small20001", 10, mp_hash("small20001", 10)));
+    uint64_t reassigns = stats(st).slab_reassigns;
+    mp_current_time += 60;
+    for (int i = 0; i < 20000; i++) {
+        if (i % 1000 == 0)
+            mp_current_time++;
+        snprintf(key, sizeof(key), "large%d", i);
+        CHECK_EQ_U64(store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+        if (i % 500 == 0)
+            mp_store_maintain(st, 0);
+    }
+    int small_left = 0;
+    for (int i = 0; i < 40000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        if (exists(st, key))
+            small_left++;
+    }
+    /* most of the small class went to the large one, slab by slab */
+    CHECK(stats(st).slab_reassigns > reassigns + 20);
+    CHECK(small_left < 10000);
+    /* but not the referenced item, nor the deleted one's memory */
+    CHECK(exists(st, "small20000"));
+    CHECK(find_ptr(st, "small20000") == kept);
+    CHECK(ref_intact(kept, "small20000", val, 50));
+    CHECK(ref_intact(gone, "small20001", val, 50));
+    mp_store_unref(st, kept);
+    mp_store_unref(st, gone);
+    mp_current_time = start;
+    mp_store_destroy(st);
+
+    /* a large item has a page to itself: pages are emptied for other large
+     * classes over and over, never that one */
+    st = make_store(4 * MIB, 1, true, true);
+    static char big[400000];
+    fill_value(big, sizeof(big), 5);
+    CHECK_EQ_U64(store_full(st, MP_SET, "bigref", big, sizeof(big), 0, 0, 0, NULL), MP_STORED);
+    kept = ref_key(st, "bigref");
+    CHECK(kept != NULL);
+    if (kept == NULL)
+        return;
+    static char other[400000];
+    fill_value(other, sizeof(other), 6);
+    int failed = 0;
+    static const size_t lens[] = { 60000, 78000, 101400, 131820, 171366, 222776, 289609, 376491 };
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "b%d", i);
+        /* eight other large classes in turn, three pages for them */
+        size_t len = lens[i % 8];
+        if (store_full(st, MP_SET, key, other, len, 0, 0, 0, NULL) != MP_STORED)
+            failed++;
+    }
+    CHECK_EQ_U64(failed, 0);
+    CHECK(stats(st).slab_reassigns > 50);
+    CHECK(find_ptr(st, "bigref") == kept);
+    CHECK(ref_intact(kept, "bigref", big, sizeof(big)));
+    mp_store_unref(st, kept);
+    /* unpinned, its page goes the way of the others */
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "b%d", i);
+        store_full(st, MP_SET, key, other, lens[i % 8], 0, 0, 0, NULL);
+    }
+    CHECK(!exists(st, "bigref"));
+    mp_store_destroy(st);
+}
+
+static void test_ref_overwrite(void)
+{
+    mp_store *st = make_store(64 * MIB, 2, true, true);
+    static char a[500], b[500];
+    fill_value(a, sizeof(a), 1);
+    fill_value(b, sizeof(b), 2);
+    CHECK_EQ_U64(store_full(st, MP_SET, "o", a, sizeof(a), 5, 0, 0, NULL), MP_STORED);
+    mp_item *ra = ref_key(st, "o");
+    CHECK(ra != NULL);
+    if (ra == NULL)
+        return;
+    int cls = ra->clsid;
+    CHECK_EQ_U64(store_full(st, MP_SET, "o", b, sizeof(b), 6, 0, 0, NULL), MP_STORED);
+    got g = get(st, "o");
+    CHECK(g.hit);
+    CHECK(memcmp(g.value, b, 255) == 0);
+    CHECK_EQ_U64(g.flags, 6);
+    CHECK(!item_linked(st, ra));
+    CHECK(ref_intact(ra, "o", a, sizeof(a)));
+    CHECK_EQ_U64(ra->flags, 5);
+    CHECK_EQ_U64(stats(st).curr_items, 1);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 2);
+    /* the new one referenced too, then appended to and cas-replaced */
+    mp_item *rb = ref_key(st, "o");
+    CHECK_EQ_U64(store(st, MP_APPEND, "o", "X"), MP_STORED);
+    mp_item *rc = ref_key(st, "o");
+    uint64_t cas = get(st, "o").cas;
+    CHECK_EQ_U64(store_full(st, MP_CAS, "o", "c", 1, 0, 0, cas, NULL), MP_STORED);
+    CHECK_STR(get(st, "o").value, "c");
+    CHECK(ref_intact(ra, "o", a, sizeof(a)));
+    CHECK(ref_intact(rb, "o", b, sizeof(b)));
+    char bx[501];
+    memcpy(bx, b, 500);
+    bx[500] = 'X';
+    CHECK(ref_intact(rc, "o", bx, sizeof(bx)));
+    CHECK_EQ_U64(stats(st).curr_items, 1);
+    mp_store_unref(st, rc);
+    mp_store_unref(st, rb);
+    mp_store_unref(st, ra);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 0);
+    CHECK_STR(get(st, "o").value, "c");
+    mp_store_destroy(st);
+}
+
+static void test_ref_arith(void)
+{
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    char buf[32];
+    store_full(st, MP_SET, "n", "100", 3, 42, 1000, 0, NULL);
+    got g0 = get(st, "n");   /* fetched: the flag must survive */
+    mp_rel_time start = mp_current_time;
+    mp_current_time += 30;   /* less than memcached's ITEM_UPDATE_INTERVAL */
+    mp_item *p0 = ref_key(st, "n");
+    CHECK(p0 != NULL);
+    if (p0 == NULL)
+        return;
+    mp_store_stats before = stats(st);
+    int cls = p0->clsid;
+    uint64_t number = class_stats_of(st, cls).number;
+    uint64_t cas = 0;
+    CHECK_EQ_U64(mp_store_arith(st, "n", 1, mp_hash("n", 1), false, 1, buf, &cas), MP_DELTA_OK);
+    CHECK_STR(buf, "99");
+    /* the referenced bytes untouched; a copy with memcached's in-place
+     * padding took its place */
+    CHECK(ref_intact(p0, "n", "100", 3));
+    CHECK(!item_linked(st, p0));
+    mp_item *p1 = find_ptr(st, "n");
+    CHECK(p1 != NULL && p1 != p0);
+    CHECK(p1 != NULL && (p1->iflags & MP_IT_FETCHED));   /* before any get of it */
+    got g = get(st, "n");
+    CHECK_STR(g.value, "99 ");
+    CHECK_EQ_U64(g.cas, cas);
+    CHECK(cas > g0.cas);
+    CHECK_EQ_U64(g.flags, 42);
+    CHECK_EQ_U64(g.exptime, g0.exptime);
+    CHECK(p1 != NULL && p1->time == start);   /* as in place: not refreshed yet */
+    mp_current_time = start;
+    /* as an in-place write: not a store, nothing else changes */
+    mp_store_stats after = stats(st);
+    CHECK_EQ_U64(after.total_items, before.total_items);
+    CHECK_EQ_U64(after.curr_items, before.curr_items);
+    CHECK_EQ_U64(after.bytes, before.bytes);
+    CHECK_EQ_U64(class_stats_of(st, cls).number, number);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 2);
+    mp_store_unref(st, p0);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 1);
+
+    /* without a reference: in place, the same item */
+    CHECK_EQ_U64(arith(st, "n", false, 1, buf), MP_DELTA_OK);
+    CHECK(find_ptr(st, "n") == p1);
+    CHECK_STR(get(st, "n").value, "98 ");
+
+    /* referenced, the result longer: a new item as always */
+    mp_item *r1 = ref_key(st, "n");
+    CHECK_EQ_U64(arith(st, "n", true, 1000, buf), MP_DELTA_OK);
+    CHECK_STR(get(st, "n").value, "1098");
+    CHECK(ref_intact(r1, "n", "98 ", 3));
+    mp_store_unref(st, r1);
+
+    /* ma (mp_item_delta) on a referenced item: the copy stands for it, so
+     * T applies to what is stored (not moved), as it would in place */
+    mp_item *r2 = ref_key(st, "n");
+    uint64_t hv = mp_hash("n", 1);
+    mp_shard *s = mp_store_shard(st, hv);
+    mp_item *out = NULL;
+    bool moved = true;
+    mp_shard_lock(s);
+    CHECK_EQ_U64(mp_item_delta(s, "n", 1, hv, false, 98, 0, buf, &out, &moved), MP_DELTA_OK);
+    CHECK(!moved);
+    CHECK(out != NULL && out != r2 && out == mp_item_find(s, "n", 1, hv, NULL));
+    mp_shard_unlock(s);
+    CHECK_STR(buf, "1000");
+    CHECK_STR(get(st, "n").value, "1000");
+    CHECK(ref_intact(r2, "n", "1098", 4));
+    mp_store_unref(st, r2);
+    mp_store_destroy(st);
+}
+
+static void test_ref_expiry_flush(void)
+{
+    mp_rel_time start = mp_current_time;
+    mp_store *st = make_store(64 * MIB, 2, true, true);
+    static char val[2000];
+    fill_value(val, sizeof(val), 11);
+
+    /* reclaimed by the maintenance sweep */
+    store_full(st, MP_SET, "e", val, sizeof(val), 0, 5, 0, NULL);
+    mp_item *it = ref_key(st, "e");
+    CHECK(it != NULL);
+    if (it == NULL)
+        return;
+    mp_current_time += 6;
+    for (int r = 0; r < 64; r++)
+        for (int i = 0; i < mp_store_nshards(st); i++)
+            mp_store_maintain(st, i);
+    mp_store_stats ss = stats(st);
+    CHECK_EQ_U64(ss.curr_items, 0);
+    CHECK_EQ_U64(ss.crawler_reclaimed, 1);
+    CHECK(ss.total_malloced > 0);
+    CHECK(!item_linked(st, it));
+    CHECK(ref_intact(it, "e", val, sizeof(val)));
+    mp_store_unref(st, it);
+    CHECK_EQ_U64(stats(st).total_malloced, 0);
+
+    /* unlinked lazily by a lookup */
+    store_full(st, MP_SET, "e2", val, sizeof(val), 0, 5, 0, NULL);
+    it = ref_key(st, "e2");
+    mp_current_time += 6;
+    got g = get(st, "e2");
+    CHECK(!g.hit);
+    CHECK_EQ_U64(g.why, MP_MISS_EXPIRED);
+    CHECK(ref_intact(it, "e2", val, sizeof(val)));
+    mp_store_unref(st, it);
+    CHECK_EQ_U64(stats(st).total_malloced, 0);
+
+    /* flush_all, then the key stored again, then the sweep */
+    store_full(st, MP_SET, "f", val, sizeof(val), 0, 0, 0, NULL);
+    it = ref_key(st, "f");
+    mp_store_flush(st, 0);
+    g = get(st, "f");
+    CHECK(!g.hit);
+    CHECK_EQ_U64(g.why, MP_MISS_FLUSHED);
+    CHECK_EQ_U64(store(st, MP_SET, "f", "new"), MP_STORED);
+    CHECK_STR(get(st, "f").value, "new");
+    for (int r = 0; r < 64; r++)
+        for (int i = 0; i < mp_store_nshards(st); i++)
+            mp_store_maintain(st, i);
+    CHECK(ref_intact(it, "f", val, sizeof(val)));
+    int cls = it->clsid;
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 1);
+    mp_store_unref(st, it);
+    CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 0);
+    CHECK_STR(get(st, "f").value, "new");
+
+    /* flushed while referenced and found dead at a tail while memory is
+     * short: skipped, not reclaimed */
+    mp_store *st2 = make_store(2 * MIB, 1, true, false);
+    char key[32];
+    store_full(st2, MP_SET, "t", val, sizeof(val), 0, 0, 0, NULL);
+    it = ref_key(st2, "t");
+    mp_current_time += 2;
+    mp_store_flush(st2, 0);
+    mp_current_time += 2;
+    int stored = 0;
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        if (store_full(st2, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL) == MP_STORED)
+            stored++;
+    }
+    CHECK(stored > 500);
+    CHECK(stored < 5000);
+    /* memcached's lru_pull_tail passes over a referenced tail item too */
+    CHECK_EQ_U64(stats(st2).reclaimed, 0);
+    CHECK(ref_intact(it, "t", val, sizeof(val)));
+    mp_store_unref(st2, it);
+    /* now it is dead weight at the tail: the next store reclaims it */
+    CHECK_EQ_U64(store_full(st2, MP_SET, "u", val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(stats(st2).reclaimed, 1);
+    mp_store_destroy(st2);
+    mp_current_time = start;
+    mp_store_destroy(st);
+}
+
+/* Mixed sizes through a small memory with several shards (pages move
+ * between classes and shards), with references held across many stores:
+ * the referenced bytes never change. */
+static void value_with_id(char *buf, size_t len, int id)
+{
+    fill_value(buf, len, id);
+    char tag[16];
+    int n = snprintf(tag, sizeof(tag), "#%d#", id);
+    if ((size_t)n <= len)
+        memcpy(buf, tag, (size_t)n);
+}
+
+static void test_ref_mixed_sizes(void)
+{
+    enum { MAXREFS = 16 };
+    mp_store *st = make_store(8 * MIB, 4, true, true);
+    static char val[300000];
+    char key[32];
+    struct { mp_item *it; char key[32]; size_t len; int id; } refs[MAXREFS];
+    int nrefs = 0, taken = 0, corrupt = 0;
+    unsigned seed = 777;
+    for (int i = 0; i < 30000; i++) {
+        seed = seed * 1103515245 + 12345;
+        size_t len = (seed >> 8) % 8 == 0 ? (seed >> 4) % 300000 : (seed >> 4) % 3000;
+        snprintf(key, sizeof(key), "m%d", i % 3000);
+        value_with_id(val, len, i);
+        store_full(st, MP_SET, key, val, len, (uint32_t)i, 0, 0, NULL);
+        if (i % 13 == 0 && nrefs < MAXREFS) {
+            mp_item *it = ref_key(st, key);
+            if (it != NULL) {
+                refs[nrefs].it = it;
+                snprintf(refs[nrefs].key, sizeof(refs[nrefs].key), "%s", key);
+                refs[nrefs].len = len;
+                refs[nrefs].id = i;
+                nrefs++;
+                taken++;
+                if (i % 2 == 0)
+                    mp_store_delete(st, key, strlen(key), mp_hash(key, strlen(key)));
+            }
+        }
+        if (i % 7 == 0) {
+            snprintf(key, sizeof(key), "m%d", (i * 31) % 3000);
+            get(st, key);
+        }
+        if (i % 1000 == 0)
+            for (int k = 0; k < mp_store_nshards(st); k++)
+                mp_store_maintain(st, k);
+        if (nrefs == MAXREFS || i % 101 == 0) {
+            /* verify every held one, drop the older half */
+            for (int r = 0; r < nrefs; r++) {
+                value_with_id(val, refs[r].len, refs[r].id);
+                if (!ref_intact(refs[r].it, refs[r].key, val, refs[r].len))
+                    corrupt++;
+            }
+            int drop = nrefs == MAXREFS ? MAXREFS / 2 : 0;
+            for (int r = 0; r < drop; r++)
+                mp_store_unref(st, refs[r].it);
+            memmove(refs, refs + drop, sizeof(refs[0]) * (size_t)(nrefs - drop));
+            nrefs -= drop;
+        }
+    }
+    for (int r = 0; r < nrefs; r++) {
+        value_with_id(val, refs[r].len, refs[r].id);
+        if (!ref_intact(refs[r].it, refs[r].key, val, refs[r].len))
+            corrupt++;
+        mp_store_unref(st, refs[r].it);
+    }
+    CHECK(taken > 1000);
+    CHECK_EQ_U64(corrupt, 0);
+    mp_store_stats ss = stats(st);
+    CHECK(ss.evictions > 0);
+    CHECK(ss.slab_reassigns > 0);
+    CHECK(ss.total_malloced <= 8 * MIB);
+    /* and the live items are intact too */
+    int bad = 0;
+    for (int k = 0; k < 3000; k++) {
+        snprintf(key, sizeof(key), "m%d", k);
+        size_t nkey = strlen(key);
+        uint64_t hv = mp_hash(key, nkey);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+        if (it != NULL) {
+            value_with_id(val, it->nbytes - 2, (int)it->flags);
+            if (memcmp(MP_ITEM_value(it), val, it->nbytes - 2) != 0)
+                bad++;
+        }
+        mp_shard_unlock(s);
+    }
+    CHECK_EQ_U64(bad, 0);
+    mp_store_destroy(st);
+}
+
+/* Threads take references and read the values without a lock while others
+ * overwrite, delete, incr and churn the same keys under memory pressure;
+ * other threads drop references taken elsewhere.  Values describe
+ * themselves (a version number, then bytes derived from it), so a torn or
+ * reused value shows. */
+#define REF_KEYS 16
+#define REF_OPS 20000
+#define REF_VMAX 5000
+
+typedef struct ref_shared {
+    mp_store *st;
+    uint32_t version;              /* atomic */
+    int stop;                      /* atomic */
+    pthread_mutex_t lock;          /* the hand-over queue */
+    mp_item *queue[64];
+    int nqueue;
+    uint64_t handed, unlinked_seen;
+} ref_shared;
+
+typedef struct ref_worker {
+    ref_shared *sh;
+    int id;
+    int errors;
+    uint64_t refs;
+} ref_worker;
+
+static size_t versioned_len(uint32_t v)
+{
+    return 16 + (size_t)(v * 2654435761u % REF_VMAX);
+}
+
+static void versioned_value(char *buf, uint32_t v)
+{
+    size_t len = versioned_len(v);
+    snprintf(buf, 12, "%010u:", v);
+    for (size_t i = 11; i < len; i++)
+        buf[i] = (char)('a' + (v + i) % 26);
+}
+
+/* A referenced item read with no lock held: self-consistent? */
+static bool versioned_ok(const char *p, size_t len)
+{
+    if (len < 11 || p[10] != ':')
+        return false;
+    uint32_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint32_t)(p[i] - '0');
+    }
+    if (versioned_len(v) != len)
+        return false;
+    for (size_t i = 11; i < len; i++)
+        if (p[i] != (char)('a' + (v + i) % 26))
+            return false;
+    return true;
+}
+
+static void *ref_writer(void *arg)
+{
+    ref_worker *w = arg;
+    ref_shared *sh = w->sh;
+    static __thread char val[REF_VMAX + 32];
+    char key[32], buf[32];
+    unsigned r = 1234u + (unsigned)w->id;
+    for (int i = 0; i < REF_OPS; i++) {
+        r = r * 1103515245 + 12345;
+        int k = (int)((r >> 8) % REF_KEYS);
+        switch ((r >> 4) % 8) {
+        case 0:
+            snprintf(key, sizeof(key), "v%d", k);
+            mp_store_delete(sh->st, key, strlen(key), mp_hash(key, strlen(key)));
+            break;
+        case 1:
+        case 2:
+            snprintf(key, sizeof(key), "c%d", k);
+            if (arith(sh->st, key, (r >> 12) % 2, (r >> 16) % 1000, buf) == MP_DELTA_NOT_FOUND)
+                store(sh->st, MP_SET, key, "1000000");
+            break;
+        default: {
+            uint32_t v = __atomic_add_fetch(&sh->version, 1, __ATOMIC_RELAXED);
+            versioned_value(val, v);
+            snprintf(key, sizeof(key), "v%d", k);
+            if (store_full(sh->st, MP_SET, key, val, versioned_len(v), 0, 0, 0, NULL) != MP_STORED)
+                w->errors++;
+            break;
+        }
+        }
+        /* churn: evictions and page moves around the shared keys */
+        snprintf(key, sizeof(key), "x%d-%d", w->id, i);
+        memset(val, 'x', 3000);
+        store_full(sh->st, MP_SET, key, val, (size_t)(r >> 3) % 3000, 0, 0, 0, NULL);
+        if (i % 500 == 0)
+            mp_store_maintain(sh->st, w->id % mp_store_nshards(sh->st));
+    }
+    return NULL;
+}
+
+static void *ref_reader(void *arg)
+{
+    ref_worker *w = arg;
+    ref_shared *sh = w->sh;
+    static __thread char snap[REF_VMAX + 32];
+    char key[32];
+    unsigned r = 999u + (unsigned)w->id;
+    for (int i = 0; i < REF_OPS; i++) {
+        r = r * 1103515245 + 12345;
+        int k = (int)((r >> 8) % REF_KEYS);
+        bool counter = (r >> 4) % 4 == 0;
+        snprintf(key, sizeof(key), counter ? "c%d" : "v%d", k);
+        size_t nkey = strlen(key);
+        uint64_t hv = mp_hash(key, nkey);
+        mp_shard *s = mp_store_shard(sh->st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+        size_t len = 0;
+        if (it != NULL) {
+            mp_item_ref(s, it);
+            len = it->nbytes - 2;   /* the length is read under the lock */
+        }
+        mp_shard_unlock(s);
+        if (it == NULL)
+            continue;
+        w->refs++;
+        /* from here on no lock: as a send in flight would read it */
+        const char *p = MP_ITEM_value(it);
+        if (len > sizeof(snap) || (!counter && !versioned_ok(p, len))) {
+            w->errors++;
+        } else {
+            memcpy(snap, p, len);
+            for (int spin = 0; spin < (int)(r % 64); spin++)
+                __asm__ __volatile__("" ::: "memory");
+            sched_yield();
+            if (memcmp(snap, p, len) != 0 || memcmp(p + len, "\r\n", 2) != 0)
+                w->errors++;
+        }
+        /* half are dropped by another thread, as a completion might be */
+        bool handed = false;
+        if (i % 2 == 0) {
+            pthread_mutex_lock(&sh->lock);
+            if (sh->nqueue < (int)(sizeof(sh->queue) / sizeof(sh->queue[0]))) {
+                sh->queue[sh->nqueue++] = it;
+                sh->handed++;
+                handed = true;
+            }
+            pthread_mutex_unlock(&sh->lock);
+        }
+        if (!handed)
+            mp_store_unref(sh->st, it);
+    }
+    return NULL;
+}
+
+static void *ref_dropper(void *arg)
+{
+    ref_worker *w = arg;
+    ref_shared *sh = w->sh;
+    for (;;) {
+        mp_item *it = NULL;
+        pthread_mutex_lock(&sh->lock);
+        if (sh->nqueue > 0)
+            it = sh->queue[--sh->nqueue];
+        pthread_mutex_unlock(&sh->lock);
+        if (it == NULL) {
+            if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
+                break;
+            sched_yield();
+            continue;
+        }
+        /* still whole here, linked or not */
+        size_t len;
+        bool versioned = MP_ITEM_key(it)[0] == 'v';
+        mp_shard *s = mp_store_shard(sh->st, mp_hash(MP_ITEM_key(it), it->nkey));
+        mp_shard_lock(s);
+        len = it->nbytes - 2;
+        if (!(it->iflags & MP_IT_LINKED))
+            sh->unlinked_seen++;
+        mp_shard_unlock(s);
+        if (versioned && !versioned_ok(MP_ITEM_value(it), len))
+            w->errors++;
+        mp_store_unref(sh->st, it);
+    }
+    return NULL;
+}
+
+static void test_ref_threads(void)
+{
+    ref_shared sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.st = make_store(8 * MIB, 4, true, true);
+    pthread_mutex_init(&sh.lock, NULL);
+    enum { WRITERS = 2, READERS = 2 };
+    pthread_t wt[WRITERS], rt[READERS], dt;
+    ref_worker ww[WRITERS], rw[READERS], dw = { &sh, 99, 0, 0 };
+    pthread_create(&dt, NULL, ref_dropper, &dw);
+    for (int i = 0; i < WRITERS; i++) {
+        ww[i] = (ref_worker){ &sh, i, 0, 0 };
+        pthread_create(&wt[i], NULL, ref_writer, &ww[i]);
+    }
+    for (int i = 0; i < READERS; i++) {
+        rw[i] = (ref_worker){ &sh, 10 + i, 0, 0 };
+        pthread_create(&rt[i], NULL, ref_reader, &rw[i]);
+    }
+    int errors = 0;
+    uint64_t refs = 0;
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(wt[i], NULL);
+        errors += ww[i].errors;
+    }
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(rt[i], NULL);
+        errors += rw[i].errors;
+        refs += rw[i].refs;
+    }
+    __atomic_store_n(&sh.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(dt, NULL);
+    errors += dw.errors;
+    CHECK_EQ_U64(errors, 0);
+    CHECK(refs > REF_OPS / 2);
+    CHECK(sh.handed > 0);
+    /* the race the test is about did happen */
+    CHECK(sh.unlinked_seen > 0);
+    mp_store_stats ss = stats(sh.st);
+    CHECK(ss.evictions > 0);
+    /* every reference dropped: only linked items use chunks */
+    mp_slab_class_stats c[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(sh.st, c, MP_MAX_SLAB_CLASSES);
+    uint64_t used = 0;
+    for (int i = 1; i < n; i++)
+        used += c[i].used_chunks;
+    CHECK_EQ_U64(used, ss.curr_items);
+    pthread_mutex_destroy(&sh.lock);
+    mp_store_destroy(sh.st);
+}
+
 int main(void)
 {
     mp_clock_init();
@@ -1202,6 +1975,13 @@ int main(void)
         { "policy_vs_lru", test_policy_vs_lru },
         { "threads", test_threads },
         { "threads_pressure", test_threads_pressure },
+        { "ref_delete", test_ref_delete },
+        { "ref_pins", test_ref_pins },
+        { "ref_overwrite", test_ref_overwrite },
+        { "ref_arith", test_ref_arith },
+        { "ref_expiry_flush", test_ref_expiry_flush },
+        { "ref_mixed_sizes", test_ref_mixed_sizes },
+        { "ref_threads", test_ref_threads },
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failures;
