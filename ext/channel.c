@@ -76,6 +76,8 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     if (c->state == MP_CONN_FREE)
         return;
     mp_proto_reset(c);
+    mp_refs_release(ch->eng->store, &c->wrefs);
+    mp_refs_release(ch->eng->store, &c->srefs);
     if (c->rbuf != NULL && !c->rbuf_borrowed)
         mp_buf_put(ch, c->rbuf, c->rsize);
     mp_buf_put(ch, c->wbuf, c->wsize);

@@ -6,6 +6,8 @@
 
 #include "channel.h"
 #include "conn.h"
+#include "engine.h"
+#include "store.h"
 
 /* The pool class of a buffer of `size` bytes, or -1 if it is not pooled. */
 static int buf_class(uint32_t size)
@@ -82,6 +84,8 @@ bool mp_out_grow(mp_conn *c, size_t n)
         return true;
     uint32_t pending = c->wend - c->wstart;
     if (c->wstart > 0) {
+        for (uint32_t i = 0; i < c->wrefs.n; i++)
+            c->wrefs.r[i].at -= c->wstart;
         memmove(c->wbuf, c->wbuf + c->wstart, pending);
         c->wstart = 0;
         c->wend = pending;
@@ -97,4 +101,87 @@ bool mp_out_grow(mp_conn *c, size_t n)
     c->wbuf = nb;
     c->wsize = size;
     return true;
+}
+
+/* ---- values sent from their items ---- */
+
+void mp_out_add_ref(mp_conn *c, mp_shard *s, mp_item *it)
+{
+    mp_item_ref(s, it);
+    mp_out_ref *r = &c->wrefs.r[c->wrefs.n++];
+    r->at = c->wend;
+    r->len = it->nbytes;
+    r->data = MP_ITEM_value(it);
+    r->it = it;
+    c->wrefs.bytes += it->nbytes;
+}
+
+int mp_out_iov(const char *buf, uint32_t start, uint32_t end, const mp_refs *refs,
+               struct iovec *iov)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < refs->n; i++) {
+        const mp_out_ref *r = &refs->r[i];
+        if (r->at > start) {
+            iov[n].iov_base = (char *)buf + start;
+            iov[n++].iov_len = r->at - start;
+            start = r->at;
+        }
+        iov[n].iov_base = (char *)r->data;
+        iov[n++].iov_len = r->len;
+    }
+    if (end > start) {
+        iov[n].iov_base = (char *)buf + start;
+        iov[n++].iov_len = end - start;
+    }
+    return n;
+}
+
+void mp_out_sent(mp_store *st, uint32_t *start, mp_refs *refs, size_t n)
+{
+    uint32_t done = 0;
+    for (; done < refs->n; done++) {
+        mp_out_ref *r = &refs->r[done];
+        if (r->at > *start) {
+            size_t k = r->at - *start < n ? r->at - *start : n;
+            *start += (uint32_t)k;
+            n -= k;
+            if (*start < r->at)
+                break;
+        }
+        if (n < r->len) {
+            r->data += n;
+            r->len -= (uint32_t)n;
+            refs->bytes -= (uint32_t)n;
+            n = 0;
+            break;
+        }
+        n -= r->len;
+        refs->bytes -= r->len;
+        mp_store_unref(st, r->it);
+    }
+    if (done > 0) {
+        memmove(refs->r, refs->r + done, (refs->n - done) * sizeof(refs->r[0]));
+        refs->n -= done;
+    }
+    *start += (uint32_t)n;
+}
+
+void mp_refs_release(mp_store *st, mp_refs *refs)
+{
+    for (uint32_t i = 0; i < refs->n; i++)
+        mp_store_unref(st, refs->r[i].it);
+    refs->n = 0;
+    refs->bytes = 0;
+}
+
+void mp_out_cull(mp_conn *c)
+{
+    c->wend = c->wstart + c->proto.flush_mark;
+    mp_refs *w = &c->wrefs;
+    while (w->n > c->proto.flush_mark_refs) {
+        mp_out_ref *r = &w->r[--w->n];
+        w->bytes -= r->len;
+        mp_store_unref(c->ch->eng->store, r->it);
+    }
 }

@@ -9,10 +9,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "proto.h"
 
 struct mp_channel;
+struct mp_item;
+struct mp_shard;
+struct mp_store;
 
 /* A fresh buffer's size: a request line plus a small value fits, and replies
  * to a pipelined burst of small gets fit in one send. */
@@ -20,6 +24,29 @@ struct mp_channel;
 /* Stop executing a connection's requests while this much output is unsent:
  * a client that pipelines without reading cannot make us buffer unboundedly. */
 #define MP_OUT_HIGHWATER (1024 * 1024)
+
+/* A value of at least this many bytes is sent from its item, held by a
+ * reference, instead of being copied into the output buffer first (measured:
+ * see README, "Large values"). */
+#define MP_OUT_REF_MIN 8192
+/* References one output buffer holds; past them values are copied. */
+#define MP_OUT_REFS 16
+
+/* An item's value sent in place: it goes out after the buffer's bytes before
+ * `at` (an offset in the buffer, like wstart/wend) and before those from
+ * `at` on.  data/len shrink as a partial send eats into it. */
+typedef struct mp_out_ref {
+    uint32_t at;
+    uint32_t len;
+    const char *data;
+    struct mp_item *it;
+} mp_out_ref;
+
+typedef struct mp_refs {
+    uint32_t n;
+    uint32_t bytes;           /* value bytes still to send */
+    mp_out_ref r[MP_OUT_REFS];
+} mp_refs;
 
 /* CLOSING: flush the output, then close (quit).  DEAD: io_uring only, the
  * descriptor is being torn down and the slot waits for the completions of
@@ -45,10 +72,12 @@ typedef struct mp_conn {
 
     char *rbuf;               /* input: [rstart, rend) is unconsumed */
     uint32_t rsize, rstart, rend;
-    char *wbuf;               /* output: [wstart, wend) is unsent */
+    char *wbuf;               /* output: [wstart, wend) is unsent, */
     uint32_t wsize, wstart, wend;
+    mp_refs wrefs;            /* with these values woven in */
     char *sbuf;               /* io_uring: output handed to the kernel, */
-    uint32_t ssize, sstart, send;   /* [sstart, send) not yet acknowledged */
+    uint32_t ssize, sstart, send;   /* [sstart, send) not yet acknowledged, */
+    mp_refs srefs;            /* with these values */
 
     struct mp_channel *ch;
     struct sockaddr_storage peer;
@@ -94,7 +123,39 @@ static inline void mp_out_write(mp_conn *c, const void *p, size_t n)
 
 static inline size_t mp_out_pending(const mp_conn *c)
 {
-    return c->wend - c->wstart;
+    return c->wend - c->wstart + c->wrefs.bytes;
 }
+
+/* Is a value of nbytes sent by reference rather than copied? */
+static inline bool mp_out_by_ref(const mp_conn *c, uint32_t nbytes)
+{
+    return nbytes >= MP_OUT_REF_MIN && c->wrefs.n < MP_OUT_REFS;
+}
+
+/* Shard lock held, item found under it, mp_out_by_ref true: queues the
+ * item's value (with its "\r\n") at the end of the output without copying. */
+void mp_out_add_ref(mp_conn *c, struct mp_shard *s, struct mp_item *it);
+
+/* The output [start, end) of buf with refs woven in, as at most
+ * 2 * MP_OUT_REFS + 1 iovecs; returns how many. */
+int mp_out_iov(const char *buf, uint32_t start, uint32_t end, const mp_refs *refs,
+               struct iovec *iov);
+
+/* n bytes of that output were sent: advances *start and the references, and
+ * drops those sent in full. */
+void mp_out_sent(struct mp_store *st, uint32_t *start, mp_refs *refs, size_t n);
+
+/* Drops every reference (the output is discarded). */
+void mp_refs_release(struct mp_store *st, mp_refs *refs);
+
+/* The replies queued so far can no longer be culled (memcached has sent
+ * them); mp_out_cull drops what was queued after the last mark. */
+static inline void mp_out_mark(mp_conn *c)
+{
+    c->proto.flush_mark = c->wend - c->wstart;
+    c->proto.flush_mark_refs = c->wrefs.n;
+}
+
+void mp_out_cull(mp_conn *c);
 
 #endif

@@ -57,14 +57,23 @@ static void epoll_close(mp_channel *ch, mp_conn *c)
     mp_conn_release(ch, c);
 }
 
-/* One send of everything pending. */
+/* One send of everything pending: values held by reference go out from
+ * their items in the same sendmsg. */
 static void epoll_flush(mp_channel *ch, mp_conn *c)
 {
-    uint32_t pending = c->wend - c->wstart;
+    size_t pending = mp_out_pending(c);
     if (pending > 0) {
         ch->stats.syscalls++;
         ch->stats.syscall_write++;
-        ssize_t n = send(c->fd, c->wbuf + c->wstart, pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n;
+        if (c->wrefs.n == 0) {
+            n = send(c->fd, c->wbuf + c->wstart, pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            struct iovec iov[2 * MP_OUT_REFS + 1];
+            struct msghdr msg = {.msg_iov = iov};
+            msg.msg_iovlen = (size_t)mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
+            n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 epoll_close(ch, c);
@@ -73,8 +82,8 @@ static void epoll_flush(mp_channel *ch, mp_conn *c)
             n = 0;
         }
         ch->stats.bytes_written += (uint64_t)n;
-        c->wstart += (uint32_t)n;
-        pending -= (uint32_t)n;
+        mp_out_sent(ch->eng->store, &c->wstart, &c->wrefs, (size_t)n);
+        pending -= (size_t)n;
     }
     if (pending > 0) {
         /* a connection that stopped at the high-water mark, or is closing,

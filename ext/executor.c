@@ -51,7 +51,7 @@ static bool noreply_maybe(mp_conn *c, const mp_request *r)
  * the ones still queued are dropped with the connection. */
 static int close_now(mp_conn *c)
 {
-    c->wend = c->wstart + c->proto.flush_mark;
+    mp_out_cull(c);
     c->close_after_write = true;
     return MP_PROC_CLOSE;
 }
@@ -94,7 +94,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
                 STATS(c).get_flushed++;
             return GK_OK;
         }
-        need = MP_VALUE_LINE_MAX + it->nbytes;
+        bool by_ref = mp_out_by_ref(c, it->nbytes);
+        need = MP_VALUE_LINE_MAX + (by_ref ? 0 : it->nbytes);
         if (!mp_out_fits(c, need)) {
             mp_shard_unlock(s);
             continue;
@@ -117,10 +118,16 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         }
         *p++ = '\r';
         *p++ = '\n';
-        memcpy(p, MP_ITEM_value(it), it->nbytes);
-        p += it->nbytes;
-        mp_shard_unlock(s);
-        mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
+        if (by_ref) {
+            mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
+            mp_out_add_ref(c, s, it);
+            mp_shard_unlock(s);
+        } else {
+            memcpy(p, MP_ITEM_value(it), it->nbytes);
+            p += it->nbytes;
+            mp_shard_unlock(s);
+            mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
+        }
         if (touch) {
             STATS(c).touch_cmds++;
             STATS(c).touch_hits++;
@@ -157,7 +164,7 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     if (res != GK_OK) {
         /* memcached then culls every reply it has not sent yet: this get's
          * hits and the replies of the requests before it in the same batch */
-        c->wend = c->wstart + c->proto.flush_mark;
+        mp_out_cull(c);
         if (res == GK_KEY_TOO_LONG)
             REPLY(c, R_BAD_FORMAT);
         else
@@ -167,7 +174,7 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     REPLY(c, R_END);
     /* memcached transmits after every successful get: what is queued so far
      * can no longer be culled */
-    c->proto.flush_mark = c->wend - c->wstart;
+    mp_out_mark(c);
     return 0;
 }
 
@@ -460,7 +467,7 @@ static int cmd_mn(mp_conn *c, const mp_request *r)
     (void)r;
     REPLY(c, R_MN);
     /* memcached flushes its replies at mn: nothing before it can be culled */
-    c->proto.flush_mark = c->wend - c->wstart;
+    mp_out_mark(c);
     return 0;
 }
 
@@ -830,7 +837,7 @@ int mp_process(mp_conn *c, int budget)
     p->want_rbuf = 0;
     /* memcached sends its queued replies whenever it runs out of input or
      * yields; both end a call here */
-    p->flush_mark = c->wend - c->wstart;
+    mp_out_mark(c);
     /* memcached's nreqs: a call that starts on fresh input runs budget + 1
      * requests, one that resumes after a yield runs budget (it re-enters
      * conn_new_cmd, which counts first) */

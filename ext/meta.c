@@ -173,7 +173,8 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         }
         mp_shard_lock(s);
         it = mp_item_find(s, m.key, m.nkey, hv, &why);
-        if (it != NULL && value && !mp_out_fits(c, MP_META_LINE_MAX + it->nbytes)) {
+        if (it != NULL && value && !mp_out_by_ref(c, it->nbytes) &&
+            !mp_out_fits(c, MP_META_LINE_MAX + it->nbytes)) {
             need = MP_META_LINE_MAX + it->nbytes;
             mp_shard_unlock(s);
             continue;
@@ -283,7 +284,11 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_item_set_win(s, it);
     }
     p = put2(p, "\r\n");
-    if (value) {
+    bool by_ref = value && mp_out_by_ref(c, it->nbytes);
+    if (by_ref) {
+        mp_out_commit(c, (size_t)(p - start));
+        mp_out_add_ref(c, s, it);
+    } else if (value) {
         memcpy(p, MP_ITEM_value(it), it->nbytes);
         p += it->nbytes;
     }
@@ -291,7 +296,8 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_item_access(s, it);
     mp_item_count_hit(s, it, ttl_set);
     mp_shard_unlock(s);
-    mp_out_commit(c, (size_t)(p - start));
+    if (!by_ref)
+        mp_out_commit(c, (size_t)(p - start));
     if (ttl_set) {
         STATS(c).touch_cmds++;
         STATS(c).touch_hits++;

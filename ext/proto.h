@@ -144,6 +144,7 @@ typedef struct mp_proto {
     uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch
                                 began: replies after it are "unsent" */
+    uint32_t flush_mark_refs;   /* output references queued by then */
     struct mp_item *item;    /* MP_PS_NREAD: the pending item */
     uint64_t hv;
     uint64_t cas_in;

@@ -465,7 +465,7 @@ static const char *conn_state_name(const mp_conn *c, const mp_conn *self)
         return "conn_nread";
     if (c->proto.phase == MP_PS_SWALLOW)
         return "conn_swallow";
-    if (c->wend != c->wstart)
+    if (mp_out_pending(c) != 0)
         return "conn_mwrite";
     return c->proto.seen_cmd ? "conn_read" : "conn_new_cmd";
 }

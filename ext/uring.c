@@ -50,6 +50,8 @@
 /* Open connections from which a new connection's first receive is counted
  * as completing at once (see on_accept). */
 #define MP_URING_GUESS_CONNS 8
+/* Sends with values by reference per io_uring_enter; more submit early. */
+#define MP_URING_MSGS 64
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL };
 
@@ -68,11 +70,24 @@ struct mp_uring {
     bool skip_cqe;               /* IOSQE_CQE_SKIP_SUCCESS is supported */
     bool min_wait;               /* the kernel honours a min_wait */
     unsigned expect;             /* completions this turn's submissions post at once */
+    /* sendmsg headers of this turn's sends with values held by reference:
+     * read by the kernel when it consumes the SQE (IORING_FEAT_SUBMIT_STABLE),
+     * so they are reused after every io_uring_enter */
+    unsigned nmsgs;
+    struct msghdr msgs[MP_URING_MSGS];
+    struct iovec iovs[MP_URING_MSGS][2 * MP_OUT_REFS + 1];
 };
 
 static const char too_many_conns[] = "ERROR Too many open connections\r\n";
 
 /* ---- submission helpers ---- */
+
+static void submit_early(mp_channel *ch)
+{
+    ch->stats.syscalls++;
+    mp_ring_submit(&ch->uring->ring, 0, 0, -1);
+    ch->uring->nmsgs = 0;
+}
 
 static struct io_uring_sqe *get_sqe(mp_channel *ch)
 {
@@ -80,8 +95,7 @@ static struct io_uring_sqe *get_sqe(mp_channel *ch)
     struct io_uring_sqe *sqe = mp_ring_sqe(r);
     if (sqe == NULL) {
         /* full: submit what we have without waiting, then there is room */
-        ch->stats.syscalls++;
-        mp_ring_submit(r, 0, 0, -1);
+        submit_early(ch);
         sqe = mp_ring_sqe(r);
     }
     ch->stats.sqes++;
@@ -124,17 +138,32 @@ static void arm_recv(mp_channel *ch, mp_conn *c)
 
 static void submit_send(mp_channel *ch, mp_conn *c, bool fresh)
 {
+    mp_uring *u = ch->uring;
+    if (c->srefs.n > 0 && u->nmsgs == MP_URING_MSGS)
+        submit_early(ch);
     struct io_uring_sqe *sqe = get_sqe(ch);
-    sqe->opcode = IORING_OP_SEND;
     set_fd(sqe, c);
-    sqe->addr = (uint64_t)(uintptr_t)(c->sbuf + c->sstart);
-    sqe->len = c->send - c->sstart;
+    size_t len = c->send - c->sstart + c->srefs.bytes;
+    if (c->srefs.n == 0) {
+        sqe->opcode = IORING_OP_SEND;
+        sqe->addr = (uint64_t)(uintptr_t)(c->sbuf + c->sstart);
+        sqe->len = (uint32_t)len;
+    } else {
+        struct msghdr *m = &u->msgs[u->nmsgs];
+        struct iovec *iov = u->iovs[u->nmsgs++];
+        memset(m, 0, sizeof(*m));
+        m->msg_iov = iov;
+        m->msg_iovlen = (size_t)mp_out_iov(c->sbuf, c->sstart, c->send, &c->srefs, iov);
+        sqe->opcode = IORING_OP_SENDMSG;
+        sqe->addr = (uint64_t)(uintptr_t)m;
+        sqe->len = 1;
+    }
     sqe->msg_flags = MSG_NOSIGNAL;
     sqe->user_data = UD(OP_SEND, c->gen, c->slot);
     c->send_inflight = true;
     /* a first send that fits the socket buffer completes inside the submit:
      * its completion must not end the wait (a retry means the buffer is full) */
-    if (fresh && sqe->len <= MP_URING_INLINE_SEND)
+    if (fresh && len <= MP_URING_INLINE_SEND)
         ch->uring->expect++;
     ch->stats.syscall_write++;   /* counted as the send it replaces */
 }
@@ -214,8 +243,10 @@ static void uring_flush(mp_channel *ch, mp_conn *c)
     c->ssize = c->wsize;
     c->sstart = c->wstart;
     c->send = c->wend;
+    c->srefs = c->wrefs;
     c->wbuf = NULL;
     c->wsize = c->wstart = c->wend = 0;
+    c->wrefs.n = c->wrefs.bytes = 0;
     submit_send(ch, c, true);
 }
 
@@ -235,8 +266,8 @@ static void on_send(mp_channel *ch, mp_conn *c, int res)
         return;
     }
     ch->stats.bytes_written += (uint64_t)res;
-    c->sstart += (uint32_t)res;
-    if (c->sstart < c->send) {
+    mp_out_sent(ch->eng->store, &c->sstart, &c->srefs, (size_t)res);
+    if (c->sstart < c->send || c->srefs.n > 0) {
         submit_send(ch, c, false);
         return;
     }
@@ -354,10 +385,14 @@ static int ring_features_ok(mp_ring *r, char *why, size_t whylen)
     static const struct { int op; const char *name; } need[] = {
         {IORING_OP_ACCEPT, "accept"}, {IORING_OP_RECV, "recv"}, {IORING_OP_SEND, "send"},
         {IORING_OP_CLOSE, "close"}, {IORING_OP_ASYNC_CANCEL, "cancel"},
-        {IORING_OP_READ, "read"},
+        {IORING_OP_READ, "read"}, {IORING_OP_SENDMSG, "sendmsg"},
     };
     if (!(r->features & IORING_FEAT_EXT_ARG)) {
         snprintf(why, whylen, "kernel lacks IORING_FEAT_EXT_ARG");
+        return -1;
+    }
+    if (!(r->features & IORING_FEAT_SUBMIT_STABLE)) {
+        snprintf(why, whylen, "kernel lacks IORING_FEAT_SUBMIT_STABLE");
         return -1;
     }
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
@@ -563,6 +598,7 @@ int mp_uring_run(mp_channel *ch)
         unsigned wait_nr = busy ? 0 : 1 + (ch->uring->min_wait ? ch->uring->expect : 0);
         ch->uring->expect = 0;
         rc = mp_ring_submit(r, wait_nr, MP_URING_MIN_WAIT_US, MP_MAINTAIN_MS);
+        ch->uring->nmsgs = 0;
         if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
             break;
         mp_clock_update();
