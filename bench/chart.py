@@ -232,8 +232,10 @@ def markdown(result, png_rel, old_notes):
         "the server (memcached: about 37 instead of 45 µs per connection) but adds a failing `read` "
         "(ECONNRESET) and is not what real clients do. Connections are spread over the source addresses "
         "127.0.0.1–127.0.0.16 with `IP_BIND_ADDRESS_NO_PORT`, so ephemeral ports do not run out.",
-        "- Server CPU time is utime+stime of the whole server process from `/proc/PID/stat` over exactly "
-        "the measured window (10 ms ticks: ±0.5% at 2 s of busy server).",
+        "- Server CPU time is the scheduler's runtime of every server thread "
+        "(`/proc/PID/task/TID/schedstat`, nanoseconds) over exactly the measured window. utime+stime "
+        "from `/proc/PID/stat` is sampled at the tick (4 ms here) and charged a server that sleeps "
+        "in short bursts inconsistently.",
         "- Other work on the machine during a run shows up as spread in the min–max; the A B A B order keeps "
         "it from favouring one server.",
         "",

@@ -9,8 +9,9 @@ on CPU 0 and the load generator on CPU 1 (taskset), so on a 2-core machine
 each has a core.
 
 The load generator is nearly saturated at memcached's speed, so a faster
-server shows less in requests/s than in server CPU time per request, read
-from /proc/PID/stat over exactly the measured window.  Both are reported, as
+server shows less in requests/s than in server CPU time per request, the
+scheduler's runtime of every server thread (/proc/PID/task/TID/schedstat)
+over exactly the measured window.  Both are reported, as
 the median of the per-round ratios mpcache/memcached with the min-max over
 the rounds (rounds are paired: round i of mpcache against round i of
 memcached, which ran right before or after it).
@@ -123,7 +124,7 @@ class Server:
         env.update(SERVERS[name]["env"])
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.log = tempfile.TemporaryFile()
-        # taskset execs the server: the pid is the server's own, for /proc/PID/stat
+        # taskset execs the server: the pid is the server's own, for /proc/PID/task
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + START_TIMEOUT
         while not _port_open(port):
@@ -212,6 +213,10 @@ def workloads():
     for v in VALUE_SIZES:
         w[f"value-{v}"] = {"args": base + ["--conns", "50", "--value-size", str(v)], "preload": True,
                            "desc": f"persistent get of {v} B values", "axis": ("value_size", v)}
+    # Values large enough to be sent from their items by reference; 1000
+    # keys keep the data set (128 MB) inside -m.
+    w["value-131072"] = {"args": ["--keys", "1000", "--conns", "20", "--value-size", "131072"],
+                         "preload": True, "desc": "persistent get of 128 KiB values, 20 connections"}
     # Key space about ten times what -m 64 holds at this value size.
     w["hitratio-m64"] = {"args": ["--keys", "1000000", "--value-size", "512", "--zipf", "0.99",
                                   "--conns", "50", "--fill-on-miss"],
@@ -221,7 +226,7 @@ def workloads():
 
 
 QUICK_WORKLOADS = ["get", "pipeline-16", "multiget-10", "churn-1", "churn-8", "churn-128", "set-heavy",
-                   "value-1", "value-4096", "value-16384", "hitratio-m64"]
+                   "value-1", "value-4096", "value-16384", "value-131072", "hitratio-m64"]
 
 # ---------------------------------------------------------------- running
 

@@ -29,7 +29,7 @@ typedef struct mp_engine {
     int nchannels;
     mp_channel **channels;
     int use_uring;               /* backend chosen at create (settings.io_engine) */
-    char engine_desc[128];       /* features of the backend in use ("stats channels") */
+    char engine_desc[256];       /* features of the backend in use ("stats channels") */
     int control_fd;              /* eventfd: readable when "shutdown" was received */
     volatile int curr_conns;     /* atomic */
     mp_thread_stats reset_base;  /* counters at the last "stats reset" */

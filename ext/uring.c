@@ -455,10 +455,11 @@ static int uring_setup(mp_channel *ch)
     if (u->min_wait)
         prctl(PR_SET_TIMERSLACK, 1000UL);
     snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-             "%s%s%s,multishot_accept,multishot_recv,provided_buffers",
+             "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s%s",
              u->direct ? "direct_descriptors" : "regular_descriptors",
              (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
-             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "");
+             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "",
+             u->skip_cqe ? ",cqe_skip_success" : "", u->min_wait ? ",min_wait" : "");
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);

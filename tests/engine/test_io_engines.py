@@ -237,7 +237,8 @@ def test_stats_channels_shows_the_mechanics_per_channel(engine):
         assert st["channels"] == "2"
         if st["engine"] == "uring":
             assert set(st["features"].split(",")) >= {
-                "direct_descriptors", "multishot_accept", "multishot_recv", "provided_buffers"}
+                "direct_descriptors", "multishot_accept", "multishot_recv", "provided_buffers",
+                "sendmsg_by_reference"}
         else:
             assert st["features"] == "level_triggered"
         per = [{k.split(":", 1)[1]: int(v) for k, v in st.items() if k.startswith(f"{ch}:")}
