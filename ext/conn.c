@@ -105,8 +105,14 @@ bool mp_out_grow(mp_conn *c, size_t n)
 
 /* ---- values sent from their items ---- */
 
-void mp_out_add_ref(mp_conn *c, mp_shard *s, mp_item *it)
+void mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
 {
+    if (!mp_out_by_ref(c, it->nbytes)) {
+        memcpy(p, MP_ITEM_value(it), it->nbytes);
+        mp_out_commit(c, (size_t)(p + it->nbytes - (c->wbuf + c->wend)));
+        return;
+    }
+    mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
     mp_item_ref(s, it);
     mp_out_ref *r = &c->wrefs.r[c->wrefs.n++];
     r->at = c->wend;

@@ -132,9 +132,11 @@ static inline bool mp_out_by_ref(const mp_conn *c, uint32_t nbytes)
     return nbytes >= MP_OUT_REF_MIN && c->wrefs.n < MP_OUT_REFS;
 }
 
-/* Shard lock held, item found under it, mp_out_by_ref true: queues the
- * item's value (with its "\r\n") at the end of the output without copying. */
-void mp_out_add_ref(mp_conn *c, struct mp_shard *s, struct mp_item *it);
+/* Shard lock held, item found under it: ends the reply line written up to p
+ * (inside the reserved output) with the item's value and its "\r\n", by
+ * reference when mp_out_by_ref says so (the caller then reserved room for
+ * the line only), else copied. */
+void mp_out_value(mp_conn *c, char *p, struct mp_shard *s, struct mp_item *it);
 
 /* The output [start, end) of buf with refs woven in, as at most
  * 2 * MP_OUT_REFS + 1 iovecs; returns how many. */

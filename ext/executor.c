@@ -88,14 +88,10 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
                 STATS(c).get_cmds++;
                 STATS(c).get_misses++;
             }
-            if (why == MP_MISS_EXPIRED)
-                STATS(c).get_expired++;
-            else if (why == MP_MISS_FLUSHED)
-                STATS(c).get_flushed++;
+            count_miss_reason(c, why);
             return GK_OK;
         }
-        bool by_ref = mp_out_by_ref(c, it->nbytes);
-        need = MP_VALUE_LINE_MAX + (by_ref ? 0 : it->nbytes);
+        need = MP_VALUE_LINE_MAX + (mp_out_by_ref(c, it->nbytes) ? 0 : it->nbytes);
         if (!mp_out_fits(c, need)) {
             mp_shard_unlock(s);
             continue;
@@ -118,16 +114,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         }
         *p++ = '\r';
         *p++ = '\n';
-        if (by_ref) {
-            mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
-            mp_out_add_ref(c, s, it);
-            mp_shard_unlock(s);
-        } else {
-            memcpy(p, MP_ITEM_value(it), it->nbytes);
-            p += it->nbytes;
-            mp_shard_unlock(s);
-            mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
-        }
+        mp_out_value(c, p, s, it);
+        mp_shard_unlock(s);
         if (touch) {
             STATS(c).touch_cmds++;
             STATS(c).touch_hits++;

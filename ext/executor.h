@@ -40,6 +40,16 @@ static inline void reply(mp_conn *c, const char *s, size_t n)
 }
 #define REPLY(c, lit) reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
 
+/* A get that missed: memcached also counts why, when the item had expired
+ * or been flushed (mp_item_find's *why_missing). */
+static inline void count_miss_reason(mp_conn *c, int why)
+{
+    if (why == MP_MISS_EXPIRED)
+        STATS(c).get_expired++;
+    else if (why == MP_MISS_FLUSHED)
+        STATS(c).get_flushed++;
+}
+
 /* Writes the decimal digits of v at p; returns the end. */
 static inline char *u64_to_dec(char *p, uint64_t v)
 {

@@ -117,6 +117,19 @@ static bool meta_line_ok(mp_conn *c, const mp_request *r, int too_long)
     return true;
 }
 
+/* md and ma: the line checks, then the flags; false when an error was
+ * answered. */
+static bool meta_parse_simple(mp_conn *c, const mp_request *r, char *keybuf, mp_meta *m)
+{
+    if (!meta_line_ok(c, r, MP_META_ERR_TOO_LONG))
+        return false;
+    if (mp_meta_parse(r, 2, keybuf, m) != MP_META_ERR_NONE) {
+        meta_error(c, MP_META_ERR_INVALID_OR_DUP);
+        return false;
+    }
+    return true;
+}
+
 /* The flags of a reply line that carry no item data (a miss, NF, EX): the
  * opaque and the key.  Returns NULL when the opaque is too long. */
 static char *echo_request_flags(char *p, const mp_request *r, const mp_meta *m)
@@ -191,10 +204,7 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_shard_unlock(s);
         STATS(c).get_cmds++;
         STATS(c).get_misses++;
-        if (why == MP_MISS_EXPIRED)
-            STATS(c).get_expired++;
-        else if (why == MP_MISS_FLUSHED)
-            STATS(c).get_flushed++;
+        count_miss_reason(c, why);
         char *p = put2(c->wbuf + c->wend, R_EN);
         p = echo_request_flags(p, r, &m);
         if (p == NULL) {
@@ -284,20 +294,14 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_item_set_win(s, it);
     }
     p = put2(p, "\r\n");
-    bool by_ref = value && mp_out_by_ref(c, it->nbytes);
-    if (by_ref) {
+    if (value)
+        mp_out_value(c, p, s, it);
+    else
         mp_out_commit(c, (size_t)(p - start));
-        mp_out_add_ref(c, s, it);
-    } else if (value) {
-        memcpy(p, MP_ITEM_value(it), it->nbytes);
-        p += it->nbytes;
-    }
     if (bump)
         mp_item_access(s, it);
     mp_item_count_hit(s, it, ttl_set);
     mp_shard_unlock(s);
-    if (!by_ref)
-        mp_out_commit(c, (size_t)(p - start));
     if (ttl_set) {
         STATS(c).touch_cmds++;
         STATS(c).touch_hits++;
@@ -472,14 +476,10 @@ void mp_meta_complete_swallow(mp_conn *c)
 
 int cmd_md(mp_conn *c, const mp_request *r)
 {
-    if (!meta_line_ok(c, r, MP_META_ERR_TOO_LONG))
-        return 0;
     char keybuf[MP_KEY_MAX_LENGTH];
     mp_meta m;
-    if (mp_meta_parse(r, 2, keybuf, &m) != MP_META_ERR_NONE) {
-        meta_error(c, MP_META_ERR_INVALID_OR_DUP);
+    if (!meta_parse_simple(c, r, keybuf, &m))
         return 0;
-    }
     char *out = mp_out_reserve(c, MP_META_LINE_MAX);
     if (out == NULL)
         return 0;
@@ -527,14 +527,10 @@ int cmd_md(mp_conn *c, const mp_request *r)
 
 int cmd_ma(mp_conn *c, const mp_request *r)
 {
-    if (!meta_line_ok(c, r, MP_META_ERR_TOO_LONG))
-        return 0;
     char keybuf[MP_KEY_MAX_LENGTH];
     mp_meta m;
-    if (mp_meta_parse(r, 2, keybuf, &m) != MP_META_ERR_NONE) {
-        meta_error(c, MP_META_ERR_INVALID_OR_DUP);
+    if (!meta_parse_simple(c, r, keybuf, &m))
         return 0;
-    }
     bool incr;
     switch (m.mode) {
     case 0:
@@ -703,10 +699,7 @@ int cmd_me(mp_conn *c, const mp_request *r)
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
     if (it == NULL) {
         mp_shard_unlock(s);
-        if (why == MP_MISS_EXPIRED)
-            STATS(c).get_expired++;
-        else if (why == MP_MISS_FLUSHED)
-            STATS(c).get_flushed++;
+        count_miss_reason(c, why);
         REPLY(c, R_EN);
         return 0;
     }

@@ -234,14 +234,13 @@ static void pool_give(mp_arena *a, uint32_t pg)
 
 /* ---- pages and units of a shard ---- */
 
-static void page_attach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
+/* The page becomes an empty SPLIT page, every unit on the shard's free list:
+ * the one representation of "free" within a shard. */
+static void page_split_free(mp_arena *a, mp_slabs *sl, uint32_t pg)
 {
     mp_page_meta *p = &a->pages[pg];
     p->kind = MP_PAGE_SPLIT;
-    p->shard = sl->shard;
     p->free_units = (uint16_t)a->units_per_page;
-    plist_add(a->pages, &sl->pages, pg, false);
-    sl->npages++;
     uint32_t u0 = pg * a->units_per_page;
     for (uint32_t k = 0; k < a->units_per_page; k++) {
         memset(&a->slabs[u0 + k], 0, sizeof(mp_slab_meta));
@@ -251,6 +250,14 @@ static void page_attach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
     }
     sl->nfree_units += a->units_per_page;
     sl->empty_pages++;
+}
+
+static void page_attach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
+{
+    a->pages[pg].shard = sl->shard;
+    plist_add(a->pages, &sl->pages, pg, false);
+    sl->npages++;
+    page_split_free(a, sl, pg);
 }
 
 static void page_detach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
@@ -435,16 +442,7 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     uint32_t pg = mp_page_of_unit(a, u);
     mp_page_meta *p = &a->pages[pg];
     if (p->kind == MP_PAGE_WHOLE) {
-        /* back to an empty SPLIT page: one representation for "free" */
-        p->kind = MP_PAGE_SPLIT;
-        p->free_units = (uint16_t)a->units_per_page;
-        uint32_t u0 = pg * a->units_per_page;
-        for (uint32_t k = 0; k < a->units_per_page; k++) {
-            memset(&a->slabs[u0 + k], 0, sizeof(mp_slab_meta));
-            slist_add(a->slabs, &sl->free_units, u0 + k, false);
-        }
-        sl->nfree_units += a->units_per_page;
-        sl->empty_pages++;
+        page_split_free(a, sl, pg);
     } else {
         slist_add(a->slabs, &sl->free_units, u, true);
         sl->nfree_units++;

@@ -675,6 +675,26 @@ static bool shard_rebalance(mp_shard *s, int cls)
     return true;
 }
 
+/* t's lock held: an empty page of t, emptying the cheapest one if there is
+ * none, or UINT32_MAX if none could be emptied (pinned items).  Sets
+ * t->slabs.hoard so the emptied page stays in t for the caller; the caller
+ * restores it. */
+static uint32_t empty_a_page(mp_shard *t)
+{
+    mp_arena *a = &t->st->arena;
+    t->slabs.hoard = true;
+    uint32_t pg = mp_slabs_empty_page(a, &t->slabs);
+    if (pg == UINT32_MAX) {
+        pg = pick_victim_page(t);
+        if (pg != UINT32_MAX)
+            drain_page(t, pg);
+    }
+    if (pg != UINT32_MAX && (a->pages[pg].kind != MP_PAGE_SPLIT ||
+                             a->pages[pg].free_units != a->units_per_page))
+        pg = UINT32_MAX;   /* not emptied after all */
+    return pg;
+}
+
 /* Step 6: a page from another shard, without ever waiting for its lock. */
 static bool shard_steal_page(mp_shard *s)
 {
@@ -685,16 +705,7 @@ static bool shard_steal_page(mp_shard *s)
         if (pthread_mutex_trylock(&t->lock) != 0)
             continue;
         bool hoard = t->slabs.hoard;
-        t->slabs.hoard = true;
-        uint32_t pg = mp_slabs_empty_page(a, &t->slabs);
-        if (pg == UINT32_MAX) {
-            pg = pick_victim_page(t);
-            if (pg != UINT32_MAX)
-                drain_page(t, pg);
-        }
-        if (pg != UINT32_MAX && (a->pages[pg].kind != MP_PAGE_SPLIT ||
-                                 a->pages[pg].free_units != a->units_per_page))
-            pg = UINT32_MAX;   /* not emptied after all: keep looking */
+        uint32_t pg = empty_a_page(t);
         if (pg != UINT32_MAX)
             mp_page_transfer(a, &t->slabs, &s->slabs, pg);
         t->slabs.hoard = hoard;
@@ -712,18 +723,9 @@ static uint32_t shard_give_page(mp_shard *t)
 {
     mp_arena *a = &t->st->arena;
     pthread_mutex_lock(&t->lock);
-    t->slabs.hoard = true;
-    uint32_t pg = mp_slabs_empty_page(a, &t->slabs);
-    if (pg == UINT32_MAX) {
-        pg = pick_victim_page(t);
-        if (pg != UINT32_MAX)
-            drain_page(t, pg);
-    }
-    if (pg != UINT32_MAX && a->pages[pg].kind == MP_PAGE_SPLIT &&
-        a->pages[pg].free_units == a->units_per_page)
+    uint32_t pg = empty_a_page(t);
+    if (pg != UINT32_MAX)
         mp_page_detach(a, &t->slabs, pg);
-    else
-        pg = UINT32_MAX;
     t->slabs.hoard = false;
     pthread_mutex_unlock(&t->lock);
     return pg;

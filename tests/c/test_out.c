@@ -1,5 +1,5 @@
 /* Unit tests of a connection's output with values held by reference
- * (ext/conn.c: mp_out_add_ref, mp_out_iov, mp_out_sent, mp_out_cull and the
+ * (ext/conn.c: mp_out_value, mp_out_iov, mp_out_sent, mp_out_cull and the
  * compaction in mp_out_grow).
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_out.c ext/conn.c ext/store.c \
@@ -17,17 +17,7 @@
 #include "engine.h"
 #include "settings.h"
 #include "store.h"
-
-static int failures;
-static int checks;
-
-#define CHECK(cond) do {                                                      \
-    checks++;                                                                 \
-    if (!(cond)) {                                                            \
-        failures++;                                                           \
-        fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                         \
-} while (0)
+#include "check.h"
 
 static mp_store *st;
 static mp_engine eng;
@@ -65,7 +55,9 @@ static void add_ref(mp_conn *c, mp_item *it)
     mp_shard *s = mp_store_shard(st, mp_hash(MP_ITEM_key(it), it->nkey));
     mp_shard_lock(s);
     CHECK(mp_out_by_ref(c, it->nbytes));
-    mp_out_add_ref(c, s, it);
+    char *p = mp_out_reserve(c, 1);
+    CHECK(p != NULL);
+    mp_out_value(c, p, s, it);
     mp_shard_unlock(s);
 }
 

@@ -13,26 +13,11 @@ import time
 
 import pytest
 
+from tests.support.raw import stats
 from tests.support.servers import (BACKENDS, HOST, ROOT, Backend, ServerProcess, free_port,
                                    mpcache_backends)
 
 NO_IO_URING = os.path.join(ROOT, "tests", "support", "no_io_uring.py")
-
-
-def stats(addr, group=b""):
-    with socket.create_connection(addr, timeout=5) as s:
-        s.sendall(b"stats " + group + b"\r\n" if group else b"stats\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            assert chunk, buf
-            buf += chunk
-    out = {}
-    for line in buf.decode().split("\r\n"):
-        if line.startswith("STAT "):
-            _, k, v = line.split(" ", 2)
-            out[k] = v
-    return out
 
 
 def open_fds(pid):

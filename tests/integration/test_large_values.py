@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from tests.support.raw import RawConn
+from tests.support.raw import RawConn, stats
 
 LONG_KEY = b"k" * 251
 
@@ -103,10 +103,7 @@ def test_value_queued_for_a_reader_survives_overwrite_delete_and_eviction(server
             assert w.call(b"delete big\r\n") == b"DELETED\r\n"
             for i in range(300):
                 store(w, b"fill%d" % i, pattern(b"f%d" % i, size))
-            evictions = int(dict(line.split(b" ")[1:3] for line in
-                                 w.call(b"stats\r\n").splitlines()
-                                 if line.startswith(b"STAT "))[b"evictions"])
-            assert evictions > 100
+            assert int(stats(srv.addr)["evictions"]) > 100
             replies = []
             for _ in range(n_gets):
                 line = b""

@@ -133,3 +133,21 @@ class RawConn:
         """Sends data followed by `mn` and returns the replies to data."""
         self.send(data + MARKER, **kw)
         return self.read_until_marker(timeout)
+
+
+def stats(addr, group=b""):
+    """`stats [group]` as a dict of str to str."""
+    with RawConn(addr) as c:
+        c.send(b"stats " + group + b"\r\n" if group else b"stats\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            c.sock.settimeout(c.timeout)
+            chunk = c.sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+    out = {}
+    for line in buf.decode().split("\r\n"):
+        if line.startswith("STAT "):
+            _, k, v = line.split(" ", 2)
+            out[k] = v
+    return out
