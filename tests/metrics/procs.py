@@ -79,13 +79,7 @@ class Proc:
         return self.proc is not None and self.proc.poll() is None
 
     def output(self):
-        if self._out is None:
-            return ""
-        self._out.flush()
-        self._out.seek(0)
-        data = self._out.read()
-        self._out.seek(0, os.SEEK_END)
-        return data.decode("utf-8", "replace")[-8000:]
+        return servers.captured_output(self._out)
 
     def describe(self):
         return f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}"

@@ -136,6 +136,18 @@ def kill_servers_on_sigterm():
     signal.signal(signal.SIGTERM, handler)
 
 
+def captured_output(f):
+    """The last 8000 characters a process wrote to the temporary file f
+    (None: nothing captured); later writes still append."""
+    if f is None:
+        return ""
+    f.flush()
+    f.seek(0)
+    data = f.read()
+    f.seek(0, os.SEEK_END)
+    return data.decode("utf-8", "replace")[-8000:]
+
+
 @dataclass
 class ServerProcess:
     backend: Backend
@@ -213,13 +225,7 @@ class ServerProcess:
 
     def output(self):
         """Everything the server wrote to stdout/stderr so far."""
-        if self._stderr is None:
-            return ""
-        self._stderr.flush()
-        self._stderr.seek(0)
-        data = self._stderr.read()
-        self._stderr.seek(0, os.SEEK_END)
-        return data.decode("utf-8", "replace")[-8000:]
+        return captured_output(self._stderr)
 
     def stop(self):
         """Stops the server; returns its exit status (None if it was not started)."""
