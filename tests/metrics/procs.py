@@ -7,7 +7,6 @@ come up fails the test with its command line and output; every process is
 killed at the latest when the session ends.
 """
 
-import atexit
 import json
 import os
 import shutil
@@ -31,17 +30,6 @@ START_TIMEOUT = 30.0            # Prometheus takes a few seconds to open its TSD
 STOP_TIMEOUT = 10.0
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-_live = set()
-
-
-@atexit.register
-def _kill_leftovers():
-    for proc in list(_live):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
 
 def need(tool):
     """Skips without the program, except in CI, whose .ci/run installs it."""
@@ -72,7 +60,7 @@ class Proc:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._out, env=self.env, cwd=self.cwd,
                                      start_new_session=True)
-        _live.add(self.proc)
+        servers.track(self.proc)
         return self
 
     def alive(self):
@@ -113,7 +101,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
-        _live.discard(self.proc)
+        servers.untrack(self.proc)
         return self.proc.returncode
 
     def close(self):

@@ -122,6 +122,15 @@ def _kill_leftovers():
             proc.wait()
 
 
+def track(proc):
+    """Kills proc at exit (or SIGTERM) if it is still running then."""
+    _live.add(proc)
+
+
+def untrack(proc):
+    _live.discard(proc)
+
+
 def kill_servers_on_sigterm():
     """atexit does not run when the test process is terminated (e.g. by
     `timeout`), and the servers run in their own sessions: stop them first.
