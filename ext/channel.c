@@ -1,8 +1,8 @@
 /* What a channel does whatever its backend: the connection table, input
- * buffering, running the protocol, fairness between connections (-R), the
- * connection limit (-c), idle timeouts and shard maintenance.  The backends
- * (epoll.c, uring.c) only move bytes and descriptors; see engine.h for the
- * per-core picture. */
+ * buffering, running the protocol, fairness between connections (-R), flow
+ * control, the connection limit (-c), idle timeouts and shard maintenance.
+ * The backends (epoll.c, uring.c) only move bytes and descriptors, and stop
+ * or resume receiving when told; see engine.h for the per-core picture. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -29,11 +29,42 @@ static uint64_t now_ms(void)
 
 /* ---- the connection table ---- */
 
+/* Adds a chunk of free slots; false when memory is exhausted. */
+static bool table_grow(mp_channel *ch)
+{
+    uint32_t n = ch->nslots;
+    if (n >= ch->maxslots)
+        return false;
+    mp_conn *chunk = calloc(MP_CONN_CHUNK, sizeof(mp_conn));
+    uint32_t cap = n + MP_CONN_CHUNK;
+    uint64_t *r1 = realloc(ch->ready, cap * sizeof(uint64_t));
+    if (r1 != NULL)
+        ch->ready = r1;
+    uint64_t *r2 = realloc(ch->ready_next, cap * sizeof(uint64_t));
+    if (r2 != NULL)
+        ch->ready_next = r2;
+    if (chunk == NULL || r1 == NULL || r2 == NULL) {
+        free(chunk);
+        ch->stats.malloc_fails++;
+        return false;
+    }
+    for (uint32_t i = 0; i < MP_CONN_CHUNK; i++) {
+        chunk[i].fd = -1;
+        chunk[i].slot = n + i;
+        chunk[i].next_free = i + 1 < MP_CONN_CHUNK ? n + i + 1 : ch->free_head;
+    }
+    ch->free_head = n;
+    ch->chunks[n / MP_CONN_CHUNK] = chunk;
+    /* "stats conns" reads the table from another thread */
+    __atomic_store_n(&ch->nslots, cap, __ATOMIC_RELEASE);
+    return true;
+}
+
 bool mp_conn_admit(mp_channel *ch)
 {
     mp_engine *eng = ch->eng;
     int now = __atomic_add_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
-    if (now > eng->settings.maxconns || ch->free_head == MP_NO_SLOT) {
+    if (now > eng->settings.maxconns || (ch->free_head == MP_NO_SLOT && !table_grow(ch))) {
         __atomic_sub_fetch(&eng->curr_conns, 1, __ATOMIC_RELAXED);
         ch->stats.rejected_conns++;
         return false;
@@ -47,7 +78,7 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     uint32_t slot = ch->free_head;
     if (slot == MP_NO_SLOT)
         return NULL;
-    mp_conn *c = &ch->conns[slot];
+    mp_conn *c = mp_conn_at(ch, slot);
     ch->free_head = c->next_free;
     uint32_t gen = c->gen;
     memset(c, 0, offsetof(mp_conn, proto));
@@ -60,7 +91,7 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     c->listen_fd = l->fd;
     c->ch = ch;
     c->next_free = MP_NO_SLOT;
-    c->last_active = mp_current_time;
+    c->last_cmd = mp_current_time;
     if (peer != NULL && peerlen <= sizeof(c->peer)) {
         memcpy(&c->peer, peer, peerlen);
         c->peerlen = peerlen;
@@ -79,9 +110,9 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     mp_refs_release(ch->eng->store, &c->wrefs);
     mp_refs_release(ch->eng->store, &c->srefs);
     if (c->rbuf != NULL && !c->rbuf_borrowed)
-        mp_buf_put(ch, c->rbuf, c->rsize);
-    mp_buf_put(ch, c->wbuf, c->wsize);
-    mp_buf_put(ch, c->sbuf, c->ssize);
+        mp_buf_put(ch, c->rbuf, c->rsize, MP_BUF_IN);
+    mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
+    mp_buf_put(ch, c->sbuf, c->ssize, MP_BUF_OUT);
     c->rbuf = c->wbuf = c->sbuf = NULL;
     c->rsize = c->rstart = c->rend = 0;
     c->wsize = c->wstart = c->wend = 0;
@@ -119,7 +150,7 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
             return true;
         }
         uint32_t size;
-        char *buf = mp_buf_get_sized(ch, left, &size);
+        char *buf = mp_buf_get(ch, left, &size, MP_BUF_IN);
         if (buf == NULL) {
             c->rbuf = NULL;
             return false;
@@ -130,7 +161,7 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
         c->rstart = 0;
         c->rend = left;
     } else if (c->rbuf != NULL && left == 0) {
-        mp_buf_put(ch, c->rbuf, c->rsize);
+        mp_buf_put(ch, c->rbuf, c->rsize, MP_BUF_IN);
         c->rbuf = NULL;
         c->rsize = c->rstart = c->rend = 0;
     }
@@ -140,10 +171,9 @@ static bool conn_keep_input(mp_channel *ch, mp_conn *c)
 bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
 {
     if (c->rbuf == NULL) {
-        c->rbuf = mp_buf_get(ch);
+        c->rbuf = mp_buf_get(ch, MP_BUF_INITIAL, &c->rsize, MP_BUF_IN);
         if (c->rbuf == NULL)
             return false;
-        c->rsize = MP_BUF_INITIAL;
         c->rstart = c->rend = 0;
     }
     if (c->rstart > 0) {
@@ -152,8 +182,6 @@ bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
         c->rstart = 0;
     }
     size_t want = c->rsize;
-    if (want < c->proto.want_rbuf)
-        want = c->proto.want_rbuf;
     while (want - c->rend < n)
         want *= 2;
     if (want == c->rsize)
@@ -162,14 +190,42 @@ bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n)
     if (want > MP_RBUF_MAX)
         return false;
     uint32_t size;
-    char *nb = mp_buf_get_sized(ch, want, &size);
+    char *nb = mp_buf_get(ch, want, &size, MP_BUF_IN);
     if (nb == NULL)
         return false;
     memcpy(nb, c->rbuf, c->rend);
-    mp_buf_put(ch, c->rbuf, c->rsize);
+    mp_buf_put(ch, c->rbuf, c->rsize, MP_BUF_IN);
     c->rbuf = nb;
     c->rsize = size;
     return true;
+}
+
+bool mp_conn_wants_input(const mp_conn *c)
+{
+    if (c->state != MP_CONN_OPEN)
+        return false;
+    if (!c->in_ready && !c->blocked_out)
+        return true;
+    return c->rend - c->rstart < MP_INPUT_PAUSE;
+}
+
+/* The one flow-control decision, the same for every backend: input is taken
+ * while the connection is served or has less than MP_INPUT_PAUSE waiting;
+ * beyond that the backend stops receiving until the connection has worked
+ * through what it holds. */
+static void conn_flow(mp_channel *ch, mp_conn *c)
+{
+    if (c->state != MP_CONN_OPEN)
+        return;
+    bool want = mp_conn_wants_input(c);
+    if (want && c->input_paused) {
+        c->input_paused = false;
+        ch->resume_input(ch, c);
+    } else if (!want && !c->input_paused) {
+        c->input_paused = true;
+        ch->stats.input_pauses++;
+        ch->pause_input(ch, c);
+    }
 }
 
 void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
@@ -177,7 +233,6 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
     if (c->state != MP_CONN_OPEN)
         return;   /* closing: input after quit is ignored */
     ch->stats.bytes_read += n;
-    c->last_active = mp_current_time;
     if (c->rbuf != NULL) {
         /* a partial request is waiting: append behind it */
         if (!mp_conn_rbuf_room(ch, c, n)) {
@@ -194,8 +249,11 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
     }
     if (c->in_ready || c->blocked_out) {
         /* it resumes later; the bytes must not stay in a borrowed buffer */
-        if (!conn_keep_input(ch, c))
+        if (!conn_keep_input(ch, c)) {
             ch->close(ch, c);
+            return;
+        }
+        conn_flow(ch, c);
         return;
     }
     mp_conn_run(ch, c);
@@ -224,18 +282,35 @@ void mp_conn_run(mp_channel *ch, mp_conn *c)
     }
     if (r == MP_PROC_YIELD) {
         ch->stats.conn_yields++;
-        if (mp_out_pending(c) > MP_OUT_HIGHWATER)
+        if (mp_out_over_mark(c)) {
             c->blocked_out = true;
-        else
+            ch->stats.output_stalls++;
+        } else {
             ready_push(ch, c);
+        }
     }
+    conn_flow(ch, c);
     ch->flush(ch, c);
-    if (c->blocked_out && c->state == MP_CONN_OPEN && mp_out_pending(c) == 0) {
-        /* the send took it all at once: no writable event will come to
-         * resume it, so it goes on next turn like any yielded connection */
+    if (c->blocked_out && c->state == MP_CONN_OPEN && !mp_out_over_mark(c)) {
+        /* the send took enough at once: no completion or writable event is
+         * owed to resume it, so it goes on next turn like any yielded
+         * connection */
         c->blocked_out = false;
         ready_push(ch, c);
     }
+}
+
+void mp_conn_unblock(mp_channel *ch, mp_conn *c)
+{
+    if (!c->blocked_out || c->state != MP_CONN_OPEN || mp_out_over_mark(c))
+        return;
+    c->blocked_out = false;
+    if (c->rbuf != NULL) {
+        mp_conn_run(ch, c);
+        return;
+    }
+    conn_flow(ch, c);
+    ch->flush(ch, c);
 }
 
 /* ---- end of a turn ---- */
@@ -249,12 +324,27 @@ static void run_ready(mp_channel *ch)
     ch->ready_next = turn;
     ch->nready = 0;
     for (uint32_t i = 0; i < n; i++) {
-        mp_conn *c = &ch->conns[(uint32_t)turn[i]];
+        mp_conn *c = mp_conn_at(ch, (uint32_t)turn[i]);
         if (c->gen != (uint32_t)(turn[i] >> 32) || !c->in_ready)
             continue;
         c->in_ready = false;
         if (c->state == MP_CONN_OPEN)
             mp_conn_run(ch, c);
+    }
+}
+
+/* memcached's idle timeout: a connection that has not sent a command for
+ * idle_timeout seconds is closed, whether it is silent or trickling a line
+ * or a data block; one whose replies are still going out is not. */
+static void close_idle(mp_channel *ch, mp_rel_time now, mp_rel_time idle)
+{
+    for (uint32_t i = 0; i < ch->nslots; i++) {
+        mp_conn *c = mp_conn_at(ch, i);
+        if (c->state == MP_CONN_OPEN && mp_out_unsent(c) == 0 && !c->in_ready &&
+            !c->blocked_out && now - c->last_cmd > idle) {
+            ch->stats.idle_kicks++;
+            ch->close(ch, c);
+        }
     }
 }
 
@@ -264,16 +354,8 @@ static void channel_maintain(mp_channel *ch)
     int nshards = mp_store_nshards(eng->store);
     for (int s = ch->id; s < nshards; s += eng->nchannels)
         mp_store_maintain(eng->store, s);
-    int idle = eng->settings.idle_timeout;
-    if (idle > 0) {
-        mp_rel_time now = mp_current_time;
-        for (uint32_t i = 0; i < ch->nslots; i++) {
-            mp_conn *c = &ch->conns[i];
-            if (c->state == MP_CONN_OPEN && mp_out_pending(c) == 0 && !c->send_inflight &&
-                now - c->last_active > (mp_rel_time)idle)
-                ch->close(ch, c);
-        }
-    }
+    if (eng->settings.idle_timeout > 0)
+        close_idle(ch, mp_current_time, (mp_rel_time)eng->settings.idle_timeout);
 }
 
 void mp_channel_end_turn(mp_channel *ch)
@@ -284,6 +366,15 @@ void mp_channel_end_turn(mp_channel *ch)
         ch->last_maintain_ms = t;
         channel_maintain(ch);
     }
+}
+
+void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what)
+{
+    if (ch->error == 0) {
+        ch->error = neg_errno < 0 ? neg_errno : -EIO;
+        ch->error_what = what;
+    }
+    ch->stopping = 1;
 }
 
 void mp_channel_count_turn(mp_channel *ch, int n)
@@ -307,6 +398,7 @@ int mp_channel_run(mp_engine *eng, int id)
             return rc;
         ch->flush = NULL;
         ch->close = NULL;
+        ch->pause_input = ch->resume_input = NULL;
     }
     return mp_epoll_run(ch);
 }
@@ -322,22 +414,13 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
     ch->eng = eng;
     ch->epfd = -1;
     ch->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    ch->nslots = (uint32_t)eng->settings.maxconns;
-    ch->conns = calloc(ch->nslots, sizeof(mp_conn));
-    ch->scratch = malloc(MP_SCRATCH_SIZE);
-    ch->ready = calloc(ch->nslots, sizeof(uint64_t));
-    ch->ready_next = calloc(ch->nslots, sizeof(uint64_t));
-    if (ch->stop_fd < 0 || ch->conns == NULL || ch->scratch == NULL || ch->ready == NULL ||
-        ch->ready_next == NULL || mp_buf_pools_init(ch) < 0) {
+    ch->maxslots = (uint32_t)eng->settings.maxconns;
+    ch->free_head = MP_NO_SLOT;
+    ch->chunks = calloc((ch->maxslots + MP_CONN_CHUNK - 1) / MP_CONN_CHUNK + 1, sizeof(mp_conn *));
+    if (ch->stop_fd < 0 || ch->chunks == NULL || mp_buf_pools_init(ch) < 0) {
         mp_channel_destroy(ch);
         return NULL;
     }
-    for (uint32_t i = 0; i < ch->nslots; i++) {
-        ch->conns[i].fd = -1;
-        ch->conns[i].slot = i;
-        ch->conns[i].next_free = i + 1 < ch->nslots ? i + 1 : MP_NO_SLOT;
-    }
-    ch->free_head = ch->nslots > 0 ? 0 : MP_NO_SLOT;
     return ch;
 }
 
@@ -351,7 +434,10 @@ void mp_channel_destroy(mp_channel *ch)
     if (ch->stop_fd >= 0)
         close(ch->stop_fd);
     mp_buf_pools_free(ch);
-    free(ch->conns);
+    if (ch->chunks != NULL)
+        for (uint32_t i = 0; i < ch->nslots / MP_CONN_CHUNK; i++)
+            free(ch->chunks[i]);
+    free(ch->chunks);
     free(ch->ready);
     free(ch->ready_next);
     free(ch->scratch);
@@ -380,8 +466,11 @@ void mp_engine_visit_conns(mp_engine *eng, mp_conn_visit_fn fn, void *arg)
 {
     for (int i = 0; i < eng->nchannels; i++) {
         mp_channel *ch = eng->channels[i];
-        for (uint32_t s = 0; s < ch->nslots; s++)
-            if (ch->conns[s].state != MP_CONN_FREE)
-                fn(&ch->conns[s], arg);
+        uint32_t n = __atomic_load_n(&ch->nslots, __ATOMIC_ACQUIRE);
+        for (uint32_t s = 0; s < n; s++) {
+            mp_conn *c = mp_conn_at(ch, s);
+            if (c->state != MP_CONN_FREE)
+                fn(c, arg);
+        }
     }
 }

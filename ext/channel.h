@@ -1,7 +1,7 @@
 /* A channel: one thread, one event queue, its own listener partition and
- * connection table (MegaPipe's per-core channel).  Nothing here is touched by
- * another channel's thread except the stats counters (read racily) and the
- * stop eventfd. */
+ * connection table (MegaPipe's per-core channel).  Nothing here is written by
+ * another thread except the stop eventfd; stats read the counters and the
+ * connection table racily. */
 #ifndef MP_CHANNEL_H
 #define MP_CHANNEL_H
 
@@ -25,8 +25,19 @@
 /* One read's worth of input lands here first; only a partial request is
  * copied into a buffer the connection keeps, so idle connections pin none. */
 #define MP_SCRATCH_SIZE (64 * 1024)
-/* A get line may grow the input buffer to this before we give up on it. */
+/* A get line may grow the input buffer to this before we give up on it.
+ * Nothing else grows the input this far: see MP_INPUT_PAUSE. */
 #define MP_RBUF_MAX (64u * 1024 * 1024)
+/* Flow control: a connection that waits for its turn (-R) or for its output
+ * to drain keeps at most this much unprocessed input before its receive is
+ * stopped; the rest waits in the kernel's socket buffer and the TCP window
+ * pushes back on the client, as memcached's one read per event does.  Big
+ * enough that a pipelining client is not paused at every yield (a pause and
+ * resume cost two submissions on io_uring). */
+#define MP_INPUT_PAUSE (256u * 1024)
+/* Connection slots are allocated this many at a time, as connections arrive,
+ * so a large -c costs nothing until it is used. */
+#define MP_CONN_CHUNK 64
 /* Buffers come in power-of-two sizes from MP_BUF_INITIAL up to
  * MP_BUF_INITIAL << (MP_BUF_CLASSES - 1) (1 MiB), and a channel keeps spares of
  * each size up to MP_BUF_POOL_BYTES per size: a reply of a 16 KiB value then
@@ -46,15 +57,30 @@ typedef struct mp_listener {
 
 typedef struct mp_uring mp_uring;
 
+/* Connection buffers by what holds them, for memcached's read_buf_* and
+ * response_obj_* stats.  Gauges, written only by the channel's thread. */
+typedef enum { MP_BUF_IN, MP_BUF_OUT } mp_buf_role;
+typedef struct mp_buf_usage {
+    uint64_t count[2], bytes[2];   /* by mp_buf_role */
+    uint64_t spare_count, spare_bytes;   /* in the pool */
+    uint64_t fixed_count, fixed_bytes;   /* the backend's receive area */
+} mp_buf_usage;
+
 struct mp_channel {
     int id;
     mp_engine *eng;
     mp_thread_stats stats;
 
-    /* the backend: how output leaves and how a descriptor is closed */
+    /* the backend: how output leaves, how a descriptor is closed, and how
+     * receiving stops and starts again (flow control, decided here) */
     void (*flush)(mp_channel *ch, mp_conn *c);
     void (*close)(mp_channel *ch, mp_conn *c);
+    void (*pause_input)(mp_channel *ch, mp_conn *c);
+    void (*resume_input)(mp_channel *ch, mp_conn *c);
     mp_uring *uring;             /* NULL on epoll */
+    /* why the loop ended, when it failed: a negative errno and the call */
+    int error;
+    const char *error_what;
 
     int epfd;
     int stop_fd;                 /* eventfd written by mp_engine_stop */
@@ -62,8 +88,12 @@ struct mp_channel {
     mp_listener listeners[MP_MAX_LISTENERS];
     int nlisteners;
 
-    mp_conn *conns;              /* the connection table */
-    uint32_t nslots;
+    /* the connection table: chunks of MP_CONN_CHUNK slots, allocated as
+     * connections arrive and never moved (completions and "stats conns"
+     * hold slot pointers); nslots is published after its chunk */
+    mp_conn **chunks;
+    uint32_t nslots;             /* allocated */
+    uint32_t maxslots;           /* -c: any channel may hold every connection */
     uint32_t free_head;          /* free slots, linked by next_free */
     /* Connections that yielded with work left, as (generation, slot): a
      * connection closed and its slot reused meanwhile is recognised and
@@ -79,28 +109,45 @@ struct mp_channel {
         char **bufs;             /* spare buffers of MP_BUF_INITIAL << class */
         int n, cap;
     } pool[MP_BUF_CLASSES];
+    mp_buf_usage bufs;
 
     uint64_t last_maintain_ms;
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
     mp_latency latency;          /* per command, written only by this channel */
 };
 
+static inline mp_conn *mp_conn_at(const mp_channel *ch, uint32_t slot)
+{
+    return &ch->chunks[slot / MP_CONN_CHUNK][slot % MP_CONN_CHUNK];
+}
+
 /* ---- shared by the backends (channel.c) ---- */
 
-/* Takes a free slot for an accepted descriptor; NULL when the table is full. */
+/* Takes a free slot for an accepted descriptor that mp_conn_admit let in
+ * (which guarantees one). */
 mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
                       const struct sockaddr_storage *peer, socklen_t peerlen);
 /* Gives back buffers and the slot once the descriptor is closed. */
 void mp_conn_release(mp_channel *ch, mp_conn *c);
-/* Admission against -c; false: reject the connection. */
+/* Admission against -c, making room in the table; false: reject the
+ * connection (counted in rejected_connections). */
 bool mp_conn_admit(mp_channel *ch);
 /* Runs the protocol over what is buffered and hands replies to the backend. */
 void mp_conn_run(mp_channel *ch, mp_conn *c);
+/* Output went out: a connection stopped at MP_OUT_HIGHWATER goes on once it
+ * is back under the mark. */
+void mp_conn_unblock(mp_channel *ch, mp_conn *c);
 /* Bytes that arrived in a buffer the connection does not own (the scratch
  * buffer, a kernel-provided buffer): processed in place, the remainder kept. */
 void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n);
 /* Makes room for more input in the connection's own buffer; false: close. */
 bool mp_conn_rbuf_room(mp_channel *ch, mp_conn *c, size_t n);
+/* Does the connection take more input now?  False while it waits with
+ * MP_INPUT_PAUSE or more unprocessed, or closes. */
+bool mp_conn_wants_input(const mp_conn *c);
+/* The loop cannot go on: records why (a negative errno and the call that
+ * failed) and stops the channel; mp_channel_run returns the errno. */
+void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what);
 /* End of a loop turn: resume connections that yielded, periodic maintenance. */
 void mp_channel_end_turn(mp_channel *ch);
 void mp_channel_count_turn(mp_channel *ch, int nevents);
@@ -121,17 +168,18 @@ void mp_channel_destroy(mp_channel *ch);
 int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix);
 void mp_channel_stop(mp_channel *ch);
 
-/* Buffer pool of the connection's channel (conn.c). */
-/* A buffer of MP_BUF_INITIAL bytes. */
-char *mp_buf_get(mp_channel *ch);
-/* A buffer of at least `need` bytes; *size gets its real size (a power of two
- * times MP_BUF_INITIAL).  ch may be NULL (not a channel thread: no pool). */
-char *mp_buf_get_sized(mp_channel *ch, size_t need, uint32_t *size);
-void mp_buf_put(mp_channel *ch, char *buf, uint32_t size);
+/* Buffer pool of the connection's channel (conn.c).  A buffer of at least
+ * `need` bytes; *size gets its real size (a power of two times
+ * MP_BUF_INITIAL).  ch may be NULL (not a channel thread: no pool, nothing
+ * counted).  NULL when memory is exhausted, counted in malloc_fails and
+ * read_buf_oom or response_obj_oom. */
+char *mp_buf_get(mp_channel *ch, size_t need, uint32_t *size, mp_buf_role role);
+void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role);
 int mp_buf_pools_init(mp_channel *ch);
 void mp_buf_pools_free(mp_channel *ch);
 
-/* Iterates the open connections of every channel (racy, for "stats conns"). */
+/* Iterates the open connections of every channel (racy, for "stats conns":
+ * a slot may change while it is read, but never goes away). */
 typedef void (*mp_conn_visit_fn)(mp_conn *c, void *arg);
 void mp_engine_visit_conns(mp_engine *eng, mp_conn_visit_fn fn, void *arg);
 

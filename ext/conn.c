@@ -40,9 +40,10 @@ void mp_buf_pools_free(mp_channel *ch)
         ch->pool[k].bufs = NULL;
         ch->pool[k].n = 0;
     }
+    ch->bufs.spare_count = ch->bufs.spare_bytes = 0;
 }
 
-char *mp_buf_get_sized(mp_channel *ch, size_t need, uint32_t *size)
+char *mp_buf_get(mp_channel *ch, size_t need, uint32_t *size, mp_buf_role role)
 {
     size_t sz = MP_BUF_INITIAL;
     while (sz < need)
@@ -51,34 +52,60 @@ char *mp_buf_get_sized(mp_channel *ch, size_t need, uint32_t *size)
         return NULL;
     int k = ch != NULL ? buf_class((uint32_t)sz) : -1;
     *size = (uint32_t)sz;
-    if (k >= 0 && ch->pool[k].n > 0)
-        return ch->pool[k].bufs[--ch->pool[k].n];
-    return malloc(sz);
+    char *buf;
+    if (k >= 0 && ch->pool[k].n > 0) {
+        buf = ch->pool[k].bufs[--ch->pool[k].n];
+        ch->bufs.spare_count--;
+        ch->bufs.spare_bytes -= sz;
+    } else {
+        buf = malloc(sz);
+    }
+    if (ch == NULL)
+        return buf;
+    if (buf == NULL) {
+        ch->stats.malloc_fails++;
+        if (role == MP_BUF_IN)
+            ch->stats.read_buf_oom++;
+        else
+            ch->stats.response_obj_oom++;
+        return NULL;
+    }
+    ch->bufs.count[role]++;
+    ch->bufs.bytes[role] += sz;
+    return buf;
 }
 
-char *mp_buf_get(mp_channel *ch)
-{
-    uint32_t size;
-    return mp_buf_get_sized(ch, MP_BUF_INITIAL, &size);
-}
-
-void mp_buf_put(mp_channel *ch, char *buf, uint32_t size)
+void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role)
 {
     if (buf == NULL)
         return;
-    int k = ch != NULL ? buf_class(size) : -1;
-    if (k >= 0 && ch->pool[k].n < ch->pool[k].cap)
-        ch->pool[k].bufs[ch->pool[k].n++] = buf;
-    else
+    if (ch == NULL) {
         free(buf);
+        return;
+    }
+    ch->bufs.count[role]--;
+    ch->bufs.bytes[role] -= size;
+    int k = buf_class(size);
+    if (k >= 0 && ch->pool[k].n < ch->pool[k].cap) {
+        ch->pool[k].bufs[ch->pool[k].n++] = buf;
+        ch->bufs.spare_count++;
+        ch->bufs.spare_bytes += size;
+    } else {
+        free(buf);
+    }
 }
 
 bool mp_out_grow(mp_conn *c, size_t n)
 {
     if (c->wbuf == NULL) {
-        c->wbuf = mp_buf_get_sized(c->ch, n, &c->wsize);
+        c->wbuf = mp_buf_get(c->ch, n, &c->wsize, MP_BUF_OUT);
         c->wstart = c->wend = 0;
-        return c->wbuf != NULL;
+        if (c->wbuf == NULL) {
+            c->wsize = 0;
+            c->out_oom = true;
+            return false;
+        }
+        return true;
     }
     if (c->wsize - c->wend >= n)
         return true;
@@ -93,11 +120,13 @@ bool mp_out_grow(mp_conn *c, size_t n)
             return true;
     }
     uint32_t size;
-    char *nb = mp_buf_get_sized(c->ch, (size_t)pending + n, &size);
-    if (nb == NULL)
+    char *nb = mp_buf_get(c->ch, (size_t)pending + n, &size, MP_BUF_OUT);
+    if (nb == NULL) {
+        c->out_oom = true;
         return false;
+    }
     memcpy(nb, c->wbuf, pending);
-    mp_buf_put(c->ch, c->wbuf, c->wsize);
+    mp_buf_put(c->ch, c->wbuf, c->wsize, MP_BUF_OUT);
     c->wbuf = nb;
     c->wsize = size;
     return true;
@@ -183,6 +212,7 @@ void mp_refs_release(mp_store *st, mp_refs *refs)
 
 void mp_out_cull(mp_conn *c)
 {
+    c->out_oom = false;
     c->wend = c->wstart + c->proto.flush_mark;
     mp_refs *w = &c->wrefs;
     while (w->n > c->proto.flush_mark_refs) {

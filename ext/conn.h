@@ -1,7 +1,8 @@
 /* A connection is a slot in its channel's connection table (MegaPipe's
  * lwsocket): a C struct, no Python object, addressed by (slot, generation).
- * The I/O layer (channel.c) only moves bytes between the socket and the two
- * buffers below; the protocol (proto.c) consumes rbuf and appends to wbuf. */
+ * The I/O layer (channel.c and a backend) only moves bytes between the socket
+ * and the buffers below; the protocol (executor.c, meta.c) consumes rbuf and
+ * appends to wbuf. */
 #ifndef MP_CONN_H
 #define MP_CONN_H
 
@@ -21,8 +22,11 @@ struct mp_store;
 /* A fresh buffer's size: a request line plus a small value fits, and replies
  * to a pipelined burst of small gets fit in one send. */
 #define MP_BUF_INITIAL 16384
-/* Stop executing a connection's requests while this much output is unsent:
- * a client that pipelines without reading cannot make us buffer unboundedly. */
+/* Stop executing a connection's requests while this much output is unsent
+ * (queued or in the kernel's hands), even in the middle of a multi-get: a
+ * client that does not read cannot make us buffer more than this plus one
+ * line and one copied value (values of MP_OUT_REF_MIN and up are referenced,
+ * not copied). */
 #define MP_OUT_HIGHWATER (1024 * 1024)
 
 /* A value of at least this many bytes is sent from its item, held by a
@@ -64,11 +68,13 @@ typedef struct mp_conn {
     bool blocked_out;         /* stopped at MP_OUT_HIGHWATER until output drains */
     bool rbuf_borrowed;       /* rbuf is the channel's scratch or a kernel buffer */
     bool fixed;               /* fd is an io_uring direct descriptor (lwsocket) */
+    bool input_paused;        /* the backend stopped receiving (flow control) */
+    bool out_oom;             /* an output write failed for lack of memory */
     bool recv_armed;          /* io_uring: a multishot receive is pending */
     bool send_inflight;       /* io_uring: sbuf is being sent */
     uint32_t events;          /* epoll interest currently registered */
     uint32_t next_free;       /* free list link */
-    mp_rel_time last_active;
+    mp_rel_time last_cmd;     /* when the last command was read (idle_timeout) */
 
     char *rbuf;               /* input: [rstart, rend) is unconsumed */
     uint32_t rsize, rstart, rend;
@@ -87,9 +93,11 @@ typedef struct mp_conn {
     mp_proto proto;           /* parser/executor state, owned by proto.c */
 } mp_conn;
 
-/* Grows wbuf so that n more bytes fit.  May call realloc: never call it with a
- * shard lock held (use mp_out_fits under the lock, grow after unlocking).
- * Returns false when memory is exhausted. */
+/* Grows wbuf so that n more bytes fit.  May take a buffer from the channel's
+ * pool or malloc: never call it with a shard lock held (use mp_out_fits under
+ * the lock, grow after unlocking).  Returns false when memory is exhausted,
+ * after counting it and setting c->out_oom: the reply under way is then
+ * incomplete, and the executor culls it or closes the connection. */
 bool mp_out_grow(mp_conn *c, size_t n);
 
 static inline bool mp_out_fits(const mp_conn *c, size_t n)
@@ -121,9 +129,22 @@ static inline void mp_out_write(mp_conn *c, const void *p, size_t n)
 
 #define mp_out_lit(c, s) mp_out_write((c), (s), sizeof(s) - 1)
 
+/* Output not yet handed to the kernel. */
 static inline size_t mp_out_pending(const mp_conn *c)
 {
     return c->wend - c->wstart + c->wrefs.bytes;
+}
+
+/* Output not yet acknowledged by the kernel: pending plus, on io_uring, the
+ * send in flight.  What MP_OUT_HIGHWATER bounds. */
+static inline size_t mp_out_unsent(const mp_conn *c)
+{
+    return mp_out_pending(c) + (c->send - c->sstart) + c->srefs.bytes;
+}
+
+static inline bool mp_out_over_mark(const mp_conn *c)
+{
+    return mp_out_unsent(c) > MP_OUT_HIGHWATER;
 }
 
 /* Is a value of nbytes sent by reference rather than copied? */
@@ -151,7 +172,8 @@ void mp_out_sent(struct mp_store *st, uint32_t *start, mp_refs *refs, size_t n);
 void mp_refs_release(struct mp_store *st, mp_refs *refs);
 
 /* The replies queued so far can no longer be culled (memcached has sent
- * them); mp_out_cull drops what was queued after the last mark. */
+ * them); mp_out_cull drops what was queued after the last mark, including a
+ * reply left incomplete by a failed write (it clears out_oom). */
 static inline void mp_out_mark(mp_conn *c)
 {
     c->proto.flush_mark = c->wend - c->wstart;

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -45,6 +46,20 @@ static int set_events(mp_channel *ch, mp_conn *c, uint32_t events)
         return -1;
     c->events = events;
     return 0;
+}
+
+/* What the connection waits for: input unless it is closing, paused by flow
+ * control or stopped at the output mark (level-triggered, the input then
+ * waits in the socket and is reported again once asked for), writability
+ * while output is pending. */
+static int update_interest(mp_channel *ch, mp_conn *c)
+{
+    uint32_t ev = 0;
+    if (c->state == MP_CONN_OPEN && !c->input_paused && !c->blocked_out)
+        ev |= EPOLLIN;
+    if (mp_out_pending(c) > 0)
+        ev |= EPOLLOUT;
+    return set_events(ch, c, ev);
 }
 
 static void epoll_close(mp_channel *ch, mp_conn *c)
@@ -85,25 +100,22 @@ static void epoll_flush(mp_channel *ch, mp_conn *c)
         mp_out_sent(ch->eng->store, &c->wstart, &c->wrefs, (size_t)n);
         pending -= (size_t)n;
     }
-    if (pending > 0) {
-        /* a connection that stopped at the high-water mark, or is closing,
-         * reads nothing more until its output drains */
-        uint32_t ev = (c->blocked_out || c->state == MP_CONN_CLOSING) ? EPOLLOUT
-                                                                      : EPOLLIN | EPOLLOUT;
-        if (set_events(ch, c, ev) < 0)
-            epoll_close(ch, c);
-        return;
-    }
-    if (c->wbuf != NULL) {
-        mp_buf_put(ch, c->wbuf, c->wsize);
+    if (pending == 0 && c->wbuf != NULL) {
+        mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
         c->wbuf = NULL;
         c->wsize = c->wstart = c->wend = 0;
     }
-    if (c->state == MP_CONN_CLOSING) {
+    if (pending == 0 && c->state == MP_CONN_CLOSING) {
         epoll_close(ch, c);
         return;
     }
-    if (set_events(ch, c, EPOLLIN) < 0)
+    if (update_interest(ch, c) < 0)
+        epoll_close(ch, c);
+}
+
+static void epoll_pause_input(mp_channel *ch, mp_conn *c)
+{
+    if (update_interest(ch, c) < 0)
         epoll_close(ch, c);
 }
 
@@ -138,20 +150,14 @@ static void conn_readable(mp_channel *ch, mp_conn *c)
     }
     ch->stats.bytes_read += (uint64_t)n;
     c->rend += (uint32_t)n;
-    c->last_active = mp_current_time;
     mp_conn_run(ch, c);
 }
 
 static void conn_writable(mp_channel *ch, mp_conn *c)
 {
     epoll_flush(ch, c);
-    if (c->state != MP_CONN_OPEN)
-        return;
-    if (c->blocked_out && mp_out_pending(c) == 0) {
-        c->blocked_out = false;
-        if (c->rbuf != NULL)
-            mp_conn_run(ch, c);
-    }
+    if (c->state == MP_CONN_OPEN)
+        mp_conn_unblock(ch, c);
 }
 
 static void listener_ready(mp_channel *ch, mp_listener *l)
@@ -177,25 +183,24 @@ static void listener_ready(mp_channel *ch, mp_listener *l)
             close(fd);
             continue;
         }
+        /* admitted: a slot is free */
         mp_conn *c = mp_conn_open(ch, fd, l, &peer, len);
-        struct epoll_event ev = {.events = EPOLLIN};
-        if (c != NULL) {
-            c->events = EPOLLIN;
-            ev.data.u64 = conn_token(c);
-            ch->stats.syscalls++;
-            ch->stats.syscall_ctl++;
-            if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-                continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = conn_token(c)};
+        c->events = EPOLLIN;
+        ch->stats.syscalls++;
+        ch->stats.syscall_ctl++;
+        if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
             epoll_close(ch, c);
-        } else {
-            __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
-            close(fd);
-        }
     }
 }
 
 static int epoll_setup(mp_channel *ch)
 {
+    ch->scratch = malloc(MP_SCRATCH_SIZE);
+    if (ch->scratch == NULL)
+        return -1;
+    ch->bufs.fixed_count = 1;
+    ch->bufs.fixed_bytes = MP_SCRATCH_SIZE;
     ch->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (ch->epfd < 0)
         return -1;
@@ -219,8 +224,10 @@ int mp_epoll_run(mp_channel *ch)
     struct epoll_event events[MP_EVENTS_PER_TURN];
     ch->flush = epoll_flush;
     ch->close = epoll_close;
+    ch->pause_input = epoll_pause_input;
+    ch->resume_input = epoll_pause_input;
     if (epoll_setup(ch) < 0)
-        return -1;
+        return -errno;
 
     while (!ch->stopping) {
         mp_clock_update();
@@ -231,7 +238,8 @@ int mp_epoll_run(mp_channel *ch)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            mp_channel_fail(ch, -errno, "epoll_wait");
+            break;
         }
         mp_clock_update();
         mp_channel_count_turn(ch, n);
@@ -246,7 +254,9 @@ int mp_epoll_run(mp_channel *ch)
                 listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
                 continue;
             }
-            mp_conn *c = &ch->conns[(uint32_t)u];
+            if ((uint32_t)u >= ch->nslots)
+                continue;
+            mp_conn *c = mp_conn_at(ch, (uint32_t)u);
             uint32_t gen = (uint32_t)((u >> 32) & GEN_MASK);
             if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
                 continue;
@@ -266,6 +276,6 @@ int mp_epoll_run(mp_channel *ch)
     }
 
     for (uint32_t i = 0; i < ch->nslots; i++)
-        epoll_close(ch, &ch->conns[i]);
-    return 0;
+        epoll_close(ch, mp_conn_at(ch, i));
+    return ch->error;
 }

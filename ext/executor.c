@@ -60,8 +60,10 @@ static int close_now(mp_conn *c)
 
 typedef enum { GK_OK, GK_KEY_TOO_LONG, GK_NO_MEMORY } get_key_result;
 
+/* One key of a get.  With compose false (a reply that will be culled) only
+ * its effects happen: the lookup, the bump, a touch, the counters. */
 static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool return_cas,
-                              bool touch, mp_rel_time exptime)
+                              bool touch, mp_rel_time exptime, bool compose)
 {
     if (nkey > MP_KEY_MAX_LENGTH)
         return GK_KEY_TOO_LONG;
@@ -74,7 +76,7 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     size_t need = MP_VALUE_LINE_MAX;
     for (;;) {
         /* growing may realloc: never under the shard lock */
-        if (!mp_out_fits(c, need) && !mp_out_grow(c, need))
+        if (compose && !mp_out_fits(c, need) && !mp_out_grow(c, need))
             return GK_NO_MEMORY;
         int why = MP_MISS_NONE;
         mp_shard_lock(s);
@@ -92,29 +94,31 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
             return GK_OK;
         }
         need = MP_VALUE_LINE_MAX + (mp_out_by_ref(c, it->nbytes) ? 0 : it->nbytes);
-        if (!mp_out_fits(c, need)) {
+        if (compose && !mp_out_fits(c, need)) {
             mp_shard_unlock(s);
             continue;
         }
         if (touch)
             mp_item_set_exptime(s, it, exptime);
         mp_item_bump(s, it);
-        char *p = c->wbuf + c->wend;
-        memcpy(p, "VALUE ", 6);
-        p += 6;
-        memcpy(p, MP_ITEM_key(it), it->nkey);
-        p += it->nkey;
-        *p++ = ' ';
-        p = u64_to_dec(p, it->flags);
-        *p++ = ' ';
-        p = u64_to_dec(p, it->nbytes - 2);
-        if (return_cas) {
+        if (compose) {
+            char *p = c->wbuf + c->wend;
+            memcpy(p, "VALUE ", 6);
+            p += 6;
+            memcpy(p, MP_ITEM_key(it), it->nkey);
+            p += it->nkey;
             *p++ = ' ';
-            p = u64_to_dec(p, it->cas);
+            p = u64_to_dec(p, it->flags);
+            *p++ = ' ';
+            p = u64_to_dec(p, it->nbytes - 2);
+            if (return_cas) {
+                *p++ = ' ';
+                p = u64_to_dec(p, it->cas);
+            }
+            *p++ = '\r';
+            *p++ = '\n';
+            mp_out_value(c, p, s, it);
         }
-        *p++ = '\r';
-        *p++ = '\n';
-        mp_out_value(c, p, s, it);
         mp_shard_unlock(s);
         if (touch) {
             STATS(c).touch_cmds++;
@@ -127,8 +131,25 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     }
 }
 
+/* Are the keys of the line from pos on all short enough? */
+static bool keys_ok_from(const mp_request *r, size_t pos)
+{
+    mp_token t;
+    while (mp_next_token(r->line, r->line_len, &pos, &t))
+        if (t.len > MP_KEY_MAX_LENGTH)
+            return false;
+    return true;
+}
+
+/* A get's reply streams: once the output passes MP_OUT_HIGHWATER it stops
+ * after the current key and goes on when the client has read (proto.resume),
+ * so one get of many large values never builds its whole reply.  memcached
+ * builds it whole, and a bad key anywhere in the line culls every hit before
+ * it: when a key ahead is bad, the reply is culled at once and the keys up to
+ * the bad one only run for their effects. */
 static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool touch)
 {
+    mp_proto *p = &c->proto;
     mp_rel_time exptime = 0;
     int first = 1;
     if (touch) {
@@ -140,15 +161,24 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
         exptime = exptime_rel(e);
         first = 2;
     }
+    /* memcached answers a gat without keys with a bare END */
+    size_t pos = p->resume != 0 ? p->resume
+                 : first < r->ntokens ? r->tok[first].off : r->line_len;
+    p->resume = 0;
     get_key_result res = GK_OK;
-    for (int i = first; i < r->ntokens && res == GK_OK; i++)
-        res = get_one(c, TOKP(r, i), TOKL(r, i), return_cas, touch, exptime);
-    if (r->more_tokens && res == GK_OK) {
-        size_t pos = r->rest;
-        mp_token t;
-        while (res == GK_OK && mp_next_token(r->line, r->line_len, &pos, &t))
-            res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime);
+    mp_token t;
+    while (res == GK_OK && mp_next_token(r->line, r->line_len, &pos, &t)) {
+        res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime, !p->discard);
+        if (res == GK_OK && !p->discard && mp_out_over_mark(c) && pos < r->line_len) {
+            if (keys_ok_from(r, pos)) {
+                p->resume = (uint32_t)pos;
+                return MP_PROC_SUSPEND;
+            }
+            mp_out_cull(c);
+            p->discard = true;
+        }
     }
+    p->discard = false;
     if (res != GK_OK) {
         /* memcached then culls every reply it has not sent yet: this get's
          * hits and the replies of the requests before it in the same batch */
@@ -822,7 +852,6 @@ static int dispatch(mp_conn *c, const mp_request *r)
 int mp_process(mp_conn *c, int budget)
 {
     mp_proto *p = &c->proto;
-    p->want_rbuf = 0;
     /* memcached sends its queued replies whenever it runs out of input or
      * yields; both end a call here */
     mp_out_mark(c);
@@ -832,6 +861,11 @@ int mp_process(mp_conn *c, int budget)
     int ran = p->yielded ? 1 : 0;
     p->yielded = false;
     for (;;) {
+        /* a reply could not be written whole: what was queued since the
+         * last transmit goes, and so does the connection (memcached closes
+         * a connection it cannot answer) */
+        if (c->out_oom)
+            return close_now(c);
         if (p->phase != MP_PS_LINE) {
             if (!data_phase(c))
                 return MP_PROC_NEED_INPUT;
@@ -841,7 +875,7 @@ int mp_process(mp_conn *c, int budget)
             return MP_PROC_NEED_INPUT;
         /* one pipelining client must not starve the others, nor make us
          * buffer its replies without bound */
-        if (ran > budget || mp_out_pending(c) > MP_OUT_HIGHWATER) {
+        if (ran > budget || mp_out_over_mark(c)) {
             p->yielded = true;
             return MP_PROC_YIELD;
         }
@@ -854,12 +888,20 @@ int mp_process(mp_conn *c, int budget)
         }
         if (st == MP_PARSE_TOO_LONG)
             return close_now(c);
-        c->rstart += (uint32_t)consumed;
-        ran++;
-        STATS(c).requests++;
-        p->seen_cmd = true;
+        if (p->resume == 0) {
+            ran++;
+            STATS(c).requests++;
+            p->seen_cmd = true;
+            c->last_cmd = mp_current_time;
+        }
         p->noreply = false;
         int rc = dispatch(c, &req);
+        if (rc == MP_PROC_SUSPEND) {
+            /* the line stays unconsumed until its reply is whole */
+            p->yielded = true;
+            return MP_PROC_YIELD;
+        }
+        c->rstart += (uint32_t)consumed;
         if (p->phase == MP_PS_LINE)
             p->noreply = false;
         if (rc == MP_PROC_CLOSE)
@@ -880,5 +922,6 @@ void mp_proto_reset(mp_conn *c)
     p->meta = false;
     p->meta_err = NULL;
     p->left = p->filled = 0;
-    p->want_rbuf = 0;
+    p->resume = 0;
+    p->discard = false;
 }

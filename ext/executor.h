@@ -84,6 +84,10 @@ static inline void count_cas_result(mp_conn *c, int op, mp_store_result res)
         STATS(c).cas_misses++;
 }
 
+/* A handler's result besides 0 and MP_PROC_CLOSE: it stopped with its reply
+ * half built and proto.resume set; its line is run again later. */
+#define MP_PROC_SUSPEND 3
+
 /* what a swallowed data block answers once it has been read */
 enum { RK_NONE = 0, RK_TOO_LARGE, RK_NO_MEMORY, RK_META_ERROR };
 

@@ -9,8 +9,11 @@
  *   - mp_process consumes input by advancing c->rstart and appends replies
  *     with the mp_out_* helpers of conn.h;
  *   - before reading more, the I/O layer may compact rbuf (move
- *     [rstart, rend) to offset 0) and grow it when mp_process asks for room
- *     via c->proto.want_rbuf (a long multi-get line).
+ *     [rstart, rend) to offset 0) and grows it when a line does not fit (a
+ *     long multi-get line);
+ *   - a request whose reply passes MP_OUT_HIGHWATER stops in the middle (a
+ *     multi-get) and yields with its line still unconsumed; the next call
+ *     parses the line again and goes on where it stopped (proto.resume).
  */
 #ifndef MP_PROTO_H
 #define MP_PROTO_H
@@ -141,7 +144,11 @@ typedef struct mp_proto {
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
     bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
     uint8_t reply_kind;      /* what to answer once the data block completes */
-    uint32_t want_rbuf;      /* >0: mp_process needs rbuf at least this big */
+    uint32_t resume;         /* >0: the request at rstart stopped with its
+                                reply half built; where to go on (a multi-get:
+                                the offset of its next key in the line) */
+    bool discard;            /* the stopped request's reply will be culled:
+                                run the rest for its effects, compose nothing */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch
                                 began: replies after it are "unsent" */
     uint32_t flush_mark_refs;   /* output references queued by then */

@@ -124,10 +124,30 @@ static int listeners_total(mp_engine *eng)
     return eng->nchannels > 0 ? eng->channels[0]->nlisteners : 0;
 }
 
+/* Every channel's connection buffers (racy reads of gauges, as memcached's
+ * per-thread stats are). */
+static void buf_usage(mp_engine *eng, mp_buf_usage *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < eng->nchannels; i++) {
+        const mp_buf_usage *u = &eng->channels[i]->bufs;
+        for (int r = 0; r < 2; r++) {
+            out->count[r] += u->count[r];
+            out->bytes[r] += u->bytes[r];
+        }
+        out->spare_count += u->spare_count;
+        out->spare_bytes += u->spare_bytes;
+        out->fixed_count += u->fixed_count;
+        out->fixed_bytes += u->fixed_bytes;
+    }
+}
+
 static void compose_general(mp_engine *eng, mp_conn *c)
 {
     mp_thread_stats t;
     mp_store_stats s;
+    mp_buf_usage b;
+    buf_usage(eng, &b);
     mp_engine_thread_stats(eng, &t);
     store_stats(eng, &s);
     struct rusage ru;
@@ -150,13 +170,13 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "total_connections", t.total_conns + (unsigned)nl);
     STAT_U64(c, "rejected_connections", t.rejected_conns);
     STAT_U64(c, "connection_structures", curr + nl);
-    STAT_U64(c, "response_obj_oom", 0);
-    STAT_U64(c, "response_obj_count", 0);
-    STAT_U64(c, "response_obj_bytes", 0);
-    STAT_U64(c, "read_buf_count", 0);
-    STAT_U64(c, "read_buf_bytes", 0);
-    STAT_U64(c, "read_buf_bytes_free", 0);
-    STAT_U64(c, "read_buf_oom", 0);
+    STAT_U64(c, "response_obj_oom", t.response_obj_oom);
+    STAT_U64(c, "response_obj_count", b.count[MP_BUF_OUT]);
+    STAT_U64(c, "response_obj_bytes", b.bytes[MP_BUF_OUT]);
+    STAT_U64(c, "read_buf_count", b.count[MP_BUF_IN] + b.spare_count + b.fixed_count);
+    STAT_U64(c, "read_buf_bytes", b.bytes[MP_BUF_IN] + b.spare_bytes + b.fixed_bytes);
+    STAT_U64(c, "read_buf_bytes_free", b.spare_bytes);
+    STAT_U64(c, "read_buf_oom", t.read_buf_oom);
     STAT_U64(c, "reserved_fds", 20);
     STAT_U64(c, "cmd_get", t.get_cmds);
     STAT_U64(c, "cmd_set", t.set_cmds);
@@ -182,6 +202,8 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "store_no_memory", t.store_no_memory);
     STAT_U64(c, "auth_cmds", 0);
     STAT_U64(c, "auth_errors", 0);
+    if (set->idle_timeout > 0)
+        STAT_U64(c, "idle_kicks", t.idle_kicks);
     STAT_U64(c, "bytes_read", t.bytes_read);
     STAT_U64(c, "bytes_written", t.bytes_written);
     STAT_U64(c, "limit_maxbytes", set->maxbytes);
@@ -207,7 +229,7 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "lru_crawler_running", 0);
     STAT_U64(c, "lru_crawler_starts", 0);
     STAT_U64(c, "lru_maintainer_juggles", 0);
-    STAT_U64(c, "malloc_fails", 0);
+    STAT_U64(c, "malloc_fails", t.malloc_fails);
     STAT_U64(c, "log_worker_dropped", 0);
     STAT_U64(c, "log_worker_written", 0);
     STAT_U64(c, "log_watcher_skipped", 0);
@@ -478,7 +500,7 @@ static void visit_conn(mp_conn *c, void *arg)
     format_addr(&c->peer, c->peerlen, c->is_unix, addr, sizeof(addr));
     sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
     mp_rel_time now = mp_current_time;
-    mp_rel_time last = c->last_active;
+    mp_rel_time last = c->last_cmd;
     stat_linef(out, "STAT %d:addr %s", c->fd, addr);
     stat_linef(out, "STAT %d:listen_addr %s", c->fd, laddr);
     stat_linef(out, "STAT %d:state %s", c->fd, conn_state_name(c, out));
@@ -510,7 +532,8 @@ static void compose_conns(mp_engine *eng, mp_conn *c)
 static const char *const channel_counters[] = {
     "requests", "accepts", "loop_turns", "events", "sqes", "syscalls", "syscall_wait",
     "syscall_read", "syscall_write", "syscall_accept", "syscall_close", "syscall_ctl",
-    "bytes_read", "bytes_written", "conn_yields", NULL,
+    "bytes_read", "bytes_written", "conn_yields", "input_pauses", "output_stalls",
+    "idle_kicks", "malloc_fails", NULL,
 };
 
 static const char *const turn_buckets[MP_TURN_HIST_BUCKETS] = {
@@ -530,6 +553,15 @@ static void compose_channels(mp_engine *eng, mp_conn *c)
             for (int i = 0; i < n; i++)
                 if (strcmp(mp_thread_stat_names[i], *want) == 0)
                     stat_linef(c, "STAT %d:%s %llu", ch, *want, (unsigned long long)vals[i]);
+        const mp_buf_usage *u = &eng->channels[ch]->bufs;
+        stat_linef(c, "STAT %d:conns_open %u", ch, eng->channels[ch]->nopen);
+        stat_linef(c, "STAT %d:conn_slots %u", ch, eng->channels[ch]->nslots);
+        stat_linef(c, "STAT %d:input_buffer_bytes %llu", ch,
+                   (unsigned long long)u->bytes[MP_BUF_IN]);
+        stat_linef(c, "STAT %d:output_buffer_bytes %llu", ch,
+                   (unsigned long long)u->bytes[MP_BUF_OUT]);
+        stat_linef(c, "STAT %d:spare_buffer_bytes %llu", ch, (unsigned long long)u->spare_bytes);
+        stat_linef(c, "STAT %d:receive_area_bytes %llu", ch, (unsigned long long)u->fixed_bytes);
         mp_engine_channel_turn_hist(eng, ch, hist);
         for (int b = 0; b < MP_TURN_HIST_BUCKETS; b++)
             stat_linef(c, "STAT %d:turns_with_%s_events %llu", ch, turn_buckets[b],

@@ -15,8 +15,12 @@
     X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) \
     X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) \
     X(flush_cmds) X(meta_cmds) X(bytes_read) X(bytes_written) \
-    X(conn_yields) X(total_conns) X(rejected_conns) \
+    X(conn_yields) X(total_conns) X(rejected_conns) X(idle_kicks) \
     X(store_too_large) X(store_no_memory) \
+    X(malloc_fails) X(read_buf_oom) X(response_obj_oom) \
+    /* flow control: receives stopped for unprocessed input, output over the
+     * mark (a connection stopped until its client reads) */ \
+    X(input_pauses) X(output_stalls) \
     /* MegaPipe mechanics, per channel */ \
     X(requests) X(syscalls) X(accepts) X(loop_turns) X(events) \
     X(syscall_wait) X(syscall_read) X(syscall_write) X(syscall_accept) \

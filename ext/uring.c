@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -50,6 +51,8 @@
 /* Open connections from which a new connection's first receive is counted
  * as completing at once (see on_accept). */
 #define MP_URING_GUESS_CONNS 8
+/* Direct descriptors beyond -c and the backlog (see uring_setup). */
+#define MP_URING_FILE_SLACK 64
 /* Sends with values by reference per io_uring_enter; more submit early. */
 #define MP_URING_MSGS 64
 
@@ -76,17 +79,31 @@ struct mp_uring {
     unsigned nmsgs;
     struct msghdr msgs[MP_URING_MSGS];
     struct iovec iovs[MP_URING_MSGS][2 * MP_OUT_REFS + 1];
+    /* handed out when the ring refuses submissions for good: the channel
+     * has failed and stops, and callers need not check for NULL */
+    struct io_uring_sqe sink;
 };
 
 static const char too_many_conns[] = "ERROR Too many open connections\r\n";
 
 /* ---- submission helpers ---- */
 
-static void submit_early(mp_channel *ch)
+/* Submits what is queued without waiting.  A refusal other than a
+ * transient one fails the channel. */
+static bool submit_early(mp_channel *ch)
 {
-    ch->stats.syscalls++;
-    mp_ring_submit(&ch->uring->ring, 0, 0, -1);
-    ch->uring->nmsgs = 0;
+    for (int tries = 0; tries < 3; tries++) {
+        ch->stats.syscalls++;
+        int rc = mp_ring_submit(&ch->uring->ring, 0, 0, -1);
+        ch->uring->nmsgs = 0;
+        if (rc >= 0)
+            return true;
+        if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            mp_channel_fail(ch, rc, "io_uring_enter");
+            return false;
+        }
+    }
+    return false;
 }
 
 static struct io_uring_sqe *get_sqe(mp_channel *ch)
@@ -95,8 +112,15 @@ static struct io_uring_sqe *get_sqe(mp_channel *ch)
     struct io_uring_sqe *sqe = mp_ring_sqe(r);
     if (sqe == NULL) {
         /* full: submit what we have without waiting, then there is room */
-        submit_early(ch);
-        sqe = mp_ring_sqe(r);
+        if (submit_early(ch))
+            sqe = mp_ring_sqe(r);
+        if (sqe == NULL) {
+            /* the kernel takes no more submissions: nothing this turn
+             * prepares can be relied on, so the channel stops */
+            mp_channel_fail(ch, -EBUSY, "io_uring submission queue");
+            memset(&ch->uring->sink, 0, sizeof(ch->uring->sink));
+            return &ch->uring->sink;
+        }
     }
     ch->stats.sqes++;
     return sqe;
@@ -139,8 +163,8 @@ static void arm_recv(mp_channel *ch, mp_conn *c)
 static void submit_send(mp_channel *ch, mp_conn *c, bool fresh)
 {
     mp_uring *u = ch->uring;
-    if (c->srefs.n > 0 && u->nmsgs == MP_URING_MSGS)
-        submit_early(ch);
+    if (c->srefs.n > 0 && u->nmsgs == MP_URING_MSGS && !submit_early(ch))
+        return;
     struct io_uring_sqe *sqe = get_sqe(ch);
     set_fd(sqe, c);
     size_t len = c->send - c->sstart + c->srefs.bytes;
@@ -187,6 +211,17 @@ static void close_descriptor(mp_channel *ch, int fd, bool fixed, uint64_t ud)
 
 /* ---- connection teardown ---- */
 
+static void cancel_recv(mp_channel *ch, mp_conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->addr = UD(OP_RECV, c->gen, c->slot);
+    sqe->user_data = UD(OP_CANCEL, 0, 0);
+    if (ch->uring->skip_cqe)
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+
 static void finish_close(mp_channel *ch, mp_conn *c)
 {
     close_descriptor(ch, c->fd, c->fixed, UD(OP_CLOSE, 0, 0));
@@ -206,13 +241,24 @@ static void uring_close(mp_channel *ch, mp_conn *c)
         return;
     }
     c->state = MP_CONN_DEAD;
-    if (c->recv_armed) {
-        struct io_uring_sqe *sqe = get_sqe(ch);
-        sqe->opcode = IORING_OP_ASYNC_CANCEL;
-        sqe->addr = UD(OP_RECV, c->gen, c->slot);
-        sqe->user_data = UD(OP_CANCEL, 0, 0);
-    }
+    if (c->recv_armed)
+        cancel_recv(ch, c);
     /* an in-flight send completes (or fails) on its own */
+}
+
+/* Flow control: the multishot receive is cancelled; what it delivers before
+ * the cancel lands is kept (on_recv), and its last completion
+ * (-ECANCELED) re-arms it if the connection was resumed meanwhile. */
+static void uring_pause_input(mp_channel *ch, mp_conn *c)
+{
+    if (c->recv_armed)
+        cancel_recv(ch, c);
+}
+
+static void uring_resume_input(mp_channel *ch, mp_conn *c)
+{
+    if (!c->recv_armed)
+        arm_recv(ch, c);
 }
 
 static void dead_progress(mp_channel *ch, mp_conn *c)
@@ -229,7 +275,7 @@ static void uring_flush(mp_channel *ch, mp_conn *c)
         return;
     if (mp_out_pending(c) == 0) {
         if (c->wbuf != NULL) {
-            mp_buf_put(ch, c->wbuf, c->wsize);
+            mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
             c->wbuf = NULL;
             c->wsize = c->wstart = c->wend = 0;
         }
@@ -238,7 +284,7 @@ static void uring_flush(mp_channel *ch, mp_conn *c)
         return;
     }
     /* hand the buffer to the kernel; later replies start a fresh one */
-    mp_buf_put(ch, c->sbuf, c->ssize);
+    mp_buf_put(ch, c->sbuf, c->ssize, MP_BUF_OUT);
     c->sbuf = c->wbuf;
     c->ssize = c->wsize;
     c->sstart = c->wstart;
@@ -271,17 +317,14 @@ static void on_send(mp_channel *ch, mp_conn *c, int res)
         submit_send(ch, c, false);
         return;
     }
-    mp_buf_put(ch, c->sbuf, c->ssize);
+    mp_buf_put(ch, c->sbuf, c->ssize, MP_BUF_OUT);
     c->sbuf = NULL;
     c->ssize = c->sstart = c->send = 0;
-    if (c->blocked_out && mp_out_pending(c) <= MP_OUT_HIGHWATER) {
-        c->blocked_out = false;
-        if (c->rbuf != NULL) {
-            mp_conn_run(ch, c);   /* flushes what it produces */
-            return;
-        }
-    }
-    uring_flush(ch, c);
+    /* under the mark again, it runs (and flushes what it produces); still
+     * over it, what is pending goes out now */
+    mp_conn_unblock(ch, c);
+    if (c->state != MP_CONN_FREE)
+        uring_flush(ch, c);
 }
 
 /* ---- input ---- */
@@ -299,14 +342,16 @@ static void on_recv(mp_channel *ch, mp_conn *c, int res, unsigned flags)
     if (res > 0) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         ch->stats.syscall_read++;   /* counted as the read it replaces */
+        /* taken even when paused: the bytes have left the socket */
         mp_conn_input(ch, c, mp_bufring_addr(&u->bufs, bid), (size_t)res);
-        if (c->state == MP_CONN_OPEN && !c->recv_armed)
+        if (c->state == MP_CONN_OPEN && !c->recv_armed && !c->input_paused)
             arm_recv(ch, c);
         return;
     }
-    if (res == -ENOBUFS) {
-        /* every provided buffer is in use this turn; they come back at its end */
-        if (!c->recv_armed)
+    if (res == -ENOBUFS || res == -ECANCELED) {
+        /* every provided buffer is in use this turn (they come back at its
+         * end), or flow control cancelled it */
+        if (c->state == MP_CONN_OPEN && !c->recv_armed && !c->input_paused)
             arm_recv(ch, c);
         return;
     }
@@ -325,7 +370,8 @@ static void reject(mp_channel *ch, int fd)
     sqe->fd = fd;
     if (ch->uring->direct)
         sqe->flags |= IOSQE_FIXED_FILE;
-    sqe->flags |= IOSQE_IO_LINK;
+    /* hard: the close must happen even if the peer is already gone */
+    sqe->flags |= IOSQE_IO_HARDLINK;
     sqe->addr = (uint64_t)(uintptr_t)too_many_conns;
     sqe->len = sizeof(too_many_conns) - 1;
     sqe->msg_flags = MSG_NOSIGNAL;
@@ -352,11 +398,6 @@ static void on_accept(mp_channel *ch, uint32_t idx, int res, unsigned flags)
         return;
     }
     mp_conn *c = mp_conn_open(ch, res, &ch->listeners[idx], NULL, 0);
-    if (c == NULL) {
-        __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
-        close_descriptor(ch, res, ch->uring->direct, UD(OP_CLOSE, 0, 0));
-        return;
-    }
     c->fixed = ch->uring->direct;
     arm_recv(ch, c);
     /* memcached clients speak first: the request is usually there already,
@@ -448,7 +489,18 @@ static int uring_setup(mp_channel *ch)
     rc = mp_bufring_init(&u->ring, &u->bufs, MP_URING_BGID, MP_URING_NBUFS, MP_URING_BUFSIZE);
     if (rc < 0)
         return rc;
-    u->direct = register_files(&u->ring, ch->nslots + 64) >= 0;
+    ch->bufs.fixed_count = MP_URING_NBUFS;
+    ch->bufs.fixed_bytes = (uint64_t)MP_URING_NBUFS * MP_URING_BUFSIZE;
+    /* A multishot accept takes every connection waiting in the backlog at
+     * once, refused ones included (they hold a slot until their close), and
+     * one that finds the table full is closed by the kernel unanswered: room
+     * for -c, a full backlog and some slack.  The kernel caps the table at
+     * RLIMIT_NOFILE, which start-up raises to cover it. */
+    struct rlimit nofile;
+    unsigned want = ch->maxslots + (unsigned)ch->eng->settings.backlog + MP_URING_FILE_SLACK;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < want)
+        want = (unsigned)nofile.rlim_cur;
+    u->direct = register_files(&u->ring, want) >= 0;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
     u->min_wait = (u->ring.features & MP_IORING_FEAT_MIN_TIMEOUT) != 0;
     /* the default 50 us timer slack would more than double min_wait */
@@ -521,7 +573,7 @@ static void uring_teardown(mp_channel *ch)
     if (u->ring.fd >= 0)
         mp_ring_exit(&u->ring);
     for (uint32_t i = 0; i < ch->nslots; i++) {
-        mp_conn *c = &ch->conns[i];
+        mp_conn *c = mp_conn_at(ch, i);
         if (c->state != MP_CONN_FREE) {
             if (!c->fixed)
                 close(c->fd);
@@ -533,6 +585,7 @@ static void uring_teardown(mp_channel *ch)
         }
     }
     mp_bufring_free(&u->ring, &u->bufs);
+    ch->bufs.fixed_count = ch->bufs.fixed_bytes = 0;
     free(u);
     ch->uring = NULL;
 }
@@ -560,7 +613,7 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
         uint32_t slot = UD_SLOT(ud);
         if (slot >= ch->nslots)
             return;
-        mp_conn *c = &ch->conns[slot];
+        mp_conn *c = mp_conn_at(ch, slot);
         if (c->state == MP_CONN_FREE || (c->gen & 0xffffff) != UD_GEN(ud))
             return;
         if (op == OP_RECV)
@@ -578,6 +631,8 @@ int mp_uring_run(mp_channel *ch)
 {
     ch->flush = uring_flush;
     ch->close = uring_close;
+    ch->pause_input = uring_pause_input;
+    ch->resume_input = uring_resume_input;
     int rc = uring_setup(ch);
     if (rc < 0) {
         uring_teardown(ch);
@@ -600,8 +655,10 @@ int mp_uring_run(mp_channel *ch)
         ch->uring->expect = 0;
         rc = mp_ring_submit(r, wait_nr, MP_URING_MIN_WAIT_US, MP_MAINTAIN_MS);
         ch->uring->nmsgs = 0;
-        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
+        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN) {
+            mp_channel_fail(ch, rc, "io_uring_enter");
             break;
+        }
         mp_clock_update();
         unsigned head;
         unsigned n = mp_ring_cq_ready(r, &head);
@@ -618,5 +675,5 @@ int mp_uring_run(mp_channel *ch)
         mp_channel_end_turn(ch);
     }
     uring_teardown(ch);
-    return 0;
+    return ch->error;
 }

@@ -113,7 +113,7 @@ static void fresh_conn(mp_conn *c)
 static void release_conn(mp_conn *c)
 {
     mp_refs_release(st, &c->wrefs);
-    mp_buf_put(NULL, c->wbuf, c->wsize);
+    mp_buf_put(NULL, c->wbuf, c->wsize, MP_BUF_OUT);
     c->wbuf = NULL;
 }
 
