@@ -6,9 +6,10 @@ takes effect, one branch in apply_option().  Parsing follows getopt_long:
 `-p 11211`, `-p11211`, `--port=11211`, `--port 11211`, `-vvv`, unique
 prefixes of long names.
 
-Exit codes: 0 after a normal stop (SIGTERM, SIGINT, "shutdown"), 64
-(EX_USAGE) for a flag or value mpcache does not take, and memcached's own
-codes for the settings it refuses (see mpcache/config.py).
+Exit codes: 0 after a normal stop (SIGTERM, SIGINT, "shutdown"), 1 when a
+channel's event loop fails (memcached's EXIT_FAILURE), 64 (EX_USAGE) for a
+flag or value mpcache does not take, and memcached's own codes for the
+settings it refuses (see mpcache/config.py).
 """
 
 import getopt

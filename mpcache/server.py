@@ -387,9 +387,16 @@ class Server:
                 logger.warning("channel %d: cannot pin to CPU %d: %s", i, cpus[i % len(cpus)], e)
         try:
             self._engine.run_channel(i)
+            if not self._stopping:
+                raise RuntimeError(f"channel {i}: event loop ended without stop()")
         except BaseException as e:
             self.failures.append(e)
-            logger.error("channel %d stopped: %s", i, e)
+            # run_channel's OSError carries its whole line, channel and
+            # errno's text, as strerror (str() would prefix "[Errno N]")
+            text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            if not text.startswith(f"channel {i}:"):
+                text = f"channel {i} stopped: {text}"
+            logger.error("%s", text)
         finally:
             if not self._stopping:
                 try:
