@@ -5,6 +5,8 @@ Everything here runs at start-up, shutdown or for stats; a channel thread
 enters mp_channel_run once, inside ``with nogil``, and never comes back into
 Python while it serves."""
 
+import os
+
 from libc.stdlib cimport free
 from libc.string cimport strncpy
 
@@ -129,8 +131,11 @@ cdef class Engine:
                 rc = mp_channel_run(eng, channel)
         finally:
             self._running.discard(channel)
+        # mp_channel_run: 0 after stop(), else a negative errno
+        if rc < 0:
+            raise OSError(-rc, f"channel {channel}: event loop failed: {os.strerror(-rc)}")
         if rc != 0:
-            raise OSError(f"channel {channel} loop failed")
+            raise OSError(f"channel {channel}: event loop failed with status {rc}")
 
     def stop(self):
         if self.eng != NULL:

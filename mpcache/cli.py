@@ -6,9 +6,10 @@ takes effect, one branch in apply_option().  Parsing follows getopt_long:
 `-p 11211`, `-p11211`, `--port=11211`, `--port 11211`, `-vvv`, unique
 prefixes of long names.
 
-Exit codes: 0 after a normal stop (SIGTERM, SIGINT, "shutdown"), 64
-(EX_USAGE) for a flag or value mpcache does not take, and memcached's own
-codes for the settings it refuses (see mpcache/config.py).
+Exit codes: 0 after a normal stop (SIGTERM, SIGINT, "shutdown"), 1 when a
+channel's event loop fails (memcached's EXIT_FAILURE), 64 (EX_USAGE) for a
+flag or value mpcache does not take, and memcached's own codes for the
+settings it refuses (see mpcache/config.py).
 """
 
 import getopt
@@ -367,6 +368,7 @@ def _main(argv):
             if pw.pw_uid != 0 and os.geteuid() == 0:
                 srv.chown_unix_socket(pw.pw_uid, pw.pw_gid)
             daemon.drop_privileges(pw)
+            _warn_unix_socket_left_behind(srv)
         srv.start()
     except ConfigError as e:
         srv.stop()
@@ -387,6 +389,18 @@ def _main(argv):
         restore_signals()
         if s.pidfile:
             daemon.remove_pid_file(s.pidfile)
+
+
+def _warn_unix_socket_left_behind(srv):
+    # Said at start too, while -d still shows it: at exit stderr may be
+    # /dev/null.
+    if srv.unix_socket is None:
+        return
+    from .server import unix_socket_dir_problem
+    problem = unix_socket_dir_problem(srv.unix_socket)
+    if problem:
+        logger.warning("WARNING: the UNIX socket %s will be left behind at exit: %s",
+                       srv.unix_socket, problem)
 
 
 # As memcached 1.6: SIGTERM and SIGINT stop, SIGUSR1 stops saying

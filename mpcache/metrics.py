@@ -35,8 +35,10 @@ in the 0.0.4 format under the sample names they carry.
 
 import gzip
 import http.server
+import selectors
 import socket
 import socketserver
+import sys
 import threading
 
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
@@ -50,7 +52,8 @@ from .log import logger
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # A client that has not sent its request line by then is dropped, so a
-# stuck connection can neither hold the scrape thread nor delay stop().
+# stuck connection does not hold a handler thread for ever.  stop() does
+# not wait for it: it cuts every open connection.
 REQUEST_TIMEOUT = 5.0
 
 
@@ -569,12 +572,49 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    # MetricsServer's loop calls handle_request() only once the listening
+    # socket is readable; a timeout of 0 keeps it from waiting again.
+    timeout = 0
 
     def server_bind(self):
         # HTTPServer's own looks the host name up (getfqdn), which can hang
         # on a machine without DNS; the name is only used in error pages.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+        self._conns = set()
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        # Closed under the lock, so cut_connections() never shuts down a
+        # descriptor number that a close here has already given back.
+        with self._conns_lock:
+            self._conns.discard(request)
+            super().shutdown_request(request)
+
+    def cut_connections(self):
+        """Ends every open connection now, whatever its client does: a
+        handler blocked reading an idle or half-sent request sees EOF, one
+        blocked writing to a client that does not read gets EPIPE."""
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass   # the client has reset it already
+
+    def handle_error(self, request, client_address):
+        # socketserver prints a traceback to stderr for any exception; a
+        # client that goes away (or a connection stop() cut) is routine.
+        e = sys.exc_info()[1]
+        if isinstance(e, OSError):
+            logger.debug("metrics: %s: %s", client_address[0], e)
+        else:
+            logger.error("metrics: request from %s failed", client_address[0], exc_info=True)
 
 
 class MetricsServer:
@@ -588,6 +628,7 @@ class MetricsServer:
         self.registry = make_registry(server)
         self._httpd = None
         self._thread = None
+        self._wake_r = self._wake_w = None
 
     @property
     def address(self):
@@ -621,8 +662,8 @@ class MetricsServer:
     def start(self):
         if self._httpd is None:
             self.bind()
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.5},
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, args=(self._httpd, self._wake_r),
                                         name="mpcache-metrics", daemon=True)
         self._thread.start()
         host, port = self.address
@@ -630,12 +671,31 @@ class MetricsServer:
         logger.info("mpcache: metrics on http://%s:%d/metrics", shown, port)
         return self
 
+    @staticmethod
+    def _serve(httpd, wake_r):
+        # serve_forever() would notice shutdown() only at its next poll
+        # interval; a wake-up socket ends this loop at once.
+        with selectors.DefaultSelector() as sel:
+            sel.register(httpd.socket, selectors.EVENT_READ)
+            sel.register(wake_r, selectors.EVENT_READ)
+            while True:
+                ready = sel.select()
+                if any(key.fileobj is wake_r for key, _ in ready):
+                    return
+                httpd.handle_request()
+
     def stop(self):
+        """Returns at once whatever the HTTP clients do, after a scrape in
+        progress has finished reading the engine."""
         if self._httpd is None:
             return
         if self._thread is not None:
-            self._httpd.shutdown()
+            self._wake_w.send(b"x")
             self._thread.join()
             self._thread = None
+            for sock in (self._wake_r, self._wake_w):
+                sock.close()
+            self._wake_r = self._wake_w = None
+        self._httpd.cut_connections()
         self._httpd.server_close()
         self._httpd = None

@@ -28,6 +28,7 @@ Several Servers may run in one process; they share nothing.
 import atexit
 import errno
 import os
+import pwd
 import resource
 import select
 import socket
@@ -316,11 +317,7 @@ class Server:
         if self._unix is not None:
             sock, path, ino = self._unix
             sock.close()
-            try:
-                if os.lstat(path).st_ino == ino:
-                    os.unlink(path)
-            except OSError:
-                pass
+            _remove_unix_socket(path, ino)
             self._unix = None
 
     def listen_report(self):
@@ -390,9 +387,16 @@ class Server:
                 logger.warning("channel %d: cannot pin to CPU %d: %s", i, cpus[i % len(cpus)], e)
         try:
             self._engine.run_channel(i)
+            if not self._stopping:
+                raise RuntimeError(f"channel {i}: event loop ended without stop()")
         except BaseException as e:
             self.failures.append(e)
-            logger.error("channel %d stopped: %s", i, e)
+            # run_channel's OSError carries its whole line, channel and
+            # errno's text, as strerror (str() would prefix "[Errno N]")
+            text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            if not text.startswith(f"channel {i}:"):
+                text = f"channel {i} stopped: {text}"
+            logger.error("%s", text)
         finally:
             if not self._stopping:
                 try:
@@ -506,6 +510,40 @@ class Server:
 
 def _fmt_addr(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _remove_unix_socket(path, ino):
+    """Removes the socket file we bound, unless another has taken its place;
+    says so when it has to leave it behind."""
+    try:
+        if os.lstat(path).st_ino != ino:
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        why = e.strerror
+        # -u drops privileges after binding, and unlinking needs write
+        # permission on the directory, which that user may lack.
+        problem = unix_socket_dir_problem(path)
+        if problem:
+            why += f" ({problem})"
+        logger.warning("WARNING: the UNIX socket %s is left behind: cannot remove it: %s",
+                       path, why)
+
+
+def unix_socket_dir_problem(path):
+    """Why this process, as the user it runs as now, could not remove a file
+    in path's directory, or None if it could (the sticky bit aside: the
+    socket file is given to the -u user)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = f"uid {os.geteuid()}"
+    return f"user {user} may not write to {folder}"
 
 
 def _unix_socket_alive(path):

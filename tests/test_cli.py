@@ -501,6 +501,42 @@ def test_user_drops_privileges_after_binding():
     assert proc.wait() == 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: -u drops privileges only from root")
+@pytest.mark.parametrize("writable", [False, True], ids=["root-dir", "user-dir"])
+def test_unix_socket_with_user_removed_or_reported(writable):
+    """-u nobody: the socket file is removed at exit when nobody may write
+    its directory, else left behind with a warning at start and at exit."""
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    # Not under tmp_path: pytest's base directory is root's alone (0700),
+    # and the user must reach the directory to meet only its write bit.
+    folder = tempfile.mkdtemp(prefix="mpcache-u-")
+    try:
+        os.chmod(folder, 0o755)
+        if writable:
+            os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        path = os.path.join(folder, "mc.sock")
+        proc = Proc(["-s", path, "-t", "1", "-u", "nobody"])
+        wait_serving(path, proc.p, family=socket.AF_UNIX)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        err = proc.stderr()
+        if writable:
+            assert (err, os.path.exists(path)) == ("", False)
+        else:
+            why = f"user nobody may not write to {folder}"
+            assert err.splitlines() == [
+                f"WARNING: the UNIX socket {path} will be left behind at exit: {why}",
+                f"WARNING: the UNIX socket {path} is left behind: cannot remove it: "
+                f"Permission denied ({why})"]
+            assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_daemon_writes_pid_file_and_serves(tmp_path):
     port = free_port()
     pidfile = tmp_path / "mpcache.pid"

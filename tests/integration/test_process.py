@@ -1,13 +1,19 @@
 """The server process as tools see it: it stops on SIGTERM and SIGINT with
-status 0, and `shutdown` works only with -A."""
+status 0, `shutdown` works only with -A, and a channel whose event loop
+fails ends it with status 1 and the reason."""
 
+import errno
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.support.raw import RawConn
+from tests.support.servers import HOST, ROOT, free_port, mpcache_backends
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -39,3 +45,58 @@ def test_shutdown_with_A(server_factory, mode):
         c.send(b"shutdown" + mode + b"\r\n")
         assert c.read_until_eof(timeout=5) == b"<EOF>"
     assert srv.proc.wait(10) == 0, srv.output()
+
+
+# ---- a channel loop that fails: its errno reaches the log and the exit status ----
+
+DENY_SYSCALLS = os.path.join(ROOT, "tests", "support", "deny_syscalls.py")
+# The kernel refuses what the loop needs first (a seccomp filter answers
+# EPERM, as a sandbox would): epoll_create1 for epoll's set-up; for io_uring,
+# whose set-up and probe pass, io_uring_enter on the loop's first turn.
+LOOP_DENIALS = {"mpcache-epoll": ("epoll", "epoll_create1"),
+                "mpcache-uring": ("uring", "io_uring_enter")}
+FAILED_LINE = {
+    "epoll": r"channel 0: event loop failed: Operation not permitted",
+    # Until mp_channel_run returns io_uring_enter's errno, that loop ends as
+    # if stopped, which the server reports too.
+    "uring": r"channel 0: event loop (failed: Operation not permitted|ended without stop\(\))",
+}
+
+
+@pytest.fixture(params=mpcache_backends() or ["none"])
+def failing_loop(request):
+    if request.param == "none":
+        pytest.skip("no mpcache backend selected")
+    return LOOP_DENIALS[request.param]
+
+
+def test_channel_loop_failure_is_logged_and_exits_1(failing_loop):
+    engine, syscall = failing_loop
+    cmd = [sys.executable, DENY_SYSCALLS, syscall, sys.executable, "-m", "mpcache",
+           "-p", str(free_port()), "-l", HOST, "-U", "0", "-t", "1", "--io-engine", engine]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, cwd=ROOT,
+                         stdin=subprocess.DEVNULL)
+    lines = res.stderr.splitlines()
+    # memcached's EXIT_FAILURE
+    assert res.returncode == 1, res.stderr
+    assert len(lines) == 2 and re.fullmatch(FAILED_LINE[engine], lines[0]), res.stderr
+    assert lines[1] == "Exiting on error"
+
+
+def test_channel_loop_failure_keeps_its_errno_in_failures():
+    """The embedded server: Server.failures holds run_channel's OSError."""
+    script = ("import mpcache\n"
+              "srv = mpcache.Server(port=0, io_engine='epoll').start()\n"
+              "assert srv.wait_failure(20)\n"
+              "srv.stop()\n"
+              "print(repr([(isinstance(e, OSError), e.errno, e.strerror) for e in srv.failures]))\n")
+    res = subprocess.run([sys.executable, DENY_SYSCALLS, "epoll_create1", sys.executable, "-c",
+                          script], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == repr([(True, errno.EPERM,
+                                "channel 0: event loop failed: Operation not permitted")]) + "\n"

@@ -9,6 +9,7 @@ two can disagree and this test catch it."""
 import gzip
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -442,6 +443,70 @@ def test_stop_waits_for_scrapes_in_progress():
 
 
 # ---- the command line ----
+
+def _read_reply(conn):
+    """One HTTP reply: its head, then Content-Length bytes of body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed within the body"
+        body += chunk
+    return head
+
+
+def test_sigterm_with_open_http_connections_exits_at_once():
+    """Regression (issue 10): stop() waited for each open HTTP connection's
+    read timeout, about 4 s after SIGTERM.  Whatever the clients do (keep
+    their connection after a scrape, send nothing, send half a request
+    line, not read their reply), the process exits 0 within 1 s."""
+    srv = Mpcache(threads=2).start()
+    conns = []
+
+    def connect(rcvbuf=None):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conns.append(c)
+        if rcvbuf:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        c.settimeout(5)
+        c.connect((HOST, srv.metrics_port))
+        return c
+
+    request = (f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n"
+               "Connection: keep-alive\r\n\r\n").encode()
+    try:
+        try:
+            for _ in range(3):
+                c = connect()
+                c.sendall(request)
+                assert _read_reply(c).startswith(b"HTTP/1.0 200 ")
+            for _ in range(3):
+                connect()
+            connect().sendall(b"GET /metr")
+            connect(rcvbuf=1024).sendall(request)
+            # Connections are accepted in order: once a later request is
+            # answered, every connection above has its handler thread.
+            assert http_get(srv.metrics_url)[0] == 200
+            t0 = time.monotonic()
+            os.kill(srv.proc.pid, signal.SIGTERM)
+            try:
+                rc = srv.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                rc = None
+            elapsed = time.monotonic() - t0
+        finally:
+            for c in conns:
+                c.close()
+        assert rc == 0 and elapsed < 1.0, f"status {rc} after {elapsed:.2f}s\n{srv.describe()}"
+        assert "Traceback" not in srv.output()
+    finally:
+        srv.close()
+
 
 def run_mpcache(*args):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(
