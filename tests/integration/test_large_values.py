@@ -8,10 +8,14 @@ reference the same way):
   references one connection holds (16, after which values are copied);
 - a value queued for a client that is not reading stays intact while the
   item is overwritten, deleted and its memory recycled by eviction;
-- a bad multi-get culls queued values exactly as it culls copied ones.
+- a bad multi-get culls queued values exactly as it culls copied ones;
+- a reply past the output mark (a multi-get of many large values) is sent
+  as it is built (ext/executor.c, get_common) and arrives exactly as
+  memcached's, including a bad key's cull of the whole get.
 """
 
 import socket
+import time
 
 import pytest
 
@@ -146,3 +150,69 @@ def test_reset_with_large_values_queued_leaves_the_server_serving(server):
         assert c.call(b"delete big\r\n") == b"DELETED\r\n"
         store(c, b"big", v[::-1])
         assert c.call(b"get big\r\n") == value_reply(b"big", v[::-1]) + b"END\r\n"
+
+
+# ---- replies past the output mark (1 MiB) stream ----
+
+def test_multiget_past_the_output_mark_is_exact(server):
+    """A get whose reply is 24 MB (200 keys of 120 KB, some repeated, some
+    missing) is sent as it is built and arrives whole, in order, followed
+    by the requests pipelined after it."""
+    values = {b"s%d" % i: pattern(b"s%d" % i, 120000 + i) for i in range(100)}
+    keys = [b"s%d" % (i % 100) if i % 7 else b"missing%d" % i for i in range(200)]
+    with RawConn(server.addr, timeout=60) as c:
+        for k, v in values.items():
+            store(c, k, v, flags=3)
+        expected = b"".join(value_reply(k, values[k], 3) for k in keys if k in values)
+        got = c.call(b"get " + b" ".join(keys) + b"\r\nget s1\r\n")
+        assert got == expected + b"END\r\n" + value_reply(b"s1", values[b"s1"], 3) + b"END\r\n"
+
+
+def test_gat_past_the_output_mark_touches_every_key(server):
+    values = {b"t%d" % i: pattern(b"t%d" % i, 200000) for i in range(20)}
+    with RawConn(server.addr, timeout=60) as c:
+        for k, v in values.items():
+            store(c, k, v)
+        keys = list(values)
+        reply = c.call(b"gat 1000 " + b" ".join(keys) + b"\r\n")
+        assert reply == b"".join(value_reply(k, values[k]) for k in keys) + b"END\r\n"
+        for k in keys:
+            assert c.call(b"mg %s t\r\n" % k) in (b"HD t1000\r\n", b"HD t999\r\n")
+
+
+def test_bad_key_after_the_output_mark_culls_the_whole_get(server):
+    """memcached builds a multi-get whole, so a too-long key anywhere culls
+    every hit before it: the same when the reply has passed the mark, and
+    the keys before the bad one are still fetched (get_hits counts them)."""
+    v = pattern(b"m", 300000)
+    with RawConn(server.addr, timeout=60) as c:
+        store(c, b"m", v)
+        before = int(stats(server.addr)["get_hits"])
+        assert c.call(b"get " + b"m " * 10 + LONG_KEY + b" m\r\n") == \
+            b"CLIENT_ERROR bad command line format\r\n"
+        assert int(stats(server.addr)["get_hits"]) - before == 10
+        assert c.call(b"get m\r\n") == value_reply(b"m", v) + b"END\r\n"
+
+
+def test_multiget_read_slowly_is_exact(server):
+    """A client that reads a 10 MB multi-get reply in small pieces with
+    pauses gets the same bytes."""
+    v = pattern(b"slow", 500000)
+    with RawConn(server.addr, timeout=60) as c:
+        store(c, b"slow", v)
+    s = socket.create_connection(server.addr)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    try:
+        s.sendall(b"get" + b" slow" * 20 + b"\r\n")
+        expected = value_reply(b"slow", v) * 20 + b"END\r\n"
+        got = bytearray()
+        s.settimeout(30)
+        while len(got) < len(expected):
+            chunk = s.recv(256 * 1024)
+            assert chunk
+            got += chunk
+            if len(got) < 2 * 1024 * 1024:
+                time.sleep(0.01)
+        assert bytes(got) == expected
+    finally:
+        s.close()

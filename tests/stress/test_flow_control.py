@@ -316,3 +316,52 @@ def test_refusals_are_always_said(server_factory, backend):
     assert told > 0
     assert rejected >= told
     assert len(never) < 30, f"{len(never)} connects failed: {never[:3]}"
+
+
+@pytest.mark.mpcache_only
+def test_connection_buffers_are_counted(server_factory, backend):
+    """memcached's read_buf_* / response_obj_* stats follow what connections
+    hold: output buffers while a client does not read its reply, none once
+    it has gone (the buffers wait in the pool, counted free)."""
+    srv = server_factory()
+    Client(srv.addr).set("v", os.urandom(200000), noreply=False)
+    idle = stats(srv.addr)
+    assert int(idle["response_obj_count"]) == 0
+    assert int(idle["response_obj_bytes"]) == 0
+    # the channels' receive areas
+    assert int(idle["read_buf_bytes"]) > 0
+    assert int(idle["malloc_fails"]) == 0
+    s = unread_socket(srv)
+    # 200 copies of a 200 KB value: far past the mark, all by reference
+    # after the first 16, copied only to fill up to the mark
+    s.sendall(b"get" + b" v" * 200 + b"\r\n")
+    assert wait_for(lambda: int(stats(srv.addr)["response_obj_bytes"]) > 0, 5)
+    stalled = stats(srv.addr)
+    assert 1 <= int(stalled["response_obj_count"]) <= 2
+    assert int(stalled["response_obj_bytes"]) <= 4 * MB
+    channels = stats(srv.addr, b"channels")
+    assert sum(int(v) for k, v in channels.items() if k.endswith(":output_stalls")) >= 1
+    reset(s)
+    assert wait_for(lambda: int(stats(srv.addr)["response_obj_bytes"]) == 0, 5)
+    after = stats(srv.addr)
+    assert int(after["response_obj_count"]) == 0
+    assert int(after["read_buf_bytes_free"]) > 0
+    assert int(after["read_buf_bytes"]) >= int(after["read_buf_bytes_free"])
+
+
+@pytest.mark.mpcache_only
+def test_connection_slots_come_as_connections_do(server_factory, backend):
+    """-c 65536 costs nothing up front: slots are allocated as connections
+    arrive (stats channels: conn_slots)."""
+    srv = server_factory(conn_limit=65536)
+    small = rss(srv)
+    slots = lambda: sum(int(v) for k, v in stats(srv.addr, b"channels").items()
+                        if k.endswith(":conn_slots"))
+    assert slots() <= 2 * 64
+    socks = [socket.create_connection(srv.addr) for _ in range(300)]
+    assert wait_for(lambda: curr_connections(srv) >= 300, 5)
+    assert 300 <= slots() <= 300 + 2 * 64 + 64
+    for s in socks:
+        s.close()
+    # 65536 slots of about 1 KB each per channel would be over 128 MB
+    assert small < 64 * MB
