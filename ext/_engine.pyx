@@ -16,6 +16,7 @@ from includes.engine cimport (
     mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
+    MP_CHANNEL_BUFFER_KINDS, mp_channel_buffer_names, mp_engine_channel_buffers,
 )
 from libc.stdlib cimport malloc
 from libc.stdint cimport uint64_t
@@ -160,11 +161,14 @@ cdef class Engine:
 
     def channel_stats(self):
         """Per channel: its raw counters (monotonic; "stats reset" does not
-        touch them) and "turn_hist", loop turns by completions per turn
-        (0, 1, 2-3, 4-7, ..., 64+).  For metrics; read without locks."""
+        touch them), "turn_hist", loop turns by completions per turn
+        (0, 1, 2-3, 4-7, ..., 64+), "open_conns" and "buffer_bytes", the
+        bytes of connection buffers by kind.  For metrics; read without
+        locks."""
         cdef mp_engine *eng = self._live()
         cdef uint64_t vals[MAX_COUNTERS]
         cdef uint64_t hist[16]
+        cdef uint64_t bufs[MP_CHANNEL_BUFFER_KINDS]
         cdef int n, i, ch
         out = []
         for ch in range(eng.nchannels):
@@ -173,6 +177,8 @@ cdef class Engine:
             n = mp_engine_channel_turn_hist(eng, ch, hist)
             d["turn_hist"] = [hist[i] for i in range(n)]
             d["open_conns"] = mp_engine_channel_conns(eng, ch)
+            n = mp_engine_channel_buffers(eng, ch, bufs)
+            d["buffer_bytes"] = {mp_channel_buffer_names[i].decode(): bufs[i] for i in range(n)}
             out.append(d)
         return out
 

@@ -197,3 +197,19 @@ int mp_engine_channel_conns(mp_engine *eng, int ch)
         return 0;
     return (int)__atomic_load_n(&eng->channels[ch]->nopen, __ATOMIC_RELAXED);
 }
+
+const char *const mp_channel_buffer_names[MP_CHANNEL_BUFFER_KINDS] = {
+    "input", "output", "spare", "receive_area",
+};
+
+int mp_engine_channel_buffers(mp_engine *eng, int ch, uint64_t *out)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return 0;
+    const mp_buf_usage *u = &eng->channels[ch]->bufs;
+    out[0] = u->bytes[MP_BUF_IN];
+    out[1] = u->bytes[MP_BUF_OUT];
+    out[2] = u->spare_bytes;
+    out[3] = u->fixed_bytes;
+    return MP_CHANNEL_BUFFER_KINDS;
+}

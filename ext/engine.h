@@ -72,6 +72,13 @@ const char *mp_command_name(int cmd);
 /* Open connections of one channel. */
 int mp_engine_channel_conns(mp_engine *eng, int ch);
 
+/* Bytes of connection buffers one channel holds, by kind, named by
+ * mp_channel_buffer_names (input, output, spare in the pool, the backend's
+ * receive area); returns how many. */
+#define MP_CHANNEL_BUFFER_KINDS 4
+extern const char *const mp_channel_buffer_names[MP_CHANNEL_BUFFER_KINDS];
+int mp_engine_channel_buffers(mp_engine *eng, int ch, uint64_t *out);
+
 /* Sums every channel's counters. */
 void mp_engine_thread_stats(mp_engine *eng, mp_thread_stats *out);
 void mp_engine_reset_stats(mp_engine *eng);

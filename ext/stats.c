@@ -553,15 +553,13 @@ static void compose_channels(mp_engine *eng, mp_conn *c)
             for (int i = 0; i < n; i++)
                 if (strcmp(mp_thread_stat_names[i], *want) == 0)
                     stat_linef(c, "STAT %d:%s %llu", ch, *want, (unsigned long long)vals[i]);
-        const mp_buf_usage *u = &eng->channels[ch]->bufs;
         stat_linef(c, "STAT %d:conns_open %u", ch, eng->channels[ch]->nopen);
         stat_linef(c, "STAT %d:conn_slots %u", ch, eng->channels[ch]->nslots);
-        stat_linef(c, "STAT %d:input_buffer_bytes %llu", ch,
-                   (unsigned long long)u->bytes[MP_BUF_IN]);
-        stat_linef(c, "STAT %d:output_buffer_bytes %llu", ch,
-                   (unsigned long long)u->bytes[MP_BUF_OUT]);
-        stat_linef(c, "STAT %d:spare_buffer_bytes %llu", ch, (unsigned long long)u->spare_bytes);
-        stat_linef(c, "STAT %d:receive_area_bytes %llu", ch, (unsigned long long)u->fixed_bytes);
+        uint64_t bufs[MP_CHANNEL_BUFFER_KINDS];
+        int nb = mp_engine_channel_buffers(eng, ch, bufs);
+        for (int k = 0; k < nb; k++)
+            stat_linef(c, "STAT %d:%s_buffer_bytes %llu", ch, mp_channel_buffer_names[k],
+                       (unsigned long long)bufs[k]);
         mp_engine_channel_turn_hist(eng, ch, hist);
         for (int b = 0; b < MP_TURN_HIST_BUCKETS; b++)
             stat_linef(c, "STAT %d:turns_with_%s_events %llu", ch, turn_buckets[b],

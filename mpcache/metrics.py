@@ -370,6 +370,14 @@ CHANNEL_COUNTERS = [
      "io_uring submissions queued by the channel (0 on epoll)."),
     ("bytes_read", "mpcache_channel_read_bytes_total", "Bytes the channel read."),
     ("bytes_written", "mpcache_channel_written_bytes_total", "Bytes the channel sent."),
+    ("input_pauses", "mpcache_channel_input_pauses_total",
+     "Times flow control stopped receiving from a connection with unprocessed input."),
+    ("output_stalls", "mpcache_channel_output_stalls_total",
+     "Times a connection stopped at the output mark until its client read."),
+    ("idle_kicks", "mpcache_channel_idle_kicks_total",
+     "Connections closed by -o idle_timeout."),
+    ("malloc_fails", "mpcache_channel_malloc_fails_total",
+     "Allocations that failed (a reply culled or a connection closed for it)."),
 ]
 
 
@@ -416,6 +424,11 @@ def _channel_families(f, channels):
         if "open_conns" in ch:
             f.add("mpcache_channel_connections", "gauge", "Connections open on the channel.",
                   ch["open_conns"], lab)
+        for kind, n in sorted(ch.get("buffer_bytes", {}).items()):
+            f.add("mpcache_channel_buffer_bytes", "gauge",
+                  "Bytes of connection buffers the channel holds, by kind: input and output "
+                  "held by connections, spare in its pool, the engine's receive area.",
+                  n, {"channel": str(i), "kind": kind})
         hist = ch.get("turn_hist")
         if hist:
             _histogram(f, "mpcache_channel_events_per_turn",

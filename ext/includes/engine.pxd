@@ -53,6 +53,9 @@ cdef extern from "engine.h" nogil:
     int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out)
     int mp_engine_channel_latency(mp_engine *eng, int ch, uint64_t *hist, uint64_t *sum_ns)
     int mp_engine_channel_conns(mp_engine *eng, int ch)
+    enum: MP_CHANNEL_BUFFER_KINDS
+    const char *const mp_channel_buffer_names[]
+    int mp_engine_channel_buffers(mp_engine *eng, int ch, uint64_t *out)
     const char *mp_command_name(int cmd)
 
 

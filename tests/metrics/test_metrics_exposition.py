@@ -236,6 +236,51 @@ def test_current_connections_follow_clients(mpc):
     assert settle(base) == base
 
 
+def test_buffer_series_follow_a_stalled_client():
+    """A client that does not read a multi-get: its output buffer shows in
+    mpcache_channel_buffer_bytes{kind="output"} and an output stall is
+    counted; once it is gone, no output buffer is held."""
+    mpc = Mpcache(threads=1).start()
+    try:
+        _stalled_client_series(mpc)
+    finally:
+        mpc.close()
+
+
+def _stalled_client_series(mpc):
+    def output_bytes(text):
+        return sum(v for k, v in samples(text, "mpcache_channel_buffer_bytes").items()
+                   if ("kind", "output") in k)
+
+    def stalls(text):
+        return sum(samples(text, "mpcache_channel_output_stalls_total").values())
+
+    with socket.create_connection(mpc.addr, timeout=5) as c:
+        c.sendall(b"set fat 0 0 300000\r\n" + b"f" * 300000 + b"\r\n")
+        assert c.recv(64) == b"STORED\r\n"
+    before = http_get(mpc.metrics_url)[2].decode()
+    s = socket.create_connection(mpc.addr, timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    try:
+        s.sendall(b"get" + b" fat" * 100 + b"\r\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            during = http_get(mpc.metrics_url)[2].decode()
+            if output_bytes(during) > 0 and stalls(during) > stalls(before):
+                break
+            time.sleep(0.05)
+        assert output_bytes(during) > 0
+        assert stalls(during) > stalls(before)
+        assert samples(during, "mpcache_channel_malloc_fails_total")
+    finally:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    deadline = time.monotonic() + 5
+    while output_bytes(http_get(mpc.metrics_url)[2].decode()) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert output_bytes(http_get(mpc.metrics_url)[2].decode()) == 0
+
+
 def test_http_endpoint(mpc):
     status, headers, body = http_get(mpc.metrics_url, {"Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("Content-Encoding") == "gzip"
