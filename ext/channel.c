@@ -462,15 +462,19 @@ void mp_channel_stop(mp_channel *ch)
     (void)n;
 }
 
-void mp_engine_visit_conns(mp_engine *eng, mp_conn_visit_fn fn, void *arg)
+bool mp_engine_visit_conns(mp_engine *eng, uint64_t *cursor, mp_conn_visit_fn fn, void *arg)
 {
-    for (int i = 0; i < eng->nchannels; i++) {
+    for (uint32_t i = (uint32_t)(*cursor >> 32); i < (uint32_t)eng->nchannels; i++) {
         mp_channel *ch = eng->channels[i];
         uint32_t n = __atomic_load_n(&ch->nslots, __ATOMIC_ACQUIRE);
-        for (uint32_t s = 0; s < n; s++) {
+        uint32_t s = i == (uint32_t)(*cursor >> 32) ? (uint32_t)*cursor : 0;
+        for (; s < n; s++) {
             mp_conn *c = mp_conn_at(ch, s);
-            if (c->state != MP_CONN_FREE)
-                fn(c, arg);
+            if (c->state != MP_CONN_FREE && !fn(c, arg)) {
+                *cursor = ((uint64_t)i << 32) | (s + 1);
+                return false;
+            }
         }
     }
+    return true;
 }

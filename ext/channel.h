@@ -178,9 +178,11 @@ void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role);
 int mp_buf_pools_init(mp_channel *ch);
 void mp_buf_pools_free(mp_channel *ch);
 
-/* Iterates the open connections of every channel (racy, for "stats conns":
- * a slot may change while it is read, but never goes away). */
-typedef void (*mp_conn_visit_fn)(mp_conn *c, void *arg);
-void mp_engine_visit_conns(mp_engine *eng, mp_conn_visit_fn fn, void *arg);
+/* Visits the open connections of every channel from *cursor on (0: the
+ * first), until fn returns false; *cursor is then where to go on.  Returns
+ * true when every connection was visited.  Racy, for "stats conns": a slot
+ * may change while it is read, but never goes away. */
+typedef bool (*mp_conn_visit_fn)(mp_conn *c, void *arg);
+bool mp_engine_visit_conns(mp_engine *eng, uint64_t *cursor, mp_conn_visit_fn fn, void *arg);
 
 #endif

@@ -15,6 +15,7 @@
 #ifndef MP_ENGINE_H
 #define MP_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "settings.h"
@@ -87,6 +88,11 @@ void mp_engine_reset_stats(mp_engine *eng);
  * returns bytes written, or -1 for an unknown group. Implemented in stats.c. */
 struct mp_conn;
 int mp_stats_compose(mp_engine *eng, struct mp_conn *c, const char *group, size_t glen);
+
+/* "stats conns" from *resume on (0: from the start), stopping once the
+ * output is past MP_OUT_HIGHWATER; returns true when it is complete, else
+ * *resume says where to go on.  stats.c. */
+bool mp_stats_compose_conns(mp_engine *eng, struct mp_conn *c, uint64_t *resume);
 
 /* The same reply ("STAT ..." lines and END) for Python (embedded API, metrics):
  * a malloc'd buffer the caller frees, *outlen its length; NULL for an unknown

@@ -572,6 +572,12 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
             REPLY(c, R_DETAIL_USAGE);
         return 0;
     }
+    if (TOK_IS(r, 1, "conns")) {
+        if (!mp_stats_compose_conns(eng, c, &c->proto.resume))
+            return MP_PROC_SUSPEND;
+        REPLY(c, R_END);
+        return 0;
+    }
     if (TOK_IS(r, 1, "cachedump")) {
         /* key dumps are not offered (the store has no walk for them): the
          * answer memcached gives when dumping is disabled */

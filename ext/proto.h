@@ -144,9 +144,10 @@ typedef struct mp_proto {
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
     bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
     uint8_t reply_kind;      /* what to answer once the data block completes */
-    uint32_t resume;         /* >0: the request at rstart stopped with its
+    uint64_t resume;         /* >0: the request at rstart stopped with its
                                 reply half built; where to go on (a multi-get:
-                                the offset of its next key in the line) */
+                                the offset of its next key in the line; stats
+                                conns: the next connection, plus one) */
     bool discard;            /* the stopped request's reply will be culled:
                                 run the rest for its effects, compose nothing */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch

@@ -492,37 +492,64 @@ static const char *conn_state_name(const mp_conn *c, const mp_conn *self)
     return c->proto.seen_cmd ? "conn_read" : "conn_new_cmd";
 }
 
-static void visit_conn(mp_conn *c, void *arg)
+/* The number a connection shows as: its descriptor, as in memcached.  An
+ * io_uring direct descriptor is an index into its channel's own table, not a
+ * process descriptor: it shows above any real one, per channel, so every
+ * connection's number is unique. */
+static unsigned long long conn_id(const mp_conn *c)
+{
+    if (!c->fixed)
+        return (unsigned long long)c->fd;
+    return ((unsigned long long)(c->ch->id + 1) << 24) + (unsigned)c->fd;
+}
+
+/* One connection's lines; false once the output is past its mark, so a
+ * server with many connections streams its answer (the connection is then
+ * visited again when the client has read). */
+static bool visit_conn(mp_conn *c, void *arg)
 {
     struct conns_ctx *ctx = arg;
     mp_conn *out = ctx->self;
+    if (out->ch != NULL && mp_out_over_mark(out))
+        return false;
     char addr[160], laddr[160];
     format_addr(&c->peer, c->peerlen, c->is_unix, addr, sizeof(addr));
     sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
     mp_rel_time now = mp_current_time;
     mp_rel_time last = c->last_cmd;
-    stat_linef(out, "STAT %d:addr %s", c->fd, addr);
-    stat_linef(out, "STAT %d:listen_addr %s", c->fd, laddr);
-    stat_linef(out, "STAT %d:state %s", c->fd, conn_state_name(c, out));
-    stat_linef(out, "STAT %d:secs_since_last_cmd %u", c->fd, now >= last ? now - last : 0);
+    unsigned long long id = conn_id(c);
+    stat_linef(out, "STAT %llu:addr %s", id, addr);
+    stat_linef(out, "STAT %llu:listen_addr %s", id, laddr);
+    stat_linef(out, "STAT %llu:state %s", id, conn_state_name(c, out));
+    stat_linef(out, "STAT %llu:secs_since_last_cmd %u", id, now >= last ? now - last : 0);
+    return true;
 }
 
-static void compose_conns(mp_engine *eng, mp_conn *c)
+bool mp_stats_compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume)
 {
-    mp_rel_time up = mp_current_time - MP_MC_UPDATE_INTERVAL;
-    for (int i = 0; i < eng->nchannels; i++) {
-        mp_channel *ch = eng->channels[i];
-        for (int j = 0; j < ch->nlisteners; j++) {
-            char addr[160];
-            int fd = ch->listeners[j].fd;
-            sock_name(fd, ch->listeners[j].is_unix, addr, sizeof(addr));
-            stat_linef(c, "STAT %d:addr %s", fd, addr);
-            stat_linef(c, "STAT %d:state conn_listening", fd);
-            stat_linef(c, "STAT %d:secs_since_last_cmd %u", fd, up);
+    if (*resume == 0) {
+        mp_rel_time up = mp_current_time - MP_MC_UPDATE_INTERVAL;
+        for (int i = 0; i < eng->nchannels; i++) {
+            mp_channel *ch = eng->channels[i];
+            for (int j = 0; j < ch->nlisteners; j++) {
+                char addr[160];
+                int fd = ch->listeners[j].fd;
+                sock_name(fd, ch->listeners[j].is_unix, addr, sizeof(addr));
+                stat_linef(c, "STAT %d:addr %s", fd, addr);
+                stat_linef(c, "STAT %d:state conn_listening", fd);
+                stat_linef(c, "STAT %d:secs_since_last_cmd %u", fd, up);
+            }
         }
     }
+    /* resume is the visit's cursor plus one, so that 0 means "not begun" */
+    uint64_t cursor = *resume == 0 ? 0 : *resume - 1;
     struct conns_ctx ctx = {.self = c};
-    mp_engine_visit_conns(eng, visit_conn, &ctx);
+    if (mp_engine_visit_conns(eng, &cursor, visit_conn, &ctx)) {
+        *resume = 0;
+        return true;
+    }
+    *resume = cursor + 1;
+    return false;
 }
 
 /* ---- "stats channels": the MegaPipe mechanics per channel ---- */
@@ -586,8 +613,11 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
         compose_items(eng, c);
     else if (group_is(group, glen, "slabs"))
         compose_slabs(eng, c);
-    else if (group_is(group, glen, "conns"))
-        compose_conns(eng, c);
+    else if (group_is(group, glen, "conns")) {
+        uint64_t resume = 0;
+        while (!mp_stats_compose_conns(eng, c, &resume))
+            ;
+    }
     else if (group_is(group, glen, "channels"))
         compose_channels(eng, c);
     else if (group_is(group, glen, "sizes"))

@@ -365,3 +365,31 @@ def test_connection_slots_come_as_connections_do(server_factory, backend):
         s.close()
     # 65536 slots of about 1 KB each per channel would be over 128 MB
     assert small < 64 * MB
+
+
+def test_stats_conns_with_thousands_of_connections(server_factory, backend):
+    """stats conns over 9,000 connections (a reply of about 2 MB, which
+    mpcache streams past its output mark): one entry per connection, every
+    entry whole, END once."""
+    srv = server_factory(conn_limit=10000)
+    socks = [socket.create_connection(srv.addr) for _ in range(9000)]
+    try:
+        assert wait_for(lambda: curr_connections(srv) >= 9001, 10)
+        with RawConn(srv.addr, timeout=30) as c:
+            reply = c.call(b"stats conns\r\n", timeout=30)
+        lines = reply.split(b"\r\n")
+        assert lines[-2:] == [b"END", b""]
+        entries = {}
+        for line in lines[:-2]:
+            stat, key, _ = line.split(b" ", 2)
+            assert stat == b"STAT"
+            fd, field = key.split(b":")
+            entries.setdefault(fd, set()).add(field)
+        listening = [fd for fd, f in entries.items() if f == {b"addr", b"state", b"secs_since_last_cmd"}]
+        conns = [fd for fd, f in entries.items()
+                 if f == {b"addr", b"listen_addr", b"state", b"secs_since_last_cmd"}]
+        assert len(conns) >= 9001
+        assert len(conns) + len(listening) == len(entries)
+    finally:
+        for s in socks:
+            s.close()
