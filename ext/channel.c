@@ -471,7 +471,7 @@ bool mp_engine_visit_conns(mp_engine *eng, uint64_t *cursor, mp_conn_visit_fn fn
         for (; s < n; s++) {
             mp_conn *c = mp_conn_at(ch, s);
             if (c->state != MP_CONN_FREE && !fn(c, arg)) {
-                *cursor = ((uint64_t)i << 32) | (s + 1);
+                *cursor = ((uint64_t)i << 32) | s;
                 return false;
             }
         }

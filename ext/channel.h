@@ -179,7 +179,8 @@ int mp_buf_pools_init(mp_channel *ch);
 void mp_buf_pools_free(mp_channel *ch);
 
 /* Visits the open connections of every channel from *cursor on (0: the
- * first), until fn returns false; *cursor is then where to go on.  Returns
+ * first), until fn returns false (it took nothing from that connection);
+ * *cursor is then that connection, where to go on.  Returns
  * true when every connection was visited.  Racy, for "stats conns": a slot
  * may change while it is read, but never goes away. */
 typedef bool (*mp_conn_visit_fn)(mp_conn *c, void *arg);
