@@ -215,6 +215,9 @@ bool mp_conn_wants_input(const mp_conn *c)
  * through what it holds. */
 static void conn_flow(mp_channel *ch, mp_conn *c)
 {
+    /* the common case: served, taking input, nothing to change */
+    if (!c->input_paused && !c->in_ready && !c->blocked_out)
+        return;
     if (c->state != MP_CONN_OPEN)
         return;
     bool want = mp_conn_wants_input(c);

@@ -141,6 +141,22 @@ static bool keys_ok_from(const mp_request *r, size_t pos)
     return true;
 }
 
+/* The key after offset pos of the line, from the parser's tokens while they
+ * last (the common get has one key, already tokenized), then read on. */
+static bool next_key(const mp_request *r, int *i, size_t *pos, mp_token *t)
+{
+    while (*i < r->ntokens) {
+        *t = r->tok[(*i)++];
+        if (t->off >= *pos) {
+            *pos = t->off + t->len;
+            return true;
+        }
+    }
+    if (*pos < r->rest)
+        *pos = r->rest;
+    return *pos < r->line_len && mp_next_token(r->line, r->line_len, pos, t);
+}
+
 /* A get's reply streams: once the output passes MP_OUT_HIGHWATER it stops
  * after the current key and goes on when the client has read (proto.resume),
  * so one get of many large values never builds its whole reply.  memcached
@@ -161,17 +177,16 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
         exptime = exptime_rel(e);
         first = 2;
     }
-    /* memcached answers a gat without keys with a bare END */
-    size_t pos = p->resume != 0 ? p->resume
-                 : first < r->ntokens ? r->tok[first].off : r->line_len;
+    /* a gat without keys gets a bare END, as in memcached */
+    size_t pos = p->resume;
     p->resume = 0;
     get_key_result res = GK_OK;
     mp_token t;
-    while (res == GK_OK && mp_next_token(r->line, r->line_len, &pos, &t)) {
+    while (res == GK_OK && next_key(r, &first, &pos, &t)) {
         res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime, !p->discard);
         if (res == GK_OK && !p->discard && mp_out_over_mark(c) && pos < r->line_len) {
             if (keys_ok_from(r, pos)) {
-                p->resume = (uint32_t)pos;
+                p->resume = pos;
                 return MP_PROC_SUSPEND;
             }
             mp_out_cull(c);
