@@ -1,8 +1,10 @@
-# mpcache, in two commands on a fresh Debian machine (python3, python3-venv,
-# python3-dev, gcc, make; the tests also want memcached and libmemcached-tools):
+# mpcache, in two commands on a fresh Debian machine with python3 and make:
 #
 #   make run     build, then serve on 127.0.0.1:11211 (ARGS="-t 4 -vv" adds flags)
-#   make test    build, then run the whole test suite
+#   make test    install what the tests run, build, then run the whole suite
+#
+# Each installs the Debian packages it needs first (tools/ensure-packages:
+# as root with apt-get; otherwise it names them and stops).
 #
 # Everything goes into a virtualenv in .venv; `make clean` removes it and
 # every build output.
@@ -20,13 +22,19 @@ BUILD_DEPS := "setuptools>=77" "Cython>=3.0" wheel
 # memcached refuses to run as root without -u; so does mpcache.
 RUN_AS := $(shell [ "$$(id -u)" = 0 ] && echo "-u root")
 
-.PHONY: all run test build venv clean
+.PHONY: all run test build venv clean packages test-packages
 
 all: build
 
 # Debian's python3 without python3-venv has no ensurepip: make the venv
 # without pip, then let the system's pip install pip into it.
-$(VPY):
+packages:
+	@PYTHON=$(PYTHON) tools/ensure-packages build
+
+test-packages:
+	@PYTHON=$(PYTHON) tools/ensure-packages test
+
+$(VPY): | packages
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed (no ensurepip?); creating it --without-pip"; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && \
@@ -51,7 +59,7 @@ $(VENV)/.test-deps: $(VPY) pyproject.toml
 run: build
 	$(VENV)/bin/mpcache -p $(PORT) -l 127.0.0.1 $(RUN_AS) $(ARGS)
 
-test: build $(VENV)/.test-deps
+test: test-packages build $(VENV)/.test-deps
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

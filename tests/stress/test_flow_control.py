@@ -216,7 +216,9 @@ def test_idle_timeout_closes_tricklers(server_factory, backend, stuck):
     busy = RawConn(srv.addr)
     t0 = time.monotonic()
     closed = set()
-    while time.monotonic() - t0 < 3 + 3 and len(closed) < n:
+    # memcached checks in passes, sleeping up to idle_timeout + 1 s between them.
+    window = 3 + 3 if srv.backend.is_mpcache else 3 + 8
+    while time.monotonic() - t0 < window and len(closed) < n:
         for i, s in enumerate(socks):
             if i in closed:
                 continue

@@ -12,6 +12,7 @@ fails the test with its command line and stderr.
 import atexit
 import itertools
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -39,6 +40,17 @@ class Backend:
     # mpcache must stop cleanly on SIGTERM; the reference is just killed
     # (memcached takes a second to exit on SIGTERM).
     stop_signal: int = signal.SIGTERM
+    # memcached sizes its connection table, and the idle-timeout thread's
+    # pass over it, by the hard RLIMIT_NOFILE: under a container's limit of
+    # 2^30 one pass of that thread takes minutes, and idle_timeout never fires.
+    nofile_cap: int = 0
+
+    def limit_files(self):
+        if not self.nofile_cap:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = self.nofile_cap if hard == resource.RLIM_INFINITY else min(hard, self.nofile_cap)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, cap), cap))
 
     def command(self, port, threads, memory_mb, max_item_size, conn_limit, extra):
         cmd = list(self.argv) + [
@@ -56,7 +68,8 @@ _MPCACHE = (sys.executable, "-m", "mpcache")
 
 # The reference first: tests run against memcached before mpcache.
 BACKENDS = {
-    "memcached": Backend("memcached", ("memcached",), is_mpcache=False, stop_signal=signal.SIGKILL),
+    "memcached": Backend("memcached", ("memcached",), is_mpcache=False,
+                         stop_signal=signal.SIGKILL, nofile_cap=65536),
     "mpcache-epoll": Backend("mpcache-epoll", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "epoll"),)),
     "mpcache-uring": Backend("mpcache-uring", _MPCACHE, env=(("MPCACHE_IO_ENGINE", "uring"),)),
 }
@@ -192,7 +205,8 @@ class ServerProcess:
             self._stderr = tempfile.TemporaryFile()
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=self._stderr, stderr=self._stderr,
-                                         env=env, cwd=ROOT, start_new_session=True)
+                                         env=env, cwd=ROOT, start_new_session=True,
+                                         preexec_fn=self.backend.limit_files)
             _live.add(self.proc)
             try:
                 self._wait_ready()
