@@ -1,10 +1,15 @@
 """Chart and BENCHMARKS.md from a bench/compare.py JSON result.
 
-    python -m bench.chart bench/results/latest.json --png bench/results/throughput.png --markdown BENCHMARKS.md
+    python -m bench.chart bench/results/latest.json --png bench/results/throughput.png --markdown BENCHMARKS.md \
+        [--more bench/results/t2-shared.json ...]
 
 The PNG has throughput (and server CPU per request) against requests per
 connection (MegaPipe's churn axis) and against value size, one line per
 server: the median over the rounds, with the min-max as error bars.
+
+Each --more result (another --arrangement of compare.py, such as -t 2 on
+shared CPUs) adds a section with its ratio tables and a bar chart of the
+ratios beside the main PNG.
 
 BENCHMARKS.md is written whole, except the hand-written notes between the
 ``<!-- notes -->`` and ``<!-- /notes -->`` markers, which are kept.
@@ -36,6 +41,21 @@ TARGETS = [
     (None, "syscalls", 0.25, "le", "system calls per request on every workload"),
     ("hitratio-m64", "hit_ratio", 1.0, "ge", "hit ratio at -m 64"),
 ]
+
+
+def arrangement_of(result):
+    """The run's arrangement (threads, CPUs); results from before
+    --arrangement existed were all -t 1 pinned."""
+    cfg = result["config"]
+    if "arrangement" in cfg:
+        return cfg["arrangement"]
+    return dict(compare.ARRANGEMENTS["t1-pinned"], name="t1-pinned",
+                server_cpus=cfg.get("server_cpu", "0"), client_cpus=cfg.get("client_cpu", "1"))
+
+
+def placement_text(arr):
+    where = lambda cpus: f"CPU {cpus}" if cpus else "any CPU"  # noqa: E731
+    return f"-t {arr['threads']}, server on {where(arr['server_cpus'])}, load generator on {where(arr['client_cpus'])}"
 
 
 def series(result, axis_name, server, key):
@@ -87,9 +107,47 @@ def draw(result, png):
         ax.set_ylim(bottom=0)
         ax.legend()
     m = result["machine"]
-    fig.suptitle(f"mpcache vs memcached, -t 1, server on CPU {result['config']['server_cpu']}, "
-                 f"load generator on CPU {result['config']['client_cpu']}\n"
+    fig.suptitle(f"mpcache vs memcached, {placement_text(arrangement_of(result))}\n"
                  f"{m['model']}, {m['nproc']} CPUs, Linux {m['kernel']}, {m['date']}, "
+                 f"median of {result['config']['rounds']} rounds (bars: min-max)", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def draw_ratios(result, png):
+    """One bar per workload and mpcache server: its req/s and CPU per
+    request as ratios to memcached (medians, bars min-max)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = [e for e in result["config"]["servers"] if e != compare.REFERENCE]
+    names = [wl["name"] for wl in result["workloads"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / max(len(engines), 1)
+    for ax, key, label in ((axes[0], "requests_per_s", "req/s ÷ memcached (higher is better)"),
+                           (axes[1], "cpu_us_per_request", "server CPU per request ÷ memcached (lower is better)")):
+        for k, e in enumerate(engines):
+            med, lo, hi = [], [], []
+            for wl in result["workloads"]:
+                st = compare.ratio_stats(wl["runs"].get(e, []), wl["runs"].get(compare.REFERENCE, []), key)
+                m = st["median"] if st else 0
+                med.append(m)
+                lo.append(m - st["min"] if st else 0)
+                hi.append(st["max"] - m if st else 0)
+            xs = [i + (k - (len(engines) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, med, width, yerr=[lo, hi], capsize=2, label=e)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    m = result["machine"]
+    fig.suptitle(f"mpcache / memcached, {placement_text(arrangement_of(result))}\n"
+                 f"{m['nproc']} CPUs, Linux {m['kernel']}, {m['date']}, "
                  f"median of {result['config']['rounds']} rounds (bars: min-max)", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
@@ -155,7 +213,30 @@ def workload_list(result):
     return "\n".join(lines)
 
 
-def markdown(result, png_rel, old_notes):
+def arrangement_section(result, png_rel):
+    """A section for a result of another arrangement (--more)."""
+    arr = arrangement_of(result)
+    cfg, m = result["config"], result["machine"]
+    engines = [s for s in cfg["servers"] if s != compare.REFERENCE]
+    out = [
+        f"## {arr['desc']}",
+        "",
+        f"    {result['command']}",
+        "",
+        f"Both servers at `{cfg['server_flags']}`, {placement_text(arr)}; {cfg['rounds']} rounds, servers "
+        f"alternating, {cfg['duration']} s measured after {cfg['warmup']} s of warm-up; commit {m['commit']}, "
+        f"{m['date']}, load average {m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end. "
+        f"Total time {result.get('elapsed_s', 0) / 60:.1f} min.",
+        "",
+        f"![req/s and server CPU per request against memcached, {arr['desc']}]({png_rel})",
+        "",
+    ]
+    for e in engines:
+        out += [f"### {e} / memcached", "", compare.markdown_table(result, e), ""]
+    return out
+
+
+def markdown(result, png_rel, old_notes, more=()):
     m, cfg = result["machine"], result["config"]
     engines = [s for s in cfg["servers"] if s != compare.REFERENCE]
     out = [
@@ -183,8 +264,8 @@ def markdown(result, png_rel, old_notes):
         "",
         f"{cfg['rounds']} rounds per workload, servers alternating A B A B (the order flips each round), "
         f"{cfg['duration']} s measured after {cfg['warmup']} s of warm-up, a fresh server per run with "
-        f"`{cfg['server_flags']}`, the server pinned to CPU {cfg['server_cpu']} and bench/loadgen to CPU "
-        f"{cfg['client_cpu']}. Total time {result.get('elapsed_s', 0) / 60:.1f} min.",
+        f"`{cfg['server_flags']}`, {placement_text(arrangement_of(result))}. "
+        f"Total time {result.get('elapsed_s', 0) / 60:.1f} min.",
         "",
     ]
     for e in engines:
@@ -205,6 +286,8 @@ def markdown(result, png_rel, old_notes):
             *target_rows(result, e),
             "",
         ]
+    for extra, extra_png in more:
+        out += arrangement_section(extra, extra_png)
     out += [
         "## memcached alone",
         "",
@@ -254,12 +337,23 @@ def main(argv=None):
     ap.add_argument("json")
     ap.add_argument("--png", default=os.path.join(compare.HERE, "results", "throughput.png"))
     ap.add_argument("--markdown", default=None, help="write BENCHMARKS.md here")
+    ap.add_argument("--more", nargs="*", default=[],
+                    help="results of other arrangements, each a section with its own chart")
     args = ap.parse_args(argv)
     import json
     with open(args.json) as f:
         result = json.load(f)
     draw(result, args.png)
     print(f"chart: {args.png}", file=sys.stderr)
+    more = []
+    for path in args.more:
+        with open(path) as f:
+            extra = json.load(f)
+        png = os.path.join(os.path.dirname(os.path.abspath(args.png)),
+                           f"ratios-{arrangement_of(extra)['name']}.png")
+        draw_ratios(extra, png)
+        print(f"chart: {png}", file=sys.stderr)
+        more.append((extra, png))
     if args.markdown:
         old_notes = None
         if os.path.exists(args.markdown):
@@ -267,9 +361,11 @@ def main(argv=None):
             mt = re.search(re.escape(NOTES_START) + r"\n(.*?)\n" + re.escape(NOTES_END), text, re.S)
             if mt:
                 old_notes = mt.group(1)
-        png_rel = os.path.relpath(os.path.abspath(args.png), os.path.dirname(os.path.abspath(args.markdown)))
+        here = os.path.dirname(os.path.abspath(args.markdown))
+        png_rel = os.path.relpath(os.path.abspath(args.png), here)
+        more_rel = [(extra, os.path.relpath(png, here)) for extra, png in more]
         with open(args.markdown, "w") as f:
-            f.write(markdown(result, png_rel, old_notes))
+            f.write(markdown(result, png_rel, old_notes, more_rel))
         print(f"report: {args.markdown}", file=sys.stderr)
     return 0
 

@@ -1,12 +1,17 @@
 """mpcache against memcached, side by side, on MegaPipe's axes.
 
-    python -m bench.compare [--quick] [--rounds N] [--workloads a,b] [--json FILE]
+    python -m bench.compare [--quick] [--arrangement A] [--rounds N] [--workloads a,b] [--json FILE]
 
 For every workload, each server is started fresh, preloaded, and measured by
 bench/loadgen, alternating servers A B A B for --rounds rounds, with the same
-flags (``-t 1 -m 1024`` unless the workload says otherwise).  The server runs
-on CPU 0 and the load generator on CPU 1 (taskset), so on a 2-core machine
-each has a core.
+flags (``-t N -m 1024`` unless the workload says otherwise).  --arrangement
+says how many channels (threads) both servers run and where the processes
+may run (ARRANGEMENTS): ``t1-pinned``, the default, runs the server on CPU 0
+and the load generator on CPU 1 (taskset), so on a 2-core machine each has a
+core; ``t2-shared`` runs both servers at ``-t 2`` with nothing pinned, the
+load generator sharing the CPUs as an application beside its cache does;
+``t2-pinned`` gives the server two CPUs of its own and the load generator
+the rest (it needs 3 CPUs or more).
 
 The load generator is nearly saturated at memcached's speed, so a faster
 server shows less in requests/s than in server CPU time per request, the
@@ -50,8 +55,16 @@ HOST = "127.0.0.1"
 # This suite's ports; other engineers' tests use other ranges.
 PORT_BASE = 25100
 PORT_SPAN = 800
-SERVER_CPU = "0"
-CLIENT_CPU = "1"
+# name -> threads of both servers, the CPUs of the server and of the load
+# generator (None: wherever the scheduler puts them), the CPUs it needs
+ARRANGEMENTS = {
+    "t1-pinned": {"threads": 1, "server_cpus": "0", "client_cpus": "1", "min_cpus": 2,
+                  "desc": "-t 1, the server pinned to CPU 0 and bench/loadgen to CPU 1"},
+    "t2-shared": {"threads": 2, "server_cpus": None, "client_cpus": None, "min_cpus": 2,
+                  "desc": "-t 2, nothing pinned: server and bench/loadgen share the CPUs"},
+    "t2-pinned": {"threads": 2, "server_cpus": "0,1", "client_cpus": "2-", "min_cpus": 3,
+                  "desc": "-t 2, the server on CPUs 0-1 and bench/loadgen on the others"},
+}
 # A server that does not accept connections after this long is broken.
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -71,6 +84,9 @@ SERVERS = {
     "mpcache": {"argv": [sys.executable, "-m", "mpcache"], "env": {}},
     "mpcache-epoll": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "epoll"}},
     "mpcache-uring": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "uring"}},
+    # channel i pinned to CPU i, as the daemon did by default before
+    "mpcache-uring-pin": {"argv": [sys.executable, "-m", "mpcache", "--pin-channels"],
+                          "env": {"MPCACHE_IO_ENGINE": "uring"}},
 }
 REFERENCE = "memcached"
 
@@ -114,12 +130,18 @@ class PortPool:
         raise RuntimeError(f"no free port in {self.base}..{self.base + self.span}")
 
 
-class Server:
-    """One server process, pinned to SERVER_CPU, listening on 127.0.0.1:port."""
+def taskset(cpus):
+    """The command prefix that runs a program on `cpus` (nothing for None)."""
+    return ["taskset", "-c", cpus] if cpus else []
 
-    def __init__(self, name, port, memory_mb, threads=1):
+
+class Server:
+    """One server process, on the arrangement's CPUs, listening on 127.0.0.1:port."""
+
+    def __init__(self, name, port, memory_mb, arrangement):
         self.name, self.port = name, port
-        self.cmd = ["taskset", "-c", SERVER_CPU] + server_command(name, port, memory_mb, threads)
+        self.cmd = taskset(arrangement["server_cpus"]) + server_command(
+            name, port, memory_mb, arrangement["threads"])
         env = dict(os.environ)
         env.update(SERVERS[name]["env"])
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -231,8 +253,8 @@ QUICK_WORKLOADS = ["get", "pipeline-16", "multiget-10", "churn-1", "churn-8", "c
 # ---------------------------------------------------------------- running
 
 
-def loadgen(port, args, pid=None, duration=None, warmup=None, stats=False, label=""):
-    cmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, "-p", str(port), "--json", "--label", label] + list(args)
+def loadgen(port, args, arrangement, pid=None, duration=None, warmup=None, stats=False, label=""):
+    cmd = taskset(arrangement["client_cpus"]) + [LOADGEN, "-p", str(port), "--json", "--label", label] + list(args)
     if duration is not None:
         cmd += ["--duration", str(duration)]
     if warmup is not None:
@@ -251,9 +273,9 @@ def loadgen(port, args, pid=None, duration=None, warmup=None, stats=False, label
     return out
 
 
-def preload(port, spec):
+def preload(port, spec, arrangement):
     if spec.get("preload"):
-        loadgen(port, spec["args"] + ["--preload-only"], label="preload")
+        loadgen(port, spec["args"] + ["--preload-only"], arrangement, label="preload")
 
 
 def run_args(spec):
@@ -261,7 +283,7 @@ def run_args(spec):
     return spec["args"] + (["--preloaded"] if spec.get("preload") else [])
 
 
-def measure_syscalls(server, spec, seconds, use_strace):
+def measure_syscalls(server, spec, arrangement, seconds, use_strace):
     """System calls per request, by perf (and strace -c if asked), outside the timed runs."""
     result = {}
     perf = shutil.which("perf")
@@ -271,7 +293,8 @@ def measure_syscalls(server, spec, seconds, use_strace):
                                    "-o", out.name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.3)  # perf attaches
             try:
-                lg = loadgen(server.port, run_args(spec), duration=seconds, warmup=0, label="syscalls")
+                lg = loadgen(server.port, run_args(spec), arrangement, duration=seconds, warmup=0,
+                             label="syscalls")
             finally:
                 pp.send_signal(signal.SIGINT)
                 pp.wait(10)
@@ -294,8 +317,8 @@ def measure_syscalls(server, spec, seconds, use_strace):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             try:
-                lg = loadgen(server.port, run_args(spec), duration=min(seconds, 1.0), warmup=0,
-                             label="strace", )
+                lg = loadgen(server.port, run_args(spec), arrangement, duration=min(seconds, 1.0), warmup=0,
+                             label="strace")
             finally:
                 sp.send_signal(signal.SIGINT)
                 sp.wait(10)
@@ -312,14 +335,15 @@ def measure_syscalls(server, spec, seconds, use_strace):
     return result
 
 
-def one_run(name, port, spec, duration, warmup):
+def one_run(name, port, spec, arrangement, duration, warmup):
     memory = spec.get("memory", 1024)
-    with Server(name, port, memory) as srv:
+    with Server(name, port, memory, arrangement) as srv:
         info = srv.info()
-        preload(port, spec)
+        preload(port, spec, arrangement)
         # the hit-ratio workload must fill the cache before it is measured
         w = max(warmup, spec.get("warmup_min", 0))
-        out = loadgen(port, run_args(spec), pid=srv.pid, duration=duration, warmup=w, stats=True, label=name)
+        out = loadgen(port, run_args(spec), arrangement, pid=srv.pid, duration=duration, warmup=w,
+                      stats=True, label=name)
     out["server_info"] = info
     return slim(out)
 
@@ -487,20 +511,23 @@ def build_loadgen():
         sys.exit(f"building bench/loadgen failed:\n{r.stdout}{r.stderr}")
 
 
-def check_tools(need_perf):
+def check_tools(need_perf, arrangement):
     missing = [t for t in ("taskset", "memcached") if not shutil.which(t)]
     if need_perf and not shutil.which("perf"):
         print("note: perf not found (apt-get install linux-perf): no system-call counts", file=sys.stderr)
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)} (apt-get install util-linux memcached)")
-    if (os.cpu_count() or 1) < 2:
-        print("note: fewer than 2 CPUs: server and load generator share one", file=sys.stderr)
+    ncpu = len(os.sched_getaffinity(0))
+    if ncpu < arrangement["min_cpus"]:
+        sys.exit(f"this arrangement needs {arrangement['min_cpus']} CPUs; this machine allows {ncpu}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs, fewer workloads (about 4 minutes)")
+    ap.add_argument("--arrangement", default="t1-pinned", choices=sorted(ARRANGEMENTS),
+                    help="channels of both servers and CPU placement (default: t1-pinned)")
     ap.add_argument("--rounds", type=int, default=None, help="A B rounds per workload (3)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per run (5; quick 1)")
     ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (1; quick 0.3)")
@@ -535,7 +562,10 @@ def main(argv=None):
         servers = [REFERENCE] + (["mpcache-epoll", "mpcache-uring"] if server_available("mpcache") else [])
         if len(servers) == 1:
             print("note: mpcache does not import here; measuring memcached alone", file=sys.stderr)
-    check_tools(not args.no_syscalls)
+    arrangement = dict(ARRANGEMENTS[args.arrangement], name=args.arrangement)
+    if (arrangement["client_cpus"] or "").endswith("-"):   # "the rest": up to the last CPU
+        arrangement["client_cpus"] += str(max(os.sched_getaffinity(0)))
+    check_tools(not args.no_syscalls, arrangement)
     build_loadgen()
     ports = PortPool(args.port_base, PORT_SPAN)
 
@@ -543,8 +573,8 @@ def main(argv=None):
         "machine": machine_info(),
         "command": "python -m bench.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"rounds": rounds, "duration": duration, "warmup": warmup, "servers": servers,
-                   "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU,
-                   "server_flags": "-t 1 -m 1024 -U 0 (hit ratio: -m 64)"},
+                   "arrangement": arrangement,
+                   "server_flags": f"-t {arrangement['threads']} -m 1024 -U 0 (hit ratio: -m 64)"},
         "workloads": [],
     }
     result["machine"]["loadavg_start"] = loadavg()
@@ -558,7 +588,7 @@ def main(argv=None):
             # A B A B ...; the order flips every round so neither server always goes first.
             order = servers if rnd % 2 == 0 else list(reversed(servers))
             for s in order:
-                out = one_run(s, ports.take(), spec, duration, warmup)
+                out = one_run(s, ports.take(), spec, arrangement, duration, warmup)
                 wl["raw"][s].append(out)
                 wl["runs"][s].append(summarize_run(out))
                 print(f"  {name:<14} round {rnd + 1} {s:<14} {out['requests_per_s']:>10,.0f} req/s  "
@@ -567,9 +597,9 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
         if not args.no_syscalls:
             for s in servers:
-                with Server(s, ports.take(), spec.get("memory", 1024)) as srv:
-                    preload(srv.port, spec)
-                    wl["syscalls"][s] = measure_syscalls(srv, spec, min(duration, 2.0), args.strace)
+                with Server(s, ports.take(), spec.get("memory", 1024), arrangement) as srv:
+                    preload(srv.port, spec, arrangement)
+                    wl["syscalls"][s] = measure_syscalls(srv, spec, arrangement, min(duration, 2.0), args.strace)
         result["workloads"].append(wl)
         for s in servers:
             if wl["raw"][s]:

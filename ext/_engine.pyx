@@ -17,6 +17,7 @@ from includes.engine cimport (
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
     MP_CHANNEL_BUFFER_KINDS, mp_channel_buffer_names, mp_engine_channel_buffers,
+    MP_MAX_SHARDS, mp_store_lock_stats,
 )
 from libc.stdlib cimport malloc
 from libc.stdint cimport uint64_t
@@ -181,6 +182,25 @@ cdef class Engine:
             d["buffer_bytes"] = {mp_channel_buffer_names[i].decode(): bufs[i] for i in range(n)}
             out.append(d)
         return out
+
+    def shard_locks(self):
+        """Per shard, (times its lock was taken, times a taker waited for
+        it): any channel takes any shard's lock, so this is where channels
+        contend.  Monotonic; read without locks."""
+        cdef mp_engine *eng = self._live()
+        cdef uint64_t *acq = <uint64_t *>malloc(MP_MAX_SHARDS * sizeof(uint64_t))
+        cdef uint64_t *waits = <uint64_t *>malloc(MP_MAX_SHARDS * sizeof(uint64_t))
+        cdef int n, i
+        if acq == NULL or waits == NULL:
+            free(acq)
+            free(waits)
+            raise MemoryError()
+        try:
+            n = mp_store_lock_stats(eng.store, acq, waits, MP_MAX_SHARDS)
+            return [(acq[i], waits[i]) for i in range(n)]
+        finally:
+            free(acq)
+            free(waits)
 
     def command_latency(self):
         """(bounds_ns, {command: (counts, sum_ns)}): server-side time per

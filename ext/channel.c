@@ -361,14 +361,29 @@ static void channel_maintain(mp_channel *ch)
         close_idle(ch, mp_current_time, (mp_rel_time)eng->settings.idle_timeout);
 }
 
+static uint64_t maintain_interval(const mp_channel *ch)
+{
+    return ch->stats.events == ch->events_at_maintain ? MP_IDLE_MAINTAIN_MS : MP_MAINTAIN_MS;
+}
+
 void mp_channel_end_turn(mp_channel *ch)
 {
     run_ready(ch);
     uint64_t t = now_ms();
-    if (t - ch->last_maintain_ms >= MP_MAINTAIN_MS) {
+    if (t - ch->last_maintain_ms >= maintain_interval(ch)) {
         ch->last_maintain_ms = t;
+        ch->events_at_maintain = ch->stats.events;
         channel_maintain(ch);
     }
+}
+
+int mp_channel_wait_ms(const mp_channel *ch)
+{
+    if (mp_channel_busy(ch))
+        return 0;
+    uint64_t since = now_ms() - ch->last_maintain_ms;
+    uint64_t interval = maintain_interval(ch);
+    return since >= interval ? 0 : (int)(interval - since);
 }
 
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what)

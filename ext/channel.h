@@ -45,8 +45,12 @@
  * made every such request fault pages in again). */
 #define MP_BUF_CLASSES 7
 #define MP_BUF_POOL_BYTES (4u * 1024 * 1024)
-/* How often (ms) the home channel runs shard maintenance and idle checks. */
+/* How often (ms) the home channel runs shard maintenance and idle checks
+ * while it serves; a channel that saw no event since its last maintenance
+ * waits MP_IDLE_MAINTAIN_MS instead, so an idle server wakes a channel once
+ * a second (memcached's clock ticks as often) rather than ten times. */
 #define MP_MAINTAIN_MS 100
+#define MP_IDLE_MAINTAIN_MS 1000
 
 #define MP_NO_SLOT UINT32_MAX
 
@@ -112,6 +116,7 @@ struct mp_channel {
     mp_buf_usage bufs;
 
     uint64_t last_maintain_ms;
+    uint64_t events_at_maintain; /* stats.events then: none since means idle */
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
     mp_latency latency;          /* per command, written only by this channel */
 };
@@ -150,6 +155,9 @@ bool mp_conn_wants_input(const mp_conn *c);
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what);
 /* End of a loop turn: resume connections that yielded, periodic maintenance. */
 void mp_channel_end_turn(mp_channel *ch);
+/* How long (ms) the next wait for events may block: 0 with connections
+ * ready to go on, else until the next maintenance is due. */
+int mp_channel_wait_ms(const mp_channel *ch);
 void mp_channel_count_turn(mp_channel *ch, int nevents);
 static inline bool mp_channel_busy(const mp_channel *ch)
 {

@@ -16,6 +16,13 @@
 #include "engine.h"
 #include "latency.h"
 
+/* Shards per channel.  Any channel takes any shard's lock: with N channels
+ * over S shards, the chance that another channel holds the lock a command
+ * wants is about (N-1)/S times the share of its time a channel spends under
+ * a lock.  S = N makes that grow with -t; S = 4N keeps it under a quarter
+ * of that share at any -t ("stats channels" counts the waits per shard). */
+#define MP_SHARDS_PER_CHANNEL 4
+
 static int pow2_at_least(int n)
 {
     int p = 1;
@@ -57,7 +64,10 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
     snprintf(eng->engine_desc, sizeof(eng->engine_desc), "%s",
              eng->use_uring ? "rings_not_started" : "level_triggered");
     strcpy(eng->settings.io_engine, eng->use_uring ? "uring" : "epoll");
-    eng->store = mp_store_create(&eng->settings, pow2_at_least(eng->nchannels), err, errlen);
+    int nshards = pow2_at_least(eng->nchannels * MP_SHARDS_PER_CHANNEL);
+    if (nshards > MP_MAX_SHARDS)
+        nshards = MP_MAX_SHARDS;
+    eng->store = mp_store_create(&eng->settings, nshards, err, errlen);
     if (eng->store == NULL)
         goto fail;
     eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));

@@ -231,7 +231,7 @@ int mp_epoll_run(mp_channel *ch)
 
     while (!ch->stopping) {
         mp_clock_update();
-        int timeout = mp_channel_busy(ch) ? 0 : MP_MAINTAIN_MS;
+        int timeout = mp_channel_wait_ms(ch);
         ch->stats.syscalls++;
         ch->stats.syscall_wait++;
         int n = epoll_wait(ch->epfd, events, MP_EVENTS_PER_TURN, timeout);

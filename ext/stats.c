@@ -592,6 +592,14 @@ static void compose_channels(mp_engine *eng, mp_conn *c)
             stat_linef(c, "STAT %d:turns_with_%s_events %llu", ch, turn_buckets[b],
                        (unsigned long long)hist[b]);
     }
+    /* any channel takes any shard's lock: contention is per shard */
+    uint64_t acquires[MP_MAX_SHARDS], waits[MP_MAX_SHARDS];
+    int ns = mp_store_lock_stats(eng->store, acquires, waits, MP_MAX_SHARDS);
+    STAT_U64(c, "shards", (uint64_t)ns);
+    for (int i = 0; i < ns; i++) {
+        stat_linef(c, "STAT shard_%d:lock_acquires %llu", i, (unsigned long long)acquires[i]);
+        stat_linef(c, "STAT shard_%d:lock_waits %llu", i, (unsigned long long)waits[i]);
+    }
 }
 
 /* ---- entry point ---- */

@@ -124,6 +124,7 @@ struct mp_shard {
     uint64_t curr_items, total_items, bytes;
     uint64_t sweep_pos;
     int grow_hint;               /* written under the lock, read without */
+    uint64_t lock_acquires, lock_waits;   /* written under the lock, read without */
     int growing;                 /* atomic: a thread is allocating a bigger table */
     mp_s3 q[MP_MAX_SLAB_CLASSES];
     class_stats cs[MP_MAX_SLAB_CLASSES];
@@ -273,9 +274,16 @@ mp_shard *mp_store_shard_at(mp_store *st, int index)
     return &st->shards[index];
 }
 
+/* Contention is counted where it happens: a lock that was free costs one
+ * uncontended atomic, a wait is what "stats shards" and /metrics show.  The
+ * counters are written under the lock and read without it. */
 void mp_shard_lock(mp_shard *s)
 {
-    pthread_mutex_lock(&s->lock);
+    if (pthread_mutex_trylock(&s->lock) != 0) {
+        pthread_mutex_lock(&s->lock);
+        __atomic_store_n(&s->lock_waits, s->lock_waits + 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&s->lock_acquires, s->lock_acquires + 1, __ATOMIC_RELAXED);
 }
 
 void mp_shard_unlock(mp_shard *s)
@@ -379,7 +387,7 @@ void mp_store_unref(mp_store *st, mp_item *it)
      * read it (the item's own shard, as its key's hash would say) */
     uint32_t u = (uint32_t)(((const char *)it - a->base) >> MP_UNIT_SHIFT);
     mp_shard *s = &st->shards[a->pages[mp_page_of_unit(a, u)].shard];
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     item_unref(s, it);
     pthread_mutex_unlock(&s->lock);
 }
@@ -722,7 +730,7 @@ static bool shard_steal_page(mp_shard *s)
 static uint32_t shard_give_page(mp_shard *t)
 {
     mp_arena *a = &t->st->arena;
-    pthread_mutex_lock(&t->lock);
+    mp_shard_lock(t);
     uint32_t pg = empty_a_page(t);
     if (pg != UINT32_MAX)
         mp_page_detach(a, &t->slabs, pg);
@@ -795,7 +803,7 @@ static void shard_grow_table(mp_shard *s)
 {
     if (__atomic_exchange_n(&s->growing, 1, __ATOMIC_ACQUIRE) != 0)
         return;
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item **retired = s->ht.retired;
     s->ht.retired = NULL;
     bool want = mp_ht_wants_growth(&s->ht);
@@ -806,7 +814,7 @@ static void shard_grow_table(mp_shard *s)
     if (want) {
         mp_item **fresh = calloc(MP_HT_SIZE(power + 1), sizeof(mp_item *));
         if (fresh != NULL) {
-            pthread_mutex_lock(&s->lock);
+            mp_shard_lock(s);
             if (s->ht.power == power && mp_ht_wants_growth(&s->ht)) {
                 mp_ht_expand_begin(&s->ht, fresh);
                 fresh = NULL;
@@ -901,7 +909,7 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
     mp_shard *s = mp_store_shard(st, hv);
     if (__atomic_load_n(&s->grow_hint, __ATOMIC_RELAXED))
         shard_grow_table(s);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *it = shard_alloc(s, cls, size, true);
     /* memcached counts a set per class once the value is read, even when its
      * data chunk turns out bad: counting here differs only for a connection
@@ -915,7 +923,7 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         uint32_t pg = shard_give_page(&st->shards[(s->index + i) & (st->nshards - 1)]);
         if (pg == UINT32_MAX)
             continue;
-        pthread_mutex_lock(&s->lock);
+        mp_shard_lock(s);
         mp_page_attach(&st->arena, &s->slabs, pg);
         it = shard_alloc(s, cls, size, true);
         if (it != NULL)
@@ -935,7 +943,7 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
 void mp_store_release(mp_store *st, mp_item *it, uint64_t hv)
 {
     mp_shard *s = mp_store_shard(st, hv);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
     pthread_mutex_unlock(&s->lock);
 }
@@ -987,7 +995,7 @@ mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_stor
     /* the pending item is still the connection's: no lock needed yet */
     if (opts & MP_STORE_KEY_BINARY)
         it->iflags |= MP_IT_KEY_BINARY;
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
     if (old != NULL) {
         switch (op) {
@@ -1061,7 +1069,7 @@ mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_stor
 void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t hv)
 {
     mp_shard *s = mp_store_shard(st, hv);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *it = mp_ht_find(&s->ht, key, nkey, hv);
     if (it != NULL)
         item_unlink_hv(s, it, hv);
@@ -1071,7 +1079,7 @@ void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t 
 bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv)
 {
     mp_shard *s = mp_store_shard(st, hv);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it != NULL) {
         s->cs[it->clsid].delete_hits++;
@@ -1084,7 +1092,7 @@ bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv)
 bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_rel_time exptime)
 {
     mp_shard *s = mp_store_shard(st, hv);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it != NULL) {
         /* memcached's touch fetches with update: the item counts as read */
@@ -1225,7 +1233,7 @@ mp_delta_result mp_store_arith(mp_store *st, const char *key, size_t nkey, uint6
     mp_shard *s = mp_store_shard(st, hv);
     mp_item *it;
     bool moved;
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
     if (res == MP_DELTA_OK && cas_out != NULL)
         *cas_out = it->cas;
@@ -1282,7 +1290,7 @@ mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, u
 {
     mp_shard *s = mp_store_shard(st, hv);
     mp_mdelete_result res;
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it == NULL) {
         res = MP_MD_NOT_FOUND;
@@ -1366,7 +1374,7 @@ void mp_store_maintain(mp_store *st, int shard_index)
     mp_shard *s = &st->shards[shard_index];
     if (__atomic_load_n(&s->grow_hint, __ATOMIC_RELAXED))
         shard_grow_table(s);
-    pthread_mutex_lock(&s->lock);
+    mp_shard_lock(s);
     if (mp_ht_expanding(&s->ht)) {
         mp_ht_migrate(&s->ht, MP_HT_MIGRATE_PER_MAINTAIN);
         if (s->ht.retired != NULL)
@@ -1401,13 +1409,23 @@ void mp_store_maintain(mp_store *st, int shard_index)
 
 /* ---- statistics ---- */
 
+int mp_store_lock_stats(const mp_store *st, uint64_t *acquires, uint64_t *waits, int max)
+{
+    int n = st->nshards < max ? st->nshards : max;
+    for (int i = 0; i < n; i++) {
+        acquires[i] = __atomic_load_n(&st->shards[i].lock_acquires, __ATOMIC_RELAXED);
+        waits[i] = __atomic_load_n(&st->shards[i].lock_waits, __ATOMIC_RELAXED);
+    }
+    return n;
+}
+
 void mp_store_get_stats(mp_store *st, mp_store_stats *out)
 {
     memset(out, 0, sizeof(*out));
     uint64_t buckets = 0;
     for (int i = 0; i < st->nshards; i++) {
         mp_shard *s = &st->shards[i];
-        pthread_mutex_lock(&s->lock);
+        mp_shard_lock(s);
         out->curr_items += s->curr_items;
         out->total_items += s->total_items;
         out->bytes += s->bytes;
@@ -1453,7 +1471,7 @@ int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max)
     }
     for (int i = 0; i < st->nshards; i++) {
         mp_shard *s = &st->shards[i];
-        pthread_mutex_lock(&s->lock);
+        mp_shard_lock(s);
         for (int c = 1; c < n; c++) {
             mp_slab_class_stats *o = &out[c];
             const mp_slab_class *sc = &s->slabs.cls[c];

@@ -64,6 +64,9 @@ static inline size_t mp_item_ntotal_memcached(size_t nkey, size_t nbytes_with_cr
 typedef struct mp_shard mp_shard;
 typedef struct mp_store mp_store;
 
+/* Shards are a power of two up to this (-t 1024 at 4 per channel). */
+#define MP_MAX_SHARDS 4096
+
 /* ---- life cycle (start-up and shutdown only; may allocate) ---- */
 mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, size_t errlen);
 void mp_store_destroy(mp_store *st);
@@ -243,6 +246,10 @@ uint64_t mp_store_next_cas(mp_store *st);
 void mp_store_maintain(mp_store *st, int shard_index);
 
 /* ---- statistics (take each shard lock briefly) ---- */
+
+/* Per shard, without locking: times its lock was taken, and times a taker
+ * found it held and waited.  Returns how many shards (at most max). */
+int mp_store_lock_stats(const mp_store *st, uint64_t *acquires, uint64_t *waits, int max);
 typedef struct mp_store_stats {
     uint64_t curr_items, total_items, bytes;
     uint64_t evictions, reclaimed, expired_unfetched, evicted_unfetched;

@@ -653,7 +653,7 @@ int mp_uring_run(mp_channel *ch)
          * their completions alone; min_wait bounds the cost of a wrong guess */
         unsigned wait_nr = busy ? 0 : 1 + (ch->uring->min_wait ? ch->uring->expect : 0);
         ch->uring->expect = 0;
-        rc = mp_ring_submit(r, wait_nr, MP_URING_MIN_WAIT_US, MP_MAINTAIN_MS);
+        rc = mp_ring_submit(r, wait_nr, MP_URING_MIN_WAIT_US, mp_channel_wait_ms(ch));
         ch->uring->nmsgs = 0;
         if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN) {
             mp_channel_fail(ch, rc, "io_uring_enter");

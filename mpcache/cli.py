@@ -96,6 +96,8 @@ OPTIONS = [
            "$MPCACHE_IO_ENGINE: io_uring when the kernel allows it)"),
     Option("", "metrics-listen", "addr:port", "serve Prometheus metrics on http://<addr:port>/metrics\n"
            "(default: off; a bare port means 127.0.0.1:<port>)"),
+    Option("", "pin-channels", "", "pin channel i to the i-th CPU this process may run on\n"
+           "(for cores dedicated to the cache; default: the\nscheduler places the channels)"),
 ]
 
 _SHORTOPTS = "".join(o.short + (":" if o.arg else "") for o in OPTIONS if o.short)
@@ -260,6 +262,8 @@ def apply_option(s, warnings, opt, value, listen_given):
         s.io_engine = value
     elif name == "metrics-listen":
         s.metrics_listen = value
+    elif name == "pin-channels":
+        s.pin_threads = True
     return False
 
 
@@ -271,7 +275,7 @@ def parse_args(argv):
         raise UsageError(_getopt_message(e)) from None
     if rest:
         raise UsageError(f"mpcache: unexpected argument '{rest[0]}'")
-    s = Settings(io_engine=os.environ.get("MPCACHE_IO_ENGINE", "auto"), pin_threads=True)
+    s = Settings(io_engine=os.environ.get("MPCACHE_IO_ENGINE", "auto"))
     warnings = []
     action = "serve"
     listen_given = False

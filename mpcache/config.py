@@ -142,8 +142,9 @@ class Settings:
     enable_coredumps: bool = False
     # --metrics-listen: where /metrics is served; None (the default) serves none.
     metrics_listen: str = None
-    # Pin channel i to the i-th allowed CPU (the daemon does; an embedded
-    # server leaves its host process's threads alone by default).
+    # Pin channel i to the i-th allowed CPU (--pin-channels).  Off by
+    # default: on cores shared with the application a pinned channel cannot
+    # move off a core another process needs (BENCHMARKS.md, -t 2 shared).
     pin_threads: bool = False
 
     @property

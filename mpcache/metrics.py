@@ -395,6 +395,7 @@ def mpcache_families(engine, st):
     # The engine's own accessors, where it has them.  A shape this module
     # does not expect costs those series only, never the exporter's.
     for accessor, add in (("channel_stats", _channel_families),
+                          ("shard_locks", _shard_lock_families),
                           ("command_latency", _latency_family)):
         read = getattr(engine, accessor, None)
         if read is None:
@@ -434,6 +435,15 @@ def _channel_families(f, channels):
             _histogram(f, "mpcache_channel_events_per_turn",
                        "Events or completions handled per loop turn (the batch size).",
                        lab, turn_hist_bounds(len(hist)), hist, ch.get("events", 0))
+
+
+def _shard_lock_families(f, shards):
+    for i, (acquires, waits) in enumerate(shards):
+        lab = {"shard": str(i)}
+        f.add("mpcache_shard_lock_acquisitions_total", "counter",
+              "Times the shard's lock was taken (any channel serves any key).", acquires, lab)
+        f.add("mpcache_shard_lock_waits_total", "counter",
+              "Times a channel found the shard's lock held and waited for it.", waits, lab)
 
 
 def _latency_family(f, latency):

@@ -35,9 +35,17 @@ cdef extern from "stats.h" nogil:
         pass
 
 
+cdef extern from "store.h" nogil:
+    ctypedef struct mp_store:
+        pass
+    enum: MP_MAX_SHARDS
+    int mp_store_lock_stats(const mp_store *st, uint64_t *acquires, uint64_t *waits, int max)
+
+
 cdef extern from "engine.h" nogil:
     ctypedef struct mp_engine:
         mp_settings settings
+        mp_store *store
         int nchannels
         int control_fd
         int curr_conns
