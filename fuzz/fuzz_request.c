@@ -1,0 +1,382 @@
+/* The request path under a coverage-guided fuzzer (libFuzzer): parser,
+ * executor, meta commands, store, connection buffers and the channel's flow
+ * control, in-process on a fake connection, no sockets.  See fuzz/README.md.
+ *
+ * One engine for the whole run (1 channel, epoll, -m 4, never started): the
+ * store is kept across inputs, so one input finds the items earlier ones
+ * left, and a small memory keeps eviction running.  Each input opens a
+ * connection slot, feeds it the request bytes and releases it.
+ *
+ * Input: two control bytes, then the bytes a client sends.
+ *   byte 0  bits 0-1  -R (requests per turn): 20, 1, 2, 5
+ *           bits 2-3  the client's reading: 0 output dropped after every call
+ *                     (references released), 1 read whole, 2 read a few bytes
+ *                     at a time, 3 read only once the server stops at the mark
+ *           bits 4-5  how the bytes arrive: 0 at once, 1 in two pieces cut at
+ *                     byte 1, 2 in pieces of byte 1 % 32 + 1, 3 byte by byte
+ *           bit  6    the clock jumps 1 + byte 1 % 64 seconds after the first
+ *                     piece and the store's maintenance runs
+ *           bit  7    through the channel (mp_conn_input, its ready list and
+ *                     flow control, the input in a borrowed buffer) instead of
+ *                     mp_process on an input buffer of exactly the bytes held
+ *   byte 1  the piece parameter
+ *
+ * Checked besides what the sanitizers see: output offsets and references are
+ * consistent after every call; a referenced value does not change while it
+ * is held; the connection makes progress (no endless yield, input not left
+ * paused); after the connection is released no chunk is held by a reference.
+ *
+ * Two large items, "big" (64 KiB) and "huge" (400 KiB), are put back before
+ * each input when missing, so short inputs reach the output mark. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channel.h"
+#include "clock.h"
+#include "conn.h"
+#include "engine.h"
+#include "proto.h"
+#include "settings.h"
+#include "store.h"
+
+#define FUZZ_MEMORY ((size_t)4 << 20)
+#define FUZZ_BIG 65536u
+#define FUZZ_HUGE 409600u
+/* bytes a partial read takes: a prime, so reads end anywhere in a reply */
+#define FUZZ_READ_SOME 1499
+/* mp_process calls per input byte before a stuck connection is assumed */
+#define FUZZ_CALLS_PER_BYTE 64
+
+static mp_engine *eng;
+static mp_channel *ch;
+static const mp_listener no_listener = {.fd = -1, .is_unix = false};
+
+static int out_mode;
+static bool conn_closed;
+static char sink[1 << 16];
+/* replay.c -v: where the client's reads go, for a person reading a case */
+FILE *fuzz_echo;
+
+static void fail(const char *what)
+{
+    fprintf(stderr, "fuzz_request: %s\n", what);
+    abort();
+}
+
+/* ---- references the output holds: their bytes must stay put ---- */
+
+typedef struct {
+    const mp_item *it;
+    const char *start, *end;   /* the value as first referenced */
+    uint32_t nbytes;
+    uint64_t sum;
+} held_ref;
+
+static held_ref held[MP_OUT_REFS];
+static int nheld;
+
+/* FNV-1a of the value, its head and tail only when it is large: enough to
+ * see a chunk reused by another item */
+static uint64_t value_sum(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t edge = 4096;
+    for (size_t i = 0; i < n; i++) {
+        if (n > 2 * edge && i == edge)
+            i = n - edge;
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static void check_output(mp_conn *c)
+{
+    if (c->wstart > c->wend || c->wend > c->wsize || (c->wbuf == NULL && c->wend != 0))
+        fail("output offsets out of order");
+    const mp_refs *w = &c->wrefs;
+    if (w->n > MP_OUT_REFS)
+        fail("too many output references");
+    uint64_t bytes = 0;
+    uint32_t at = c->wstart;
+    held_ref now[MP_OUT_REFS];
+    for (uint32_t i = 0; i < w->n; i++) {
+        const mp_out_ref *r = &w->r[i];
+        if (r->at < at || r->at > c->wend)
+            fail("an output reference outside the pending output");
+        at = r->at;
+        if (r->it->refs == 0)
+            fail("an output reference to an item without references");
+        const char *end = r->data + r->len;
+        int k = 0;
+        while (k < nheld && !(held[k].it == r->it && held[k].end == end))
+            k++;
+        if (k == nheld) {
+            now[i] = (held_ref){r->it, r->data, end, r->it->nbytes, value_sum(r->data, r->len)};
+            if (r->len != r->it->nbytes || r->data != MP_ITEM_value(r->it))
+                fail("a new output reference is not its item's whole value");
+        } else {
+            now[i] = held[k];
+            if (r->it->nbytes != held[k].nbytes || MP_ITEM_value(r->it) != held[k].start ||
+                value_sum(held[k].start, (size_t)(end - held[k].start)) != held[k].sum)
+                fail("a referenced value changed while the output held it");
+        }
+        if (end[-2] != '\r' || end[-1] != '\n')
+            fail("a referenced value does not end in \\r\\n");
+        bytes += r->len;
+    }
+    if (bytes != w->bytes)
+        fail("output reference bytes miscounted");
+    memcpy(held, now, sizeof(now[0]) * w->n);
+    nheld = (int)w->n;
+}
+
+/* The client reads up to n bytes: they are copied out (so the sanitizer sees
+ * every byte) and the output advances as a send would advance it. */
+static void client_read(mp_conn *c, size_t n)
+{
+    struct iovec iov[2 * MP_OUT_REFS + 1];
+    int k = mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
+    size_t took = 0;
+    for (int i = 0; i < k && took < n; i++) {
+        size_t m = iov[i].iov_len < n - took ? iov[i].iov_len : n - took;
+        for (size_t off = 0; off < m; off += sizeof(sink)) {
+            size_t part = m - off < sizeof(sink) ? m - off : sizeof(sink);
+            memcpy(sink, (char *)iov[i].iov_base + off, part);
+            if (fuzz_echo != NULL)
+                fwrite(sink, 1, part, fuzz_echo);
+        }
+        took += m;
+    }
+    mp_out_sent(eng->store, &c->wstart, &c->wrefs, took);
+    if (mp_out_pending(c) == 0 && c->wbuf != NULL) {
+        mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
+        c->wbuf = NULL;
+        c->wsize = c->wstart = c->wend = 0;
+    }
+    check_output(c);
+}
+
+/* What the client does with the output after the server wrote some. */
+static void client_turn(mp_conn *c)
+{
+    check_output(c);
+    switch (out_mode) {
+    case 0:
+        if (fuzz_echo != NULL) {
+            struct iovec iov[2 * MP_OUT_REFS + 1];
+            int k = mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
+            for (int i = 0; i < k; i++)
+                fwrite(iov[i].iov_base, 1, iov[i].iov_len, fuzz_echo);
+        }
+        mp_refs_release(eng->store, &c->wrefs);
+        c->wstart = c->wend = 0;
+        nheld = 0;
+        break;
+    case 1:
+        client_read(c, SIZE_MAX);
+        break;
+    case 2:
+        client_read(c, FUZZ_READ_SOME);
+        break;
+    default:
+        if (mp_out_over_mark(c))
+            client_read(c, SIZE_MAX);
+        break;
+    }
+}
+
+/* ---- the backend the channel drives ---- */
+
+static void fake_close(mp_channel *chan, mp_conn *c)
+{
+    nheld = 0;
+    mp_conn_release(chan, c);
+    conn_closed = true;
+}
+
+static void fake_flush(mp_channel *chan, mp_conn *c)
+{
+    client_turn(c);
+    if (mp_out_pending(c) == 0 && c->state == MP_CONN_CLOSING)
+        fake_close(chan, c);
+}
+
+static void fake_input_switch(mp_channel *chan, mp_conn *c)
+{
+    (void)chan;
+    (void)c;
+}
+
+/* ---- the large items ---- */
+
+static void put_back(const char *key, uint32_t len)
+{
+    size_t nkey = strlen(key);
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(eng->store, hv);
+    mp_shard_lock(s);
+    bool present = mp_item_find(s, key, nkey, hv, NULL) != NULL;
+    mp_shard_unlock(s);
+    mp_item *it;
+    if (present || mp_store_alloc(eng->store, key, nkey, hv, 0, 0, len + 2, &it) != MP_ALLOC_OK)
+        return;
+    char *v = MP_ITEM_value(it);
+    for (uint32_t i = 0; i < len; i++)
+        v[i] = (char)('a' + i % 26);
+    memcpy(v + len, "\r\n", 2);
+    mp_store_item(eng->store, it, hv, MP_SET, 0, NULL);
+}
+
+/* ---- feeding ---- */
+
+/* Direct: mp_process on an input buffer of exactly the bytes held, so a read
+ * past them is out of bounds.  Returns false once the connection closes. */
+static bool direct_feed(mp_conn *c, const uint8_t *p, size_t n, int budget, size_t *calls,
+                        size_t max_calls)
+{
+    uint32_t left = c->rend - c->rstart;
+    char *nb = malloc(left + n + 1);
+    if (nb == NULL)
+        fail("out of memory");
+    if (left > 0)
+        memcpy(nb, c->rbuf + c->rstart, left);
+    memcpy(nb + left, p, n);
+    free(c->rbuf);
+    c->rbuf = nb;
+    c->rstart = 0;
+    c->rend = c->rsize = left + (uint32_t)n;
+    for (;;) {
+        if (++*calls > max_calls)
+            fail("the connection makes no progress (mp_process yields forever)");
+        int r = mp_process(c, budget);
+        client_turn(c);
+        if (r == MP_PROC_CLOSE)
+            return false;
+        if (r == MP_PROC_NEED_INPUT)
+            return true;
+        if (mp_out_over_mark(c))
+            client_read(c, SIZE_MAX);   /* the client reads once it is stopped */
+    }
+}
+
+/* Through the channel: the bytes arrive in a buffer the connection does not
+ * own (freed at once, as a kernel buffer is given back), then turns run until
+ * the connection waits for input. */
+static void channel_feed(mp_conn *c, const uint8_t *p, size_t n, size_t *calls, size_t max_calls)
+{
+    char *borrowed = malloc(n ? n : 1);
+    if (borrowed == NULL)
+        fail("out of memory");
+    memcpy(borrowed, p, n);
+    mp_conn_input(ch, c, borrowed, n);
+    free(borrowed);
+    while (!conn_closed && (c->in_ready || c->blocked_out)) {
+        if (++*calls > max_calls)
+            fail("the connection makes no progress (yields forever)");
+        if (c->blocked_out) {
+            client_read(c, SIZE_MAX);
+            mp_conn_unblock(ch, c);
+        } else {
+            mp_channel_end_turn(ch);
+        }
+    }
+    if (!conn_closed && c->input_paused)
+        fail("input left paused with nothing left to do");
+}
+
+/* ---- libFuzzer's entry points ---- */
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    mp_settings s;
+    mp_settings_init(&s);
+    s.maxbytes = FUZZ_MEMORY;
+    s.num_threads = 1;
+    s.maxconns = 4;
+    s.shutdown_command = true;
+    strcpy(s.io_engine, "epoll");
+    char err[256] = "";
+    eng = mp_engine_create(&s, err, sizeof(err));
+    if (eng == NULL) {
+        fprintf(stderr, "mp_engine_create: %s\n", err);
+        exit(1);
+    }
+    ch = eng->channels[0];
+    ch->flush = fake_flush;
+    ch->close = fake_close;
+    ch->pause_input = ch->resume_input = fake_input_switch;
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    static const int budgets[4] = {20, 1, 2, 5};
+    uint8_t opt = data[0], param = data[1];
+    const uint8_t *req = data + 2;
+    size_t n = size - 2;
+    int budget = budgets[opt & 3];
+    out_mode = (opt >> 2) & 3;
+    int feed = (opt >> 4) & 3;
+    bool tick = opt & 0x40, via_channel = opt & 0x80;
+
+    put_back("big", FUZZ_BIG);
+    put_back("huge", FUZZ_HUGE);
+    eng->settings.reqs_per_event = budget;
+    if (!mp_conn_admit(ch))
+        fail("connection refused");
+    mp_conn *c = mp_conn_open(ch, -1, &no_listener, NULL, 0);
+    if (c == NULL)
+        fail("no connection slot");
+    conn_closed = false;
+    nheld = 0;
+
+    size_t calls = 0, max_calls = (n + 16) * FUZZ_CALLS_PER_BYTE;
+    size_t piece = feed == 0 ? (n ? n : 1) : feed == 2 ? (size_t)(param % 32 + 1) : 1;
+    size_t cut = feed == 1 ? n * param / 256 : 0;
+    size_t off = 0;
+    bool first = true;
+    while (off < n || first) {
+        size_t len = feed == 1 ? (first ? cut : n - off) : (n - off < piece ? n - off : piece);
+        bool open = via_channel ? (channel_feed(c, req + off, len, &calls, max_calls), !conn_closed)
+                                : direct_feed(c, req + off, len, budget, &calls, max_calls);
+        off += len;
+        if (!open)
+            break;
+        if (first && tick) {
+            mp_current_time += 1 + param % 64;
+            mp_store_maintain(eng->store, 0);
+        }
+        first = false;
+    }
+
+    if (!conn_closed) {
+        if (!via_channel) {
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rsize = c->rstart = c->rend = 0;
+        }
+        nheld = 0;
+        mp_conn_release(ch, c);
+    }
+    /* cache_memlimit may have moved the limit: back to the small memory */
+    mp_store_set_limit(eng->store, FUZZ_MEMORY);
+    eng->settings.maxbytes = FUZZ_MEMORY;
+
+    /* every reference dropped: only linked items use chunks */
+    mp_store_stats ss;
+    mp_store_get_stats(eng->store, &ss);
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int ncls = mp_store_get_slab_stats(eng->store, cls, MP_MAX_SLAB_CLASSES);
+    uint64_t used = 0;
+    for (int i = 1; i < ncls; i++)
+        used += cls[i].used_chunks;
+    if (used != ss.curr_items)
+        fail("chunks still in use after the connection was released (a reference leaked)");
+    return 0;
+}

@@ -1,0 +1,144 @@
+"""Writes a seed corpus for fuzz/fuzz_request.c into a directory.
+
+    python3 fuzz/seeds.py DIR              the full set: the differential
+                                           generator's batches of every profile,
+                                           the request bytes the tests send,
+                                           and the hand-written shapes below
+    python3 fuzz/seeds.py --curated DIR    the small set kept in fuzz/seeds/
+
+Every seed starts with the harness's two control bytes (fuzz_request.c);
+they cycle through every combination of reading, feeding and -R, so each
+shape is also tried through the channel, byte by byte, with a client that
+does not read.  The output is the same on every run for the same sources.
+"""
+
+import argparse
+import ast
+import hashlib
+import itertools
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "differential"))
+
+import gen  # noqa: E402  (tests/differential/gen.py)
+
+# libFuzzer's default -max_len is 4096; fuzz runs raise it, but a seed much
+# longer than that mostly costs time per run.
+MAX_SEED = 16384
+PROFILES = ("mixed", "malformed", "noreply", "split", "meta")
+
+# Shapes the generator leaves out or rarely makes: values held by reference
+# and the output mark ("big" and "huge" exist in the harness's store), a
+# reply streamed over several turns, data blocks cut anywhere, closes.
+HANDWRITTEN = {
+    "multiget_past_mark": b"get huge huge huge big big big big big big big big big big big big big big\r\n"
+                          b"get a\r\nmn\r\n",
+    "gat_past_mark": b"gat 100 huge huge huge big big big\r\ngats 0 big huge huge\r\n",
+    "gets_bad_key_after_mark": b"gets huge huge huge " + b"k" * 251 + b"\r\nmn\r\n",
+    "mg_big_values": b"mg big v k s f t c\r\nmg huge v q\r\nmg big v O123 b\r\nmn\r\n",
+    "ref_then_overwrite": b"get big big\r\nset big 0 0 3\r\nabc\r\nget big\r\ndelete big\r\nappend huge 0 0 1\r\nx\r\n",
+    "ref_then_incr": b"set n 0 0 2\r\n10\r\nget n big n\r\nincr n 5\r\nma n D3 v\r\ndecr n 100\r\n",
+    "stats_conns": b"stats conns\r\nget huge huge huge\r\nstats conns\r\nstats\r\nstats settings\r\n"
+                   b"stats items\r\nstats slabs\r\nstats channels\r\nstats sizes\r\n",
+    "set_split_block": b"set k 0 0 10\r\n0123456789\r\nset k 0 0 10 noreply\r\n01234\r\n"
+                       b"56789\r\nget k\r\n",
+    "ms_block": b"ms k 5 T0 F3 c\r\nhello\r\nms k 2 MA q\r\n!!\r\nmg k v f c\r\nmn\r\n",
+    "bad_chunk": b"set k 0 0 3\r\nabcde\r\nget k\r\ncas k 0 0 1 1\r\nx\r\n",
+    "too_large": b"set k 0 0 2000000\r\n" + b"x" * 64 + b"\r\nget k\r\n",
+    "quit_after_get": b"get big\r\nquit\r\nget big\r\n",
+    "flush_and_expiry": b"set t 0 1 1\r\na\r\nflush_all 2\r\nget t\r\nflush_all\r\nget t\r\ntouch t 5\r\n",
+    "memlimit": b"cache_memlimit 8\r\nset k 0 0 1\r\na\r\ncache_memlimit 100\r\nverbosity 1\r\n",
+    "pipeline": b"".join(b"set k%d 0 0 1\r\n%d\r\nget k%d\r\n" % (i, i % 10, i) for i in range(40)),
+    "long_line": b"get " + b"key " * 700 + b"\r\n",
+    "too_long_line": b"x" * 3000,
+    "http": b"GET / HTTP/1.1\r\n",
+    "shutdown": b"shutdown foo\r\nshutdown graceful\r\n",
+    "meta_quiet": b"mg miss v q\r\nmd miss q\r\nma miss q N0 J5\r\nmg miss s v\r\nmn\r\n",
+    "meta_stale": b"ms s 1 T100\r\na\r\nmd s I T30\r\nmg s v c\r\nmg s v c\r\nms s 1 I C1\r\nb\r\nmn\r\n",
+    "meta_base64": b"ms Zm9v 3 b\r\nbar\r\nmg Zm9v b v k\r\nme foo\r\nmd Zm9v b q\r\n",
+    "meta_errors": b"mg k v v\r\nmg k E\r\nms k x\r\nma k Dx\r\n" + b"mg k " + b"v " * 20 + b"\r\n",
+}
+
+# (byte 0, byte 1): every reading mode with every feeding mode, -R values,
+# the clock tick and the channel path, in a fixed order
+OPTS = [v << 7 | t << 6 | f << 4 | o << 2 | r
+        for v, t, f, o, r in itertools.product((0, 1), (0, 1), range(4), range(4), range(4))
+        if (r + o + f + t + v) % 3 == 0]
+CONTROLS = list(zip(OPTS, itertools.cycle((0, 7, 31, 128, 200, 255, 3))))
+
+
+def control(i):
+    opt, param = CONTROLS[i % len(CONTROLS)]
+    return bytes((opt, param))
+
+
+def from_generator(per_profile, units=(1, 12), max_len=MAX_SEED):
+    """Batches of the differential generator's units, at most max_len bytes
+    (longer ones are drawn again); an unknown cas is the generator's own
+    placeholder."""
+    out = []
+    for profile in PROFILES:
+        g = gen.Gen(1000 + PROFILES.index(profile), profile)
+        rng = g.rng
+        kept = 0
+        while kept < per_profile:
+            n = rng.randrange(*units)
+            data = b"".join(g.unit(first=i == 0).render({}) for i in range(n))
+            if len(data) <= max_len:
+                out.append(data)
+                kept += 1
+    return out
+
+
+def from_tests():
+    """The bytes constants of the tests that look like requests: they end a
+    line and start with a word (the tests' corner cases)."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, "tests")):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(dirpath, name), "rb") as f:
+                try:
+                    tree = ast.parse(f.read())
+                except SyntaxError:
+                    continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
+                    b = node.value
+                    if 4 <= len(b) <= MAX_SEED and b"\n" in b and b[:1].isalpha():
+                        found.add(b)
+    return sorted(found)
+
+
+def write(directory, seeds):
+    os.makedirs(directory, exist_ok=True)
+    for i, (name, data) in enumerate(seeds):
+        body = control(i) + data
+        fname = name or hashlib.sha1(body).hexdigest()[:16]
+        with open(os.path.join(directory, fname), "wb") as f:
+            f.write(body)
+    return len(seeds)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--curated", action="store_true", help="the small committed set")
+    ap.add_argument("directory")
+    args = ap.parse_args()
+    seeds = [(name, data) for name, data in sorted(HANDWRITTEN.items())]
+    if args.curated:
+        seeds += [("gen_%s_%d" % (PROFILES[i // 3], i % 3), d)
+                  for i, d in enumerate(from_generator(3, units=(4, 10), max_len=4096))]
+    else:
+        seeds += [(None, d) for d in from_generator(120)]
+        seeds += [(None, d) for d in from_tests()]
+    n = write(args.directory, seeds)
+    print(f"{n} seeds in {args.directory}")
+
+
+if __name__ == "__main__":
+    main()
