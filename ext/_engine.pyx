@@ -8,10 +8,12 @@ Python while it serves."""
 import os
 
 from libc.stdlib cimport free
-from libc.string cimport strncpy
+from libc.string cimport memcpy
 
 from includes.engine cimport (
-    mp_engine, mp_settings, mp_settings_init, mp_engine_create, mp_engine_destroy,
+    mp_engine, mp_settings, mp_settings_init, mp_setting_desc, mp_setting_descs,
+    mp_setting_count, MP_SETTING_INT, MP_SETTING_UINT, MP_SETTING_FLOAT, MP_SETTING_BOOL,
+    MP_SETTING_STR, mp_engine_create, mp_engine_destroy,
     mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_stats_text,
     mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
@@ -20,66 +22,121 @@ from includes.engine cimport (
     MP_MAX_SHARDS, mp_store_lock_stats,
 )
 from libc.stdlib cimport malloc
-from libc.stdint cimport uint64_t
+from libc.stdint cimport (
+    int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t,
+)
 
 # Upper bound on the per-channel counters; the C list is far shorter.
 DEF MAX_COUNTERS = 256
 
 
-cdef void _fill_settings(mp_settings *s, dict values) except *:
+cdef extern from "<stdbool.h>":
+    # C's bool, one byte, where Cython's bint is an int.
+    ctypedef int c_bool "bool"
+
+
+cdef void _store_setting(mp_settings *s, const mp_setting_desc *d, value) except *:
+    # Cython's conversion to the field's C type: a float truncates, so
+    # mpcache.Server(memory_mb=0.5) works; an int the field cannot hold
+    # raises OverflowError.
+    cdef char *p = <char *>s + d.offset
     cdef bytes b
-    for key, value in values.items():
-        if key == "maxbytes":
-            s.maxbytes = value
-        elif key == "maxconns":
-            s.maxconns = value
-        elif key == "port":
-            s.port = value
-        elif key == "udpport":
-            s.udpport = value
-        elif key == "inter":
-            b = str(value).encode()[:255]
-            strncpy(s.inter, b, 255)
-        elif key == "socketpath":
-            b = str(value).encode()[:255]
-            strncpy(s.socketpath, b, 255)
-        elif key == "access":
-            s.access = value
-        elif key == "backlog":
-            s.backlog = value
-        elif key == "num_threads":
-            s.num_threads = value
-        elif key == "reqs_per_event":
-            s.reqs_per_event = value
-        elif key == "item_size_max":
-            s.item_size_max = value
-        elif key == "factor":
-            s.factor = value
-        elif key == "chunk_size":
-            s.chunk_size = value
-        elif key == "verbose":
-            s.verbose = value
-        elif key == "idle_timeout":
-            s.idle_timeout = value
-        elif key == "use_cas":
-            s.use_cas = bool(value)
-        elif key == "evict_to_free":
-            s.evict_to_free = bool(value)
-        elif key == "shutdown_command":
-            s.shutdown_command = bool(value)
-        elif key == "flush_enabled":
-            s.flush_enabled = bool(value)
-        elif key == "maxconns_fast":
-            s.maxconns_fast = bool(value)
-        elif key == "io_engine":
-            b = str(value).encode()[:15]
-            strncpy(s.io_engine, b, 15)
-        else:
-            raise KeyError(f"unknown engine setting {key!r}")
+    if d.kind == MP_SETTING_INT and d.size == sizeof(int64_t):
+        (<int64_t *>p)[0] = value
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int32_t):
+        (<int32_t *>p)[0] = value
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int16_t):
+        (<int16_t *>p)[0] = value
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int8_t):
+        (<int8_t *>p)[0] = value
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint64_t):
+        (<uint64_t *>p)[0] = value
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint32_t):
+        (<uint32_t *>p)[0] = value
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint16_t):
+        (<uint16_t *>p)[0] = value
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint8_t):
+        (<uint8_t *>p)[0] = value
+    elif d.kind == MP_SETTING_FLOAT and d.size == sizeof(double):
+        (<double *>p)[0] = value
+    elif d.kind == MP_SETTING_FLOAT and d.size == sizeof(float):
+        (<float *>p)[0] = value
+    elif d.kind == MP_SETTING_BOOL and d.size == sizeof(c_bool):
+        (<c_bool *>p)[0] = 1 if value else 0
+    elif d.kind == MP_SETTING_STR and d.size > 0:
+        # Cut to fit, keeping the NUL: inter may name more addresses than
+        # its 255 bytes hold and is only shown ("stats settings"); the
+        # strings the engine acts on are validated shorter in config.py.
+        b = str(value).encode()[:d.size - 1]
+        memcpy(p, <const char *>b, len(b))
+        p[len(b)] = 0
+    else:
+        raise TypeError(f"engine setting {d.name.decode()!r}: no conversion to kind "
+                        f"{<int>d.kind} of {d.size} bytes")
+
+
+cdef object _load_setting(const mp_settings *s, const mp_setting_desc *d):
+    cdef const char *p = <const char *>s + d.offset
+    if d.kind == MP_SETTING_INT and d.size == sizeof(int64_t):
+        return (<const int64_t *>p)[0]
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int32_t):
+        return (<const int32_t *>p)[0]
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int16_t):
+        return (<const int16_t *>p)[0]
+    elif d.kind == MP_SETTING_INT and d.size == sizeof(int8_t):
+        return (<const int8_t *>p)[0]
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint64_t):
+        return (<const uint64_t *>p)[0]
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint32_t):
+        return (<const uint32_t *>p)[0]
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint16_t):
+        return (<const uint16_t *>p)[0]
+    elif d.kind == MP_SETTING_UINT and d.size == sizeof(uint8_t):
+        return (<const uint8_t *>p)[0]
+    elif d.kind == MP_SETTING_FLOAT and d.size == sizeof(double):
+        return (<const double *>p)[0]
+    elif d.kind == MP_SETTING_FLOAT and d.size == sizeof(float):
+        return (<const float *>p)[0]
+    elif d.kind == MP_SETTING_BOOL and d.size == sizeof(c_bool):
+        return bool((<const c_bool *>p)[0])
+    elif d.kind == MP_SETTING_STR and d.size > 0:
+        return p[:d.size].partition(b"\0")[0].decode(errors="replace")
+    raise TypeError(f"engine setting {d.name.decode()!r}: no conversion from kind "
+                    f"{<int>d.kind} of {d.size} bytes")
+
+
+cdef void _fill_settings(mp_settings *s, dict values) except *:
+    # Every field or none: a field nobody sets would keep its C default
+    # while the Python default it mirrors drifts, and a key with no field
+    # would be a setting that silently does nothing.
+    cdef int i
+    names = [mp_setting_descs[i].name.decode() for i in range(mp_setting_count)]
+    missing = [n for n in names if n not in values]
+    unknown = sorted(set(values) - set(names))
+    if missing or unknown:
+        raise KeyError("engine settings do not match mp_settings (ext/settings.h):"
+                       + (f" missing {', '.join(missing)}" if missing else "")
+                       + (f" unknown {', '.join(map(str, unknown))}" if unknown else ""))
+    for i in range(mp_setting_count):
+        _store_setting(s, &mp_setting_descs[i], values[names[i]])
+
+
+def settings_table():
+    """mp_settings' fields in MP_SETTINGS order (ext/settings.h), as
+    (name, C default, doc) tuples."""
+    cdef mp_settings s
+    cdef int i
+    mp_settings_init(&s)
+    return tuple((mp_setting_descs[i].name.decode(), _load_setting(&s, &mp_setting_descs[i]),
+                  mp_setting_descs[i].doc.decode())
+                 for i in range(mp_setting_count))
 
 
 cdef class Engine:
-    """Channels, store and settings of one server (several may share a process)."""
+    """Channels, store and settings of one server (several may share a process).
+
+    `settings` names every field of mp_settings (settings_table()), or is
+    None for the C defaults."""
 
     cdef mp_engine *eng
     cdef object _running
@@ -88,7 +145,8 @@ cdef class Engine:
         cdef mp_settings s
         cdef char err[256]
         mp_settings_init(&s)
-        _fill_settings(&s, settings or {})
+        if settings is not None:
+            _fill_settings(&s, settings)
         err[0] = 0
         self.eng = mp_engine_create(&s, err, sizeof(err))
         if self.eng == NULL:

@@ -2,27 +2,43 @@
 
 #include "settings.h"
 
+/* A default one byte too long would still compile, without its NUL. */
+#define MP_SETTING_NO_CHECK(type, name, def, doc)
+#define MP_SETTING_STR_CHECK(name, size, def, doc) \
+    _Static_assert(sizeof(def) <= (size), "default of " #name " does not fit");
+MP_SETTINGS(MP_SETTING_NO_CHECK, MP_SETTING_STR_CHECK)
+
+static const mp_settings defaults = {
+#define MP_SETTING_VAL_DEFAULT(type, name, def, doc) .name = (def),
+#define MP_SETTING_STR_DEFAULT(name, size, def, doc) .name = def,
+    MP_SETTINGS(MP_SETTING_VAL_DEFAULT, MP_SETTING_STR_DEFAULT)
+};
+
 void mp_settings_init(mp_settings *s)
 {
-    memset(s, 0, sizeof(*s));
-    s->maxbytes = 64 * 1024 * 1024;
-    s->maxconns = 1024;
-    s->port = 11211;
-    s->udpport = 0;
-    strcpy(s->inter, "127.0.0.1");
-    s->access = 0700;
-    s->backlog = 1024;
-    s->num_threads = 4;
-    s->reqs_per_event = 20;
-    s->item_size_max = 1024 * 1024;
-    s->factor = 1.25;
-    s->chunk_size = 48;
-    s->verbose = 0;
-    s->idle_timeout = 0;
-    s->use_cas = true;
-    s->evict_to_free = true;
-    s->shutdown_command = false;
-    s->flush_enabled = true;
-    s->maxconns_fast = true;
-    strcpy(s->io_engine, "epoll");
+    *s = defaults;
 }
+
+/* The kind follows from the declared type, so a line in MP_SETTINGS names
+ * its type once; a type not listed here fails to compile rather than being
+ * stored wrongly. */
+#define MP_SETTING_KIND(type) _Generic((type)0, \
+    bool: MP_SETTING_BOOL, \
+    signed char: MP_SETTING_INT, short: MP_SETTING_INT, int: MP_SETTING_INT, \
+    long: MP_SETTING_INT, long long: MP_SETTING_INT, \
+    unsigned char: MP_SETTING_UINT, unsigned short: MP_SETTING_UINT, \
+    unsigned int: MP_SETTING_UINT, unsigned long: MP_SETTING_UINT, \
+    unsigned long long: MP_SETTING_UINT, \
+    float: MP_SETTING_FLOAT, double: MP_SETTING_FLOAT)
+
+#define MP_SETTING_SIZE(name) sizeof(((mp_settings *)0)->name)
+
+const mp_setting_desc mp_setting_descs[] = {
+#define MP_SETTING_VAL_DESC(type, name, def, doc) \
+    { #name, MP_SETTING_KIND(type), offsetof(mp_settings, name), MP_SETTING_SIZE(name), doc },
+#define MP_SETTING_STR_DESC(name, size, def, doc) \
+    { #name, MP_SETTING_STR, offsetof(mp_settings, name), MP_SETTING_SIZE(name), doc },
+    MP_SETTINGS(MP_SETTING_VAL_DESC, MP_SETTING_STR_DESC)
+};
+
+const int mp_setting_count = sizeof(mp_setting_descs) / sizeof(mp_setting_descs[0]);

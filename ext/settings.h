@@ -1,7 +1,17 @@
 /* Server-wide configuration, filled by the Python shell (mpcache/config.py)
  * before any channel starts and read-only afterwards, except the few fields
  * the protocol may change at run time (verbosity, cache_memlimit), which are
- * plain stores of aligned words read racily by design, as in memcached. */
+ * plain stores of aligned words read racily by design, as in memcached.
+ *
+ * Adding a setting: one line in MP_SETTINGS below makes the field, its
+ * default (mp_settings_init) and its entry in mp_setting_descs, which the
+ * Cython bridge (ext/_engine.pyx) walks to fill the struct by name.  Then
+ * give it a value on the Python side, one line in ENGINE_KEYS in
+ * mpcache/config.py (from a Settings field, with its validation there; the
+ * engine refuses to start while a field has no value or a value has no
+ * field), and write its behaviour where it is read.  "stats settings"
+ * (ext/stats.c compose_settings) lists memcached's names in memcached's
+ * order, so a setting it should show is added there by hand. */
 #ifndef MP_SETTINGS_H
 #define MP_SETTINGS_H
 
@@ -13,31 +23,61 @@
 #define MP_KEY_MAX_LENGTH 250
 #define MP_REALTIME_MAXDELTA (60 * 60 * 24 * 30)
 
+/* VAL(type, name, default, doc): a number or bool field.
+ * STR(name, size, default, doc): a NUL-terminated char[size] field.
+ * The defaults are memcached's, so an embedded server and the daemon agree. */
+#define MP_SETTINGS(VAL, STR) \
+    VAL(size_t,   maxbytes,         64 * 1024 * 1024, "-m, in bytes") \
+    VAL(int,      maxconns,         1024,        "-c") \
+    VAL(int,      port,             11211,       "-p, as bound (ephemeral port resolved)") \
+    VAL(int,      udpport,          0,           "-U, accepted, never served") \
+    STR(          inter,      256,  "127.0.0.1", "-l, as given") \
+    STR(          socketpath, 256,  "",          "-s") \
+    VAL(int,      access,           0700,        "-a") \
+    VAL(int,      backlog,          1024,        "-b") \
+    VAL(int,      num_threads,      4,           "-t: channels") \
+    VAL(int,      reqs_per_event,   20,          "-R") \
+    VAL(uint32_t, item_size_max,    1024 * 1024, "-I") \
+    VAL(double,   factor,           1.25,        "-f") \
+    VAL(int,      chunk_size,       48,          "-n") \
+    VAL(int,      verbose,          0,           "-v, verbosity command") \
+    VAL(int,      idle_timeout,     0,           "-o idle_timeout, seconds, 0 = off") \
+    VAL(bool,     use_cas,          true,        "!-C") \
+    VAL(bool,     evict_to_free,    true,        "!-M") \
+    VAL(bool,     shutdown_command, false,       "-A") \
+    VAL(bool,     flush_enabled,    true,        "!-F") \
+    VAL(bool,     maxconns_fast,    true,        "-o maxconns_fast") \
+    STR(          io_engine,  16,   "epoll",     "asked: auto, uring, epoll; after create, the one in use")
+
 typedef struct mp_settings {
-    size_t maxbytes;          /* -m, in bytes */
-    int maxconns;             /* -c */
-    int port;                 /* -p, as bound (ephemeral port resolved) */
-    int udpport;              /* -U, accepted, never served */
-    char inter[256];          /* -l, as given */
-    char socketpath[256];     /* -s */
-    int access;               /* -a */
-    int backlog;              /* -b */
-    int num_threads;          /* -t: channels */
-    int reqs_per_event;       /* -R */
-    uint32_t item_size_max;   /* -I */
-    double factor;            /* -f */
-    int chunk_size;           /* -n */
-    int verbose;              /* -v, verbosity command */
-    int idle_timeout;         /* -o idle_timeout, seconds, 0 = off */
-    bool use_cas;             /* !-C */
-    bool evict_to_free;       /* !-M */
-    bool shutdown_command;    /* -A */
-    bool flush_enabled;       /* !-F */
-    bool maxconns_fast;
-    char io_engine[16];       /* "epoll" (later "uring") */
+#define MP_SETTING_VAL_FIELD(type, name, def, doc) type name;
+#define MP_SETTING_STR_FIELD(name, size, def, doc) char name[size];
+    MP_SETTINGS(MP_SETTING_VAL_FIELD, MP_SETTING_STR_FIELD)
+#undef MP_SETTING_VAL_FIELD
+#undef MP_SETTING_STR_FIELD
 } mp_settings;
 
-/* memcached's defaults, so an embedded server and the daemon agree. */
 void mp_settings_init(mp_settings *s);
+
+/* The fields by name, in MP_SETTINGS order, for code that has only the
+ * name (the Cython bridge): where each lives and how to store into it. */
+typedef enum mp_setting_kind {
+    MP_SETTING_INT,      /* signed integer of `size` bytes */
+    MP_SETTING_UINT,     /* unsigned integer of `size` bytes */
+    MP_SETTING_FLOAT,    /* float or double, by `size` */
+    MP_SETTING_BOOL,
+    MP_SETTING_STR,      /* char[size], NUL-terminated */
+} mp_setting_kind;
+
+typedef struct mp_setting_desc {
+    const char *name;
+    mp_setting_kind kind;
+    size_t offset;
+    size_t size;
+    const char *doc;
+} mp_setting_desc;
+
+extern const mp_setting_desc mp_setting_descs[];
+extern const int mp_setting_count;
 
 #endif

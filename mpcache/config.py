@@ -4,7 +4,8 @@
 (mpcache.Server) both fill; `validate()` refuses what memcached refuses, with
 memcached's messages and exit codes where it has them, so scripts that check
 either keep working.  `engine_settings()` is the dict mpcache._engine.Engine
-takes: the field names of mp_settings in ext/settings.h.
+takes: the field names of mp_settings in ext/settings.h, mapped from
+Settings in one place, ENGINE_KEYS.
 """
 
 import importlib.util
@@ -215,26 +216,36 @@ class Settings:
 
     def engine_settings(self, bound_port=None):
         """The mp_settings fields, as mpcache._engine.Engine takes them."""
-        return {
-            "maxbytes": self.maxbytes,
-            "maxconns": self.max_conns,
-            "port": self.port if bound_port is None else bound_port,
-            "udpport": self.udp_port,
-            "inter": ",".join(self.listen) if self.unix_socket is None else "",
-            "socketpath": self.unix_socket or "",
-            "access": self.unix_mask,
-            "backlog": self.backlog,
-            "num_threads": self.threads,
-            "reqs_per_event": self.reqs_per_event,
-            "item_size_max": self.max_item_size,
-            "factor": self.factor,
-            "chunk_size": self.chunk_size,
-            "verbose": self.verbose,
-            "idle_timeout": self.idle_timeout,
-            "use_cas": self.use_cas,
-            "evict_to_free": self.evict_to_free,
-            "shutdown_command": self.enable_shutdown,
-            "flush_enabled": self.flush_enabled,
-            "maxconns_fast": self.maxconns_fast,
-            "io_engine": self.io_engine,
-        }
+        values = {key: getattr(self, src) if isinstance(src, str) else src(self)
+                  for key, src in ENGINE_KEYS.items()}
+        if bound_port is not None:
+            values["port"] = bound_port
+        return values
+
+
+# Each field of mp_settings (MP_SETTINGS in ext/settings.h) and where its
+# value comes from: a Settings attribute, or a function of the Settings.
+# The engine refuses a dict that misses a field or has one too many.
+ENGINE_KEYS = {
+    "maxbytes": "maxbytes",
+    "maxconns": "max_conns",
+    "port": "port",                 # engine_settings() puts the bound port here
+    "udpport": "udp_port",
+    "inter": lambda s: ",".join(s.listen) if s.unix_socket is None else "",
+    "socketpath": lambda s: s.unix_socket or "",
+    "access": "unix_mask",
+    "backlog": "backlog",
+    "num_threads": "threads",
+    "reqs_per_event": "reqs_per_event",
+    "item_size_max": "max_item_size",
+    "factor": "factor",
+    "chunk_size": "chunk_size",
+    "verbose": "verbose",
+    "idle_timeout": "idle_timeout",
+    "use_cas": "use_cas",
+    "evict_to_free": "evict_to_free",
+    "shutdown_command": "enable_shutdown",
+    "flush_enabled": "flush_enabled",
+    "maxconns_fast": "maxconns_fast",
+    "io_engine": "io_engine",
+}

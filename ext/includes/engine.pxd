@@ -4,28 +4,27 @@ from libc.stdint cimport uint32_t, uint64_t
 
 
 cdef extern from "settings.h" nogil:
+    # Opaque here: its fields are reached through mp_setting_descs, so a new
+    # setting is declared only in settings.h (MP_SETTINGS).
     ctypedef struct mp_settings:
-        size_t maxbytes
-        int maxconns
-        int port
-        int udpport
-        char inter[256]
-        char socketpath[256]
-        int access
-        int backlog
-        int num_threads
-        int reqs_per_event
-        uint32_t item_size_max
-        double factor
-        int chunk_size
-        int verbose
-        int idle_timeout
-        bint use_cas
-        bint evict_to_free
-        bint shutdown_command
-        bint flush_enabled
-        bint maxconns_fast
-        char io_engine[16]
+        pass
+
+    ctypedef enum mp_setting_kind:
+        MP_SETTING_INT
+        MP_SETTING_UINT
+        MP_SETTING_FLOAT
+        MP_SETTING_BOOL
+        MP_SETTING_STR
+
+    ctypedef struct mp_setting_desc:
+        const char *name
+        mp_setting_kind kind
+        size_t offset
+        size_t size
+        const char *doc
+
+    const mp_setting_desc mp_setting_descs[]
+    const int mp_setting_count
 
     void mp_settings_init(mp_settings *s)
 
@@ -44,7 +43,6 @@ cdef extern from "store.h" nogil:
 
 cdef extern from "engine.h" nogil:
     ctypedef struct mp_engine:
-        mp_settings settings
         mp_store *store
         int nchannels
         int control_fd
