@@ -5,6 +5,7 @@
  * or resume receiving when told; see engine.h for the per-core picture. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -223,11 +224,11 @@ static void conn_flow(mp_channel *ch, mp_conn *c)
     bool want = mp_conn_wants_input(c);
     if (want && c->input_paused) {
         c->input_paused = false;
-        ch->resume_input(ch, c);
+        ch->be->resume_input(ch, c);
     } else if (!want && !c->input_paused) {
         c->input_paused = true;
         ch->stats.input_pauses++;
-        ch->pause_input(ch, c);
+        ch->be->pause_input(ch, c);
     }
 }
 
@@ -239,7 +240,7 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
     if (c->rbuf != NULL) {
         /* a partial request is waiting: append behind it */
         if (!mp_conn_rbuf_room(ch, c, n)) {
-            ch->close(ch, c);
+            ch->be->close(ch, c);
             return;
         }
         memcpy(c->rbuf + c->rend, data, n);
@@ -253,7 +254,7 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
     if (c->in_ready || c->blocked_out) {
         /* it resumes later; the bytes must not stay in a borrowed buffer */
         if (!conn_keep_input(ch, c)) {
-            ch->close(ch, c);
+            ch->be->close(ch, c);
             return;
         }
         conn_flow(ch, c);
@@ -264,23 +265,27 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
 
 /* ---- running the protocol ---- */
 
+void mp_conn_received(mp_channel *ch, mp_conn *c, size_t n)
+{
+    ch->stats.bytes_read += n;
+    c->rend += (uint32_t)n;
+    mp_conn_run(ch, c);
+}
+
 void mp_conn_run(mp_channel *ch, mp_conn *c)
 {
     int r = mp_process(c, ch->eng->settings.reqs_per_event);
     if (r == MP_PROC_CLOSE) {
         if (!c->close_after_write) {
-            if (c->rbuf_borrowed) {
-                c->rbuf = NULL;
-                c->rbuf_borrowed = false;
-            }
-            ch->close(ch, c);
+            mp_conn_drop_borrowed(c);
+            ch->be->close(ch, c);
             return;
         }
         c->state = MP_CONN_CLOSING;
         c->rstart = c->rend;   /* input after quit is ignored */
     }
     if (!conn_keep_input(ch, c)) {
-        ch->close(ch, c);
+        ch->be->close(ch, c);
         return;
     }
     if (r == MP_PROC_YIELD) {
@@ -293,7 +298,7 @@ void mp_conn_run(mp_channel *ch, mp_conn *c)
         }
     }
     conn_flow(ch, c);
-    ch->flush(ch, c);
+    ch->be->flush(ch, c);
     if (c->blocked_out && c->state == MP_CONN_OPEN && !mp_out_over_mark(c)) {
         /* the send took enough at once: no completion or writable event is
          * owed to resume it, so it goes on next turn like any yielded
@@ -313,7 +318,7 @@ void mp_conn_unblock(mp_channel *ch, mp_conn *c)
         return;
     }
     conn_flow(ch, c);
-    ch->flush(ch, c);
+    ch->be->flush(ch, c);
 }
 
 /* ---- end of a turn ---- */
@@ -346,7 +351,7 @@ static void close_idle(mp_channel *ch, mp_rel_time now, mp_rel_time idle)
         if (c->state == MP_CONN_OPEN && mp_out_unsent(c) == 0 && !c->in_ready &&
             !c->blocked_out && now - c->last_cmd > idle) {
             ch->stats.idle_kicks++;
-            ch->close(ch, c);
+            ch->be->close(ch, c);
         }
     }
 }
@@ -366,7 +371,8 @@ static uint64_t maintain_interval(const mp_channel *ch)
     return ch->stats.events == ch->events_at_maintain ? MP_IDLE_MAINTAIN_MS : MP_MAINTAIN_MS;
 }
 
-void mp_channel_end_turn(mp_channel *ch)
+/* End of a turn: connections that yielded go on, maintenance when due. */
+static void end_turn(mp_channel *ch)
 {
     run_ready(ch);
     uint64_t t = now_ms();
@@ -377,9 +383,11 @@ void mp_channel_end_turn(mp_channel *ch)
     }
 }
 
-int mp_channel_wait_ms(const mp_channel *ch)
+/* How long the next wait for events may block: not at all with connections
+ * ready to go on, else until the next maintenance is due. */
+static int wait_ms(const mp_channel *ch)
 {
-    if (mp_channel_busy(ch))
+    if (ch->nready > 0)
         return 0;
     uint64_t since = now_ms() - ch->last_maintain_ms;
     uint64_t interval = maintain_interval(ch);
@@ -395,7 +403,7 @@ void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what)
     ch->stopping = 1;
 }
 
-void mp_channel_count_turn(mp_channel *ch, int n)
+static void count_turn(mp_channel *ch, int n)
 {
     ch->stats.loop_turns++;
     ch->stats.events += (uint64_t)n;
@@ -407,18 +415,44 @@ void mp_channel_count_turn(mp_channel *ch, int n)
     ch->turn_hist[b]++;
 }
 
+/* The loop, one for every backend (Redis's aeMain): a turn is the backend's
+ * I/O, then the work the channel owes (yielded connections, maintenance). */
+static void channel_loop(mp_channel *ch)
+{
+    while (!ch->stopping) {
+        mp_clock_update();
+        int n = ch->be->wait(ch, wait_ms(ch));
+        if (n < 0)
+            break;
+        /* the wait may have been long: requests read the time */
+        mp_clock_update();
+        ch->be->handle(ch, n);
+        count_turn(ch, n);
+        end_turn(ch);
+    }
+}
+
 int mp_channel_run(mp_engine *eng, int id)
 {
     mp_channel *ch = eng->channels[id];
-    if (eng->use_uring) {
-        int rc = mp_uring_run(ch);
-        if (rc != MP_URING_FALLBACK)
-            return rc;
-        ch->flush = NULL;
-        ch->close = NULL;
-        ch->pause_input = ch->resume_input = NULL;
+    ch->be = eng->use_uring ? &mp_uring_backend : &mp_epoll_backend;
+    int rc = ch->be->setup(ch);
+    if (rc < 0 && ch->be == &mp_uring_backend) {
+        /* the probe passed but this ring could not be made (locked memory,
+         * a limit on rings): serve on epoll rather than not at all */
+        ch->be->teardown(ch);
+        snprintf(eng->engine_desc, sizeof(eng->engine_desc),
+                 "level_triggered,io_uring_setup_failed:%d", -rc);
+        strcpy(eng->settings.io_engine, "epoll");
+        ch->be = &mp_epoll_backend;
+        rc = ch->be->setup(ch);
     }
-    return mp_epoll_run(ch);
+    if (rc < 0)
+        mp_channel_fail(ch, rc, ch->be == &mp_epoll_backend ? "epoll_create1" : "io_uring_setup");
+    else
+        channel_loop(ch);
+    ch->be->teardown(ch);
+    return ch->error;
 }
 
 /* ---- set-up, called from the engine before the loop runs ---- */
@@ -446,9 +480,7 @@ void mp_channel_destroy(mp_channel *ch)
 {
     if (ch == NULL)
         return;
-    /* the loop closed its connections on the way out */
-    if (ch->epfd >= 0)
-        close(ch->epfd);
+    /* the backend's teardown closed its connections and descriptors */
     if (ch->stop_fd >= 0)
         close(ch->stop_fd);
     mp_buf_pools_free(ch);

@@ -60,6 +60,37 @@ typedef struct mp_listener {
 } mp_listener;
 
 typedef struct mp_uring mp_uring;
+struct epoll_event;
+
+/* An I/O backend (Redis's ae_epoll.c / ae_kqueue.c): the channel runs the
+ * loop (mp_channel_run) and decides everything about connections; a backend
+ * only moves bytes and descriptors.  Each hook runs on the channel's thread. */
+typedef struct mp_backend {
+    const char *name;
+    /* Set up on the channel's thread (a ring's SINGLE_ISSUER binds it
+     * there); a negative errno on failure, after which teardown still runs. */
+    int (*setup)(mp_channel *ch);
+    /* Closes every connection and frees what setup made. */
+    void (*teardown)(mp_channel *ch);
+    /* Hands the kernel what the last turn queued and waits at most
+     * timeout_ms (0: not at all) for events.  Returns how many are ready, or
+     * -1 after mp_channel_fail when the loop cannot go on. */
+    int (*wait)(mp_channel *ch, int timeout_ms);
+    /* Handles the n events wait found (accepts, input through
+     * mp_conn_input, output progress), with the clock already updated. */
+    void (*handle)(mp_channel *ch, int n);
+    /* Output is pending on c: send it, or queue its send. */
+    void (*flush)(mp_channel *ch, mp_conn *c);
+    /* Closes c and gives its slot back (at once, or once the kernel is done
+     * with its buffers). */
+    void (*close)(mp_channel *ch, mp_conn *c);
+    /* Flow control, decided by the channel: stop and start receiving. */
+    void (*pause_input)(mp_channel *ch, mp_conn *c);
+    void (*resume_input)(mp_channel *ch, mp_conn *c);
+} mp_backend;
+
+extern const mp_backend mp_epoll_backend;
+extern const mp_backend mp_uring_backend;
 
 /* Connection buffers by what holds them, for memcached's read_buf_* and
  * response_obj_* stats.  Gauges, written only by the channel's thread. */
@@ -75,18 +106,14 @@ struct mp_channel {
     mp_engine *eng;
     mp_thread_stats stats;
 
-    /* the backend: how output leaves, how a descriptor is closed, and how
-     * receiving stops and starts again (flow control, decided here) */
-    void (*flush)(mp_channel *ch, mp_conn *c);
-    void (*close)(mp_channel *ch, mp_conn *c);
-    void (*pause_input)(mp_channel *ch, mp_conn *c);
-    void (*resume_input)(mp_channel *ch, mp_conn *c);
-    mp_uring *uring;             /* NULL on epoll */
+    const mp_backend *be;
+    mp_uring *uring;             /* the io_uring backend's state, NULL on epoll */
     /* why the loop ended, when it failed: a negative errno and the call */
     int error;
     const char *error_what;
 
-    int epfd;
+    int epfd;                    /* epoll backend */
+    struct epoll_event *events;  /* epoll backend: MP_EVENTS_PER_TURN */
     int stop_fd;                 /* eventfd written by mp_engine_stop */
     volatile int stopping;
     mp_listener listeners[MP_MAX_LISTENERS];
@@ -139,6 +166,18 @@ void mp_conn_release(mp_channel *ch, mp_conn *c);
 bool mp_conn_admit(mp_channel *ch);
 /* Runs the protocol over what is buffered and hands replies to the backend. */
 void mp_conn_run(mp_channel *ch, mp_conn *c);
+/* n bytes were received into the connection's own buffer, behind
+ * what it kept (at c->rbuf + c->rend): counts them and runs the protocol. */
+void mp_conn_received(mp_channel *ch, mp_conn *c, size_t n);
+/* Forgets a borrowed input buffer (the scratch buffer or a kernel-provided
+ * one) that the connection will not read again. */
+static inline void mp_conn_drop_borrowed(mp_conn *c)
+{
+    if (c->rbuf_borrowed) {
+        c->rbuf = NULL;
+        c->rbuf_borrowed = false;
+    }
+}
 /* Output went out: a connection stopped at MP_OUT_HIGHWATER goes on once it
  * is back under the mark. */
 void mp_conn_unblock(mp_channel *ch, mp_conn *c);
@@ -153,22 +192,8 @@ bool mp_conn_wants_input(const mp_conn *c);
 /* The loop cannot go on: records why (a negative errno and the call that
  * failed) and stops the channel; mp_channel_run returns the errno. */
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what);
-/* End of a loop turn: resume connections that yielded, periodic maintenance. */
-void mp_channel_end_turn(mp_channel *ch);
-/* How long (ms) the next wait for events may block: 0 with connections
- * ready to go on, else until the next maintenance is due. */
-int mp_channel_wait_ms(const mp_channel *ch);
-void mp_channel_count_turn(mp_channel *ch, int nevents);
-static inline bool mp_channel_busy(const mp_channel *ch)
-{
-    return ch->nready > 0;
-}
 
 /* ---- backends ---- */
-int mp_epoll_run(mp_channel *ch);
-/* MP_URING_FALLBACK: the ring could not be set up, run epoll instead */
-#define MP_URING_FALLBACK 1
-int mp_uring_run(mp_channel *ch);
 int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
 
 mp_channel *mp_channel_create(mp_engine *eng, int id);

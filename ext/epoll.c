@@ -144,13 +144,10 @@ static void conn_readable(mp_channel *ch, mp_conn *c)
         epoll_close(ch, c);
         return;
     }
-    if (c->rbuf == NULL) {
+    if (c->rbuf == NULL)
         mp_conn_input(ch, c, dst, (size_t)n);
-        return;
-    }
-    ch->stats.bytes_read += (uint64_t)n;
-    c->rend += (uint32_t)n;
-    mp_conn_run(ch, c);
+    else
+        mp_conn_received(ch, c, (size_t)n);
 }
 
 static void conn_writable(mp_channel *ch, mp_conn *c)
@@ -197,16 +194,17 @@ static void listener_ready(mp_channel *ch, mp_listener *l)
 static int epoll_setup(mp_channel *ch)
 {
     ch->scratch = malloc(MP_SCRATCH_SIZE);
-    if (ch->scratch == NULL)
-        return -1;
+    ch->events = malloc(MP_EVENTS_PER_TURN * sizeof(struct epoll_event));
+    if (ch->scratch == NULL || ch->events == NULL)
+        return -ENOMEM;
     ch->bufs.fixed_count = 1;
     ch->bufs.fixed_bytes = MP_SCRATCH_SIZE;
     ch->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (ch->epfd < 0)
-        return -1;
+        return -errno;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP << TAG_SHIFT};
     if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->stop_fd, &ev) < 0)
-        return -1;
+        return -errno;
     for (int i = 0; i < ch->nlisteners; i++) {
         ev.events = EPOLLIN;
         ev.data.u64 = (TAG_LISTENER << TAG_SHIFT) | (uint64_t)i;
@@ -214,68 +212,85 @@ static int epoll_setup(mp_channel *ch)
         if (ch->listeners[i].is_unix)
             ev.events |= EPOLLEXCLUSIVE;
         if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->listeners[i].fd, &ev) < 0)
-            return -1;
+            return -errno;
     }
     return 0;
 }
 
-int mp_epoll_run(mp_channel *ch)
+static void epoll_teardown(mp_channel *ch)
 {
-    struct epoll_event events[MP_EVENTS_PER_TURN];
-    ch->flush = epoll_flush;
-    ch->close = epoll_close;
-    ch->pause_input = epoll_pause_input;
-    ch->resume_input = epoll_pause_input;
-    if (epoll_setup(ch) < 0)
-        return -errno;
-
-    while (!ch->stopping) {
-        mp_clock_update();
-        int timeout = mp_channel_wait_ms(ch);
-        ch->stats.syscalls++;
-        ch->stats.syscall_wait++;
-        int n = epoll_wait(ch->epfd, events, MP_EVENTS_PER_TURN, timeout);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            mp_channel_fail(ch, -errno, "epoll_wait");
-            break;
-        }
-        mp_clock_update();
-        mp_channel_count_turn(ch, n);
-        for (int i = 0; i < n; i++) {
-            uint64_t u = events[i].data.u64;
-            uint64_t tag = u >> TAG_SHIFT;
-            if (tag == TAG_STOP) {
-                ch->stopping = 1;
-                continue;
-            }
-            if (tag == TAG_LISTENER) {
-                listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
-                continue;
-            }
-            if ((uint32_t)u >= ch->nslots)
-                continue;
-            mp_conn *c = mp_conn_at(ch, (uint32_t)u);
-            uint32_t gen = (uint32_t)((u >> 32) & GEN_MASK);
-            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
-                continue;
-            uint32_t e = events[i].events;
-            if (e & EPOLLOUT)
-                conn_writable(ch, c);
-            if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
-                continue;
-            if (!(e & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-                continue;
-            if (c->state == MP_CONN_OPEN && !c->in_ready && !c->blocked_out)
-                conn_readable(ch, c);
-            else if (e & (EPOLLERR | EPOLLHUP))
-                epoll_close(ch, c);
-        }
-        mp_channel_end_turn(ch);
-    }
-
     for (uint32_t i = 0; i < ch->nslots; i++)
         epoll_close(ch, mp_conn_at(ch, i));
-    return ch->error;
+    if (ch->epfd >= 0)
+        close(ch->epfd);
+    ch->epfd = -1;
+    free(ch->scratch);
+    ch->scratch = NULL;
+    free(ch->events);
+    ch->events = NULL;
+    ch->bufs.fixed_count = ch->bufs.fixed_bytes = 0;
 }
+
+static void dispatch(mp_channel *ch, const struct epoll_event *ev)
+{
+    uint64_t u = ev->data.u64;
+    uint64_t tag = u >> TAG_SHIFT;
+    if (tag == TAG_STOP) {
+        ch->stopping = 1;
+        return;
+    }
+    if (tag == TAG_LISTENER) {
+        listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
+        return;
+    }
+    if ((uint32_t)u >= ch->nslots)
+        return;
+    mp_conn *c = mp_conn_at(ch, (uint32_t)u);
+    uint32_t gen = (uint32_t)((u >> 32) & GEN_MASK);
+    if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
+        return;
+    uint32_t e = ev->events;
+    if (e & EPOLLOUT)
+        conn_writable(ch, c);
+    if (c->state == MP_CONN_FREE || (c->gen & GEN_MASK) != gen)
+        return;
+    if (!(e & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        return;
+    if (c->state == MP_CONN_OPEN && !c->in_ready && !c->blocked_out)
+        conn_readable(ch, c);
+    else if (e & (EPOLLERR | EPOLLHUP))
+        epoll_close(ch, c);
+}
+
+static int epoll_wait_events(mp_channel *ch, int timeout_ms)
+{
+    ch->stats.syscalls++;
+    ch->stats.syscall_wait++;
+    int n = epoll_wait(ch->epfd, ch->events, MP_EVENTS_PER_TURN, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        mp_channel_fail(ch, -errno, "epoll_wait");
+        return -1;
+    }
+    return n;
+}
+
+static void epoll_handle(mp_channel *ch, int n)
+{
+    for (int i = 0; i < n; i++)
+        dispatch(ch, &ch->events[i]);
+}
+
+const mp_backend mp_epoll_backend = {
+    .name = "epoll",
+    .setup = epoll_setup,
+    .teardown = epoll_teardown,
+    .wait = epoll_wait_events,
+    .handle = epoll_handle,
+    .flush = epoll_flush,
+    .close = epoll_close,
+    .pause_input = epoll_pause_input,
+    /* level-triggered: interest follows the connection's state either way */
+    .resume_input = epoll_pause_input,
+};

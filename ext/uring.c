@@ -232,10 +232,7 @@ static void uring_close(mp_channel *ch, mp_conn *c)
 {
     if (c->state == MP_CONN_FREE || c->state == MP_CONN_DEAD)
         return;
-    if (c->rbuf_borrowed) {
-        c->rbuf = NULL;
-        c->rbuf_borrowed = false;
-    }
+    mp_conn_drop_borrowed(c);
     if (!c->recv_armed && !c->send_inflight) {
         finish_close(ch, c);
         return;
@@ -502,7 +499,7 @@ static int uring_setup(mp_channel *ch)
         want = (unsigned)nofile.rlim_cur;
     u->direct = register_files(&u->ring, want) >= 0;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
-    u->min_wait = (u->ring.features & MP_IORING_FEAT_MIN_TIMEOUT) != 0;
+    u->min_wait = (u->ring.features & MP_IORING_FEAT_MIN_TIMEOUT) != 0 && !getenv("MPX_NO_MINWAIT");
     /* the default 50 us timer slack would more than double min_wait */
     if (u->min_wait)
         prctl(PR_SET_TIMERSLACK, 1000UL);
@@ -577,10 +574,7 @@ static void uring_teardown(mp_channel *ch)
         if (c->state != MP_CONN_FREE) {
             if (!c->fixed)
                 close(c->fd);
-            if (c->rbuf_borrowed) {
-                c->rbuf = NULL;
-                c->rbuf_borrowed = false;
-            }
+            mp_conn_drop_borrowed(c);
             mp_conn_release(ch, c);
         }
     }
@@ -627,53 +621,51 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
     }
 }
 
-int mp_uring_run(mp_channel *ch)
+static int uring_wait(mp_channel *ch, int timeout_ms)
 {
-    ch->flush = uring_flush;
-    ch->close = uring_close;
-    ch->pause_input = uring_pause_input;
-    ch->resume_input = uring_resume_input;
-    int rc = uring_setup(ch);
-    if (rc < 0) {
-        uring_teardown(ch);
-        snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-                 "level_triggered,io_uring_setup_failed:%d", -rc);
-        strcpy(ch->eng->settings.io_engine, "epoll");
-        return MP_URING_FALLBACK;
+    mp_uring *u = ch->uring;
+    ch->stats.syscalls++;
+    ch->stats.syscall_wait++;
+    /* wait for one completion beyond those our own submissions post at
+     * once, so a turn that sent replies does not come straight back for
+     * their completions alone; min_wait bounds the cost of a wrong guess */
+    unsigned wait_nr = timeout_ms == 0 ? 0 : 1 + (u->min_wait ? u->expect : 0);
+    u->expect = 0;
+    int rc = mp_ring_submit(&u->ring, wait_nr, MP_URING_MIN_WAIT_US, timeout_ms);
+    u->nmsgs = 0;
+    if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN) {
+        mp_channel_fail(ch, rc, "io_uring_enter");
+        return -1;
     }
-    mp_ring *r = &ch->uring->ring;
-
-    while (!ch->stopping) {
-        mp_clock_update();
-        bool busy = mp_channel_busy(ch);
-        ch->stats.syscalls++;
-        ch->stats.syscall_wait++;
-        /* wait for one completion beyond those our own submissions post at
-         * once, so a turn that sent replies does not come straight back for
-         * their completions alone; min_wait bounds the cost of a wrong guess */
-        unsigned wait_nr = busy ? 0 : 1 + (ch->uring->min_wait ? ch->uring->expect : 0);
-        ch->uring->expect = 0;
-        rc = mp_ring_submit(r, wait_nr, MP_URING_MIN_WAIT_US, mp_channel_wait_ms(ch));
-        ch->uring->nmsgs = 0;
-        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN) {
-            mp_channel_fail(ch, rc, "io_uring_enter");
-            break;
-        }
-        mp_clock_update();
-        unsigned head;
-        unsigned n = mp_ring_cq_ready(r, &head);
-        for (unsigned i = 0; i < n; i++)
-            dispatch(ch, mp_ring_cqe_at(r, head + i));
-        mp_ring_cq_advance(r, n);
-        mp_bufring_commit(&ch->uring->bufs);
-        mp_channel_count_turn(ch, (int)n);
-        for (int i = 0; i < ch->nlisteners; i++)
-            if (ch->uring->rearm_accept[i]) {
-                ch->uring->rearm_accept[i] = false;
-                arm_accept(ch, i);
-            }
-        mp_channel_end_turn(ch);
-    }
-    uring_teardown(ch);
-    return ch->error;
+    unsigned head;
+    return (int)mp_ring_cq_ready(&u->ring, &head);
 }
+
+static void uring_handle(mp_channel *ch, int n)
+{
+    mp_uring *u = ch->uring;
+    mp_ring *r = &u->ring;
+    unsigned head;
+    mp_ring_cq_ready(r, &head);
+    for (int i = 0; i < n; i++)
+        dispatch(ch, mp_ring_cqe_at(r, head + (unsigned)i));
+    mp_ring_cq_advance(r, (unsigned)n);
+    mp_bufring_commit(&u->bufs);
+    for (int i = 0; i < ch->nlisteners; i++)
+        if (u->rearm_accept[i]) {
+            u->rearm_accept[i] = false;
+            arm_accept(ch, i);
+        }
+}
+
+const mp_backend mp_uring_backend = {
+    .name = "uring",
+    .setup = uring_setup,
+    .teardown = uring_teardown,
+    .wait = uring_wait,
+    .handle = uring_handle,
+    .flush = uring_flush,
+    .close = uring_close,
+    .pause_input = uring_pause_input,
+    .resume_input = uring_resume_input,
+};
