@@ -16,8 +16,8 @@
  *                     byte 1, 2 in pieces of byte 1 % 32 + 1, 3 byte by byte
  *           bit  6    the clock jumps 1 + byte 1 % 64 seconds after the first
  *                     piece and the store's maintenance runs
- *           bit  7    through the channel (mp_conn_input, its ready list and
- *                     flow control, the input in a borrowed buffer) instead of
+ *           bit  7    through the channel (received as the epoll backend
+ *                     receives, the ready list, flow control) instead of
  *                     mp_process on an input buffer of exactly the bytes held
  *   byte 1  the piece parameter
  *
@@ -209,6 +209,14 @@ static void fake_input_switch(mp_channel *chan, mp_conn *c)
     (void)c;
 }
 
+static const mp_backend fake_backend = {
+    .name = "fuzz",
+    .flush = fake_flush,
+    .close = fake_close,
+    .pause_input = fake_input_switch,
+    .resume_input = fake_input_switch,
+};
+
 /* ---- the large items ---- */
 
 static void put_back(const char *key, uint32_t len)
@@ -261,28 +269,81 @@ static bool direct_feed(mp_conn *c, const uint8_t *p, size_t n, int budget, size
     }
 }
 
-/* Through the channel: the bytes arrive in a buffer the connection does not
- * own (freed at once, as a kernel buffer is given back), then turns run until
- * the connection waits for input. */
+/* The channel's run_ready (static in channel.c): the connections that
+ * yielded go on, those that yield again wait for the next turn. */
+static void run_ready(void)
+{
+    uint64_t *turn = ch->ready;
+    uint32_t n = ch->nready;
+    ch->ready = ch->ready_next;
+    ch->ready_next = turn;
+    ch->nready = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        mp_conn *c = mp_conn_at(ch, (uint32_t)turn[i]);
+        if (c->gen != (uint32_t)(turn[i] >> 32) || !c->in_ready)
+            continue;
+        c->in_ready = false;
+        if (c->state == MP_CONN_OPEN)
+            mp_conn_run(ch, c);
+    }
+}
+
+/* One turn of the loop with no input: the client reads what stopped the
+ * connection at the mark (a writable event), or the yielded go on.  False
+ * when the connection has nothing left to do. */
+static bool channel_turn(mp_conn *c, size_t *calls, size_t max_calls)
+{
+    if (conn_closed || (!c->blocked_out && ch->nready == 0))
+        return false;
+    if (++*calls > max_calls)
+        fail("the connection makes no progress (yields forever)");
+    if (c->blocked_out) {
+        client_read(c, SIZE_MAX);
+        if (c->state == MP_CONN_OPEN)
+            mp_conn_unblock(ch, c);
+    } else {
+        run_ready();
+    }
+    return true;
+}
+
+/* Through the channel, as the epoll backend receives: into a borrowed
+ * buffer (allocated to the byte and freed at once, as a kernel buffer is
+ * given back) when the connection holds no input, else behind what it holds;
+ * nothing while its input is paused. */
 static void channel_feed(mp_conn *c, const uint8_t *p, size_t n, size_t *calls, size_t max_calls)
 {
-    char *borrowed = malloc(n ? n : 1);
-    if (borrowed == NULL)
-        fail("out of memory");
-    memcpy(borrowed, p, n);
-    mp_conn_input(ch, c, borrowed, n);
-    free(borrowed);
-    while (!conn_closed && (c->in_ready || c->blocked_out)) {
-        if (++*calls > max_calls)
-            fail("the connection makes no progress (yields forever)");
-        if (c->blocked_out) {
-            client_read(c, SIZE_MAX);
-            mp_conn_unblock(ch, c);
-        } else {
-            mp_channel_end_turn(ch);
+    while (n > 0 && !conn_closed && c->state == MP_CONN_OPEN) {
+        if (c->input_paused) {
+            if (!channel_turn(c, calls, max_calls))
+                fail("input left paused with nothing left to do");
+            continue;
         }
+        size_t k;
+        if (c->rbuf == NULL) {
+            k = n < MP_SCRATCH_SIZE ? n : MP_SCRATCH_SIZE;
+            char *borrowed = malloc(k);
+            if (borrowed == NULL)
+                fail("out of memory");
+            memcpy(borrowed, p, k);
+            mp_conn_input(ch, c, borrowed, k);
+            free(borrowed);
+        } else {
+            if (!mp_conn_rbuf_room(ch, c, c->rend == c->rsize ? c->rsize : 1)) {
+                fake_close(ch, c);
+                return;
+            }
+            size_t room = c->rsize - c->rend;
+            k = n < room ? n : room;
+            memcpy(c->rbuf + c->rend, p, k);
+            mp_conn_received(ch, c, k);
+        }
+        p += k;
+        n -= k;
     }
-    if (!conn_closed && c->input_paused)
+    while (channel_turn(c, calls, max_calls))
+        ;
+    if (!conn_closed && c->state == MP_CONN_OPEN && c->input_paused)
         fail("input left paused with nothing left to do");
 }
 
@@ -306,9 +367,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         exit(1);
     }
     ch = eng->channels[0];
-    ch->flush = fake_flush;
-    ch->close = fake_close;
-    ch->pause_input = ch->resume_input = fake_input_switch;
+    ch->be = &fake_backend;
     return 0;
 }
 
@@ -350,7 +409,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         if (first && tick) {
             mp_current_time += 1 + param % 64;
-            mp_store_maintain(eng->store, 0);
+            for (int i = 0; i < mp_store_nshards(eng->store); i++)
+                mp_store_maintain(eng->store, i);
         }
         first = false;
     }
