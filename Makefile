@@ -107,7 +107,7 @@ fuzz-packages:
 $(FUZZ_DIR)/fuzz_request: fuzz/fuzz_request.c $(ENGINE_C) $(wildcard ext/*.h) | fuzz-packages
 	@mkdir -p $(@D)
 	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -fsanitize=fuzzer \
-	  fuzz/fuzz_request.c $(ENGINE_C) -lm -o $@
+	  -Wl,--wrap=malloc,--wrap=calloc fuzz/fuzz_request.c $(ENGINE_C) -lm -o $@
 
 # run-fuzz <seconds> <corpus dirs>: libFuzzer's log goes to a file; on a
 # failure its end and the input that failed are shown.

@@ -2,12 +2,13 @@
  * executor, meta commands, store, connection buffers and the channel's flow
  * control, in-process on a fake connection, no sockets.  See fuzz/README.md.
  *
- * One engine for the whole run (1 channel, epoll, -m 4, never started): the
+ * One engine for the whole run (1 channel, epoll, -m 16, never started): the
  * store is kept across inputs, so one input finds the items earlier ones
- * left, and a small memory keeps eviction running.  Each input opens a
- * connection slot, feeds it the request bytes and releases it.
+ * left, and it is kept full (filler items are added when it has room), so
+ * every new item evicts.  Each input opens a connection slot, feeds it the
+ * request bytes and releases it.
  *
- * Input: two control bytes, then the bytes a client sends.
+ * Input: three control bytes, then the bytes a client sends.
  *   byte 0  bits 0-1  -R (requests per turn): 20, 1, 2, 5
  *           bits 2-3  the client's reading: 0 output dropped after every call
  *                     (references released), 1 read whole, 2 read a few bytes
@@ -20,6 +21,13 @@
  *                     receives, the ready list, flow control) instead of
  *                     mp_process on an input buffer of exactly the bytes held
  *   byte 1  the piece parameter
+ *   byte 2  bits 0-1  the bytes are sent 1, 2, 16 or 256 times over (at most
+ *                     1 MiB), enough to make the channel pause the input
+ *           bit  2    flush_all is disabled (-F)
+ *           bit  3    shutdown is disabled (no -A)
+ *           bits 4-6  k: the k-th allocation while the input is served fails
+ *                     (0: none), as malloc does when memory is exhausted
+ *           bit  7    and every allocation after it
  *
  * Checked besides what the sanitizers see: output offsets and references are
  * consistent after every call; a referenced value does not change while it
@@ -27,7 +35,9 @@
  * paused); after the connection is released no chunk is held by a reference.
  *
  * Two large items, "big" (64 KiB) and "huge" (400 KiB), are put back before
- * each input when missing, so short inputs reach the output mark. */
+ * each input when missing, so short inputs reach the output mark.
+ *
+ * Build with -Wl,--wrap=malloc,--wrap=calloc (the allocations that fail). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +51,23 @@
 #include "settings.h"
 #include "store.h"
 
-#define FUZZ_MEMORY ((size_t)4 << 20)
+/* -m 16: with less, the 64 KiB slabs of the classes in use in each of the
+ * 4 shards take all of it, and items are evicted by the slab, never one by
+ * one */
+#define FUZZ_MEMORY ((size_t)16 << 20)
 #define FUZZ_BIG 65536u
 #define FUZZ_HUGE 409600u
 /* bytes a partial read takes: a prime, so reads end anywhere in a reply */
 #define FUZZ_READ_SOME 1499
 /* mp_process calls per input byte before a stuck connection is assumed */
 #define FUZZ_CALLS_PER_BYTE 64
+#define FUZZ_MAX_INPUT ((size_t)1 << 20)
+/* pieces an input is cut into at most, however small byte 1 asks them */
+#define FUZZ_MAX_PIECES 4096
+/* filler items stored at most per input, and evictions that say the store
+ * is full: enough that every size class of every shard evicts its own */
+#define FUZZ_FILL_MAX 8192
+#define FUZZ_FILL_EVICTIONS 256
 
 static mp_engine *eng;
 static mp_channel *ch;
@@ -63,6 +83,44 @@ static void fail(const char *what)
 {
     fprintf(stderr, "fuzz_request: %s\n", what);
     abort();
+}
+
+/* ---- allocations that fail (linked with -Wl,--wrap=malloc,--wrap=calloc) ----
+ * The harness's own buffers come from __real_malloc and never fail. */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+
+static unsigned alloc_countdown;   /* 0: none fails; else the one that does */
+static bool alloc_fail_on;         /* every one after it fails too */
+
+static bool alloc_fails(void)
+{
+    if (alloc_countdown == 0)
+        return false;
+    if (--alloc_countdown > 0)
+        return false;
+    if (alloc_fail_on)
+        alloc_countdown = 1;
+    return true;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return alloc_fails() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return alloc_fails() ? NULL : __real_calloc(n, size);
+}
+
+static void *harness_alloc(size_t n)
+{
+    void *p = __real_malloc(n ? n : 1);
+    if (p == NULL)
+        fail("out of memory");
+    return p;
 }
 
 /* ---- references the output holds: their bytes must stay put ---- */
@@ -217,24 +275,58 @@ static const mp_backend fake_backend = {
     .resume_input = fake_input_switch,
 };
 
-/* ---- the large items ---- */
+/* ---- the store's contents ---- */
 
-static void put_back(const char *key, uint32_t len)
+static bool put(const char *key, uint32_t len, bool only_if_missing)
 {
     size_t nkey = strlen(key);
     uint64_t hv = mp_hash(key, nkey);
-    mp_shard *s = mp_store_shard(eng->store, hv);
-    mp_shard_lock(s);
-    bool present = mp_item_find(s, key, nkey, hv, NULL) != NULL;
-    mp_shard_unlock(s);
+    if (only_if_missing) {
+        mp_shard *s = mp_store_shard(eng->store, hv);
+        mp_shard_lock(s);
+        bool present = mp_item_find(s, key, nkey, hv, NULL) != NULL;
+        mp_shard_unlock(s);
+        if (present)
+            return true;
+    }
     mp_item *it;
-    if (present || mp_store_alloc(eng->store, key, nkey, hv, 0, 0, len + 2, &it) != MP_ALLOC_OK)
-        return;
+    if (mp_store_alloc(eng->store, key, nkey, hv, 0, 0, len + 2, &it) != MP_ALLOC_OK)
+        return false;
     char *v = MP_ITEM_value(it);
     for (uint32_t i = 0; i < len; i++)
         v[i] = (char)('a' + i % 26);
     memcpy(v + len, "\r\n", 2);
     mp_store_item(eng->store, it, hv, MP_SET, 0, NULL);
+    return true;
+}
+
+/* Filler items of every size class until the store evicts for a while: then
+ * whatever an input stores evicts something.  Done again when deletes, flushes or expiry
+ * have left a quarter of what was full. */
+static void fill_store(void)
+{
+    static const uint32_t sizes[] = {5, 40, 120, 300, 900, 2500, 7000, 20000};
+    static uint32_t next;
+    static uint64_t full_bytes;
+    mp_store_stats ss;
+    mp_store_get_stats(eng->store, &ss);
+    if (ss.bytes * 4 >= full_bytes * 3 && full_bytes > 0)
+        return;
+    uint64_t evictions = ss.evictions;
+    for (int i = 0; i < FUZZ_FILL_MAX; i++, next++) {
+        char key[32];
+        snprintf(key, sizeof(key), "fill:%u", next);
+        if (!put(key, sizes[next % 8], false))
+            break;
+        if (i % 16 == 15) {
+            mp_store_get_stats(eng->store, &ss);
+            if (ss.evictions >= evictions + FUZZ_FILL_EVICTIONS)
+                break;
+        }
+    }
+    mp_store_get_stats(eng->store, &ss);
+    if (ss.evictions > evictions || full_bytes == 0)
+        full_bytes = ss.bytes;
 }
 
 /* ---- feeding ---- */
@@ -245,9 +337,7 @@ static bool direct_feed(mp_conn *c, const uint8_t *p, size_t n, int budget, size
                         size_t max_calls)
 {
     uint32_t left = c->rend - c->rstart;
-    char *nb = malloc(left + n + 1);
-    if (nb == NULL)
-        fail("out of memory");
+    char *nb = harness_alloc(left + n);
     if (left > 0)
         memcpy(nb, c->rbuf + c->rstart, left);
     memcpy(nb + left, p, n);
@@ -310,7 +400,7 @@ static bool channel_turn(mp_conn *c, size_t *calls, size_t max_calls)
 /* Through the channel, as the epoll backend receives: into a borrowed
  * buffer (allocated to the byte and freed at once, as a kernel buffer is
  * given back) when the connection holds no input, else behind what it holds;
- * nothing while its input is paused. */
+ * one read per turn, none while its input is paused. */
 static void channel_feed(mp_conn *c, const uint8_t *p, size_t n, size_t *calls, size_t max_calls)
 {
     while (n > 0 && !conn_closed && c->state == MP_CONN_OPEN) {
@@ -322,9 +412,7 @@ static void channel_feed(mp_conn *c, const uint8_t *p, size_t n, size_t *calls, 
         size_t k;
         if (c->rbuf == NULL) {
             k = n < MP_SCRATCH_SIZE ? n : MP_SCRATCH_SIZE;
-            char *borrowed = malloc(k);
-            if (borrowed == NULL)
-                fail("out of memory");
+            char *borrowed = harness_alloc(k);
             memcpy(borrowed, p, k);
             mp_conn_input(ch, c, borrowed, k);
             free(borrowed);
@@ -340,6 +428,8 @@ static void channel_feed(mp_conn *c, const uint8_t *p, size_t n, size_t *calls, 
         }
         p += k;
         n -= k;
+        /* the rest of the turn: one read per turn, as a loop does */
+        channel_turn(c, calls, max_calls);
     }
     while (channel_turn(c, calls, max_calls))
         ;
@@ -373,20 +463,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
+    if (size < 3)
         return 0;
     static const int budgets[4] = {20, 1, 2, 5};
-    uint8_t opt = data[0], param = data[1];
-    const uint8_t *req = data + 2;
-    size_t n = size - 2;
+    static const size_t repeats[4] = {1, 2, 16, 256};
+    uint8_t opt = data[0], param = data[1], more = data[2];
     int budget = budgets[opt & 3];
     out_mode = (opt >> 2) & 3;
     int feed = (opt >> 4) & 3;
     bool tick = opt & 0x40, via_channel = opt & 0x80;
 
-    put_back("big", FUZZ_BIG);
-    put_back("huge", FUZZ_HUGE);
+    /* the bytes the client sends, repeated, in a buffer of their own */
+    size_t n1 = size - 3, times = repeats[more & 3];
+    if (n1 > 0 && times > FUZZ_MAX_INPUT / n1)
+        times = FUZZ_MAX_INPUT / n1 > 0 ? FUZZ_MAX_INPUT / n1 : 1;
+    size_t n = n1 * times;
+    uint8_t *req = harness_alloc(n);
+    for (size_t i = 0; i < times; i++)
+        memcpy(req + i * n1, data + 3, n1);
+
+    fill_store();
+    put("big", FUZZ_BIG, true);
+    put("huge", FUZZ_HUGE, true);
     eng->settings.reqs_per_event = budget;
+    eng->settings.flush_enabled = !(more & 4);
+    eng->settings.shutdown_command = !(more & 8);
     if (!mp_conn_admit(ch))
         fail("connection refused");
     mp_conn *c = mp_conn_open(ch, -1, &no_listener, NULL, 0);
@@ -394,9 +495,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("no connection slot");
     conn_closed = false;
     nheld = 0;
+    alloc_countdown = (more >> 4) & 7;
+    alloc_fail_on = more & 0x80;
 
     size_t calls = 0, max_calls = (n + 16) * FUZZ_CALLS_PER_BYTE;
-    size_t piece = feed == 0 ? (n ? n : 1) : feed == 2 ? (size_t)(param % 32 + 1) : 1;
+    size_t piece = feed == 0 ? n : feed == 2 ? (size_t)(param % 32 + 1) : 1;
+    if (piece < n / FUZZ_MAX_PIECES)
+        piece = n / FUZZ_MAX_PIECES;
     size_t cut = feed == 1 ? n * param / 256 : 0;
     size_t off = 0;
     bool first = true;
@@ -414,6 +519,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         first = false;
     }
+    alloc_countdown = 0;
 
     if (!conn_closed) {
         if (!via_channel) {
@@ -424,6 +530,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         nheld = 0;
         mp_conn_release(ch, c);
     }
+    free(req);
     /* cache_memlimit may have moved the limit: back to the small memory */
     mp_store_set_limit(eng->store, FUZZ_MEMORY);
     eng->settings.maxbytes = FUZZ_MEMORY;

@@ -6,7 +6,7 @@
                                            and the hand-written shapes below
     python3 fuzz/seeds.py --curated DIR    the small set kept in fuzz/seeds/
 
-Every seed starts with the harness's two control bytes (fuzz_request.c);
+Every seed starts with the harness's three control bytes (fuzz_request.c);
 they cycle through every combination of reading, feeding and -R, so each
 shape is also tried through the channel, byte by byte, with a client that
 does not read.  The output is the same on every run for the same sources.
@@ -61,17 +61,20 @@ HANDWRITTEN = {
     "meta_errors": b"mg k v v\r\nmg k E\r\nms k x\r\nma k Dx\r\n" + b"mg k " + b"v " * 20 + b"\r\n",
 }
 
-# (byte 0, byte 1): every reading mode with every feeding mode, -R values,
-# the clock tick and the channel path, in a fixed order
+# The control bytes: every reading mode with every feeding mode, -R values,
+# the clock tick and the channel path (byte 0), piece sizes (byte 1), and
+# now and then repeats, disabled commands and failing allocations (byte 2),
+# in a fixed order.
 OPTS = [v << 7 | t << 6 | f << 4 | o << 2 | r
         for v, t, f, o, r in itertools.product((0, 1), (0, 1), range(4), range(4), range(4))
         if (r + o + f + t + v) % 3 == 0]
-CONTROLS = list(zip(OPTS, itertools.cycle((0, 7, 31, 128, 200, 255, 3))))
+PARAMS = (0, 7, 31, 128, 200, 255, 3)
+MORE = (0, 0, 0, 1, 2, 3, 0x04, 0x08, 0x10, 0x32, 0x0c, 0, 0xa0, 0x41, 0)
+CONTROLS = list(zip(OPTS, itertools.cycle(PARAMS), itertools.cycle(MORE)))
 
 
 def control(i):
-    opt, param = CONTROLS[i % len(CONTROLS)]
-    return bytes((opt, param))
+    return bytes(CONTROLS[i % len(CONTROLS)])
 
 
 def from_generator(per_profile, units=(1, 12), max_len=MAX_SEED):
