@@ -91,6 +91,7 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     c->is_unix = l->is_unix;
     c->listen_fd = l->fd;
     c->ch = ch;
+    c->env = &ch->env;
     c->next_free = MP_NO_SLOT;
     c->last_cmd = mp_current_time;
     if (peer != NULL && peerlen <= sizeof(c->peer)) {

@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "latency.h"
+#include "proto_env.h"
 #include "stats.h"
 
 /* Listening sockets per channel: one per -l address plus the unix socket. */
@@ -146,6 +147,9 @@ struct mp_channel {
     uint64_t events_at_maintain; /* stats.events then: none since means idle */
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
     mp_latency latency;          /* per command, written only by this channel */
+    /* what this channel's connections' protocol sees (c->env): the engine
+     * fills it when it creates the channel */
+    mp_proto_env env;
 };
 
 static inline mp_conn *mp_conn_at(const mp_channel *ch, uint32_t slot)
@@ -201,7 +205,7 @@ void mp_channel_destroy(mp_channel *ch);
 int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix);
 void mp_channel_stop(mp_channel *ch);
 
-/* Buffer pool of the connection's channel (conn.c).  A buffer of at least
+/* Buffer pool of the connection's channel (buffers.c).  A buffer of at least
  * `need` bytes; *size gets its real size (a power of two times
  * MP_BUF_INITIAL).  ch may be NULL (not a channel thread: no pool, nothing
  * counted).  NULL when memory is exhausted, counted in malloc_fails and
@@ -210,6 +214,8 @@ char *mp_buf_get(mp_channel *ch, size_t need, uint32_t *size, mp_buf_role role);
 void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role);
 int mp_buf_pools_init(mp_channel *ch);
 void mp_buf_pools_free(mp_channel *ch);
+/* The pool's output buffers as the protocol's allocator (pool: the channel). */
+extern const mp_out_alloc mp_channel_out_alloc;
 
 /* Visits the open connections of every channel from *cursor on (0: the
  * first), until fn returns false (it took nothing from that connection);

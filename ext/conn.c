@@ -1,104 +1,42 @@
-/* Connection buffers: drawn from the channel's pools when needed and given
- * back when empty, so a connection that is idle between requests holds no
- * memory and a busy one does not go through malloc per request. */
+/* A connection's output: growing it (memory from c->env's allocator), values
+ * woven in by reference, and what a send or a cull does to both. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "channel.h"
 #include "conn.h"
-#include "engine.h"
+#include "proto_env.h"
 #include "store.h"
 
-/* The pool class of a buffer of `size` bytes, or -1 if it is not pooled. */
-static int buf_class(uint32_t size)
-{
-    for (int k = 0; k < MP_BUF_CLASSES; k++)
-        if (size == (uint32_t)MP_BUF_INITIAL << k)
-            return k;
-    return -1;
-}
+/* ---- memory for connections outside a channel ---- */
 
-int mp_buf_pools_init(mp_channel *ch)
+static char *heap_get(void *pool, size_t need, uint32_t *size)
 {
-    for (int k = 0; k < MP_BUF_CLASSES; k++) {
-        int cap = (int)(MP_BUF_POOL_BYTES / ((uint32_t)MP_BUF_INITIAL << k));
-        ch->pool[k].cap = cap < 4 ? 4 : cap;
-        ch->pool[k].n = 0;
-        ch->pool[k].bufs = calloc((size_t)ch->pool[k].cap, sizeof(char *));
-        if (ch->pool[k].bufs == NULL)
-            return -1;
-    }
-    return 0;
-}
-
-void mp_buf_pools_free(mp_channel *ch)
-{
-    for (int k = 0; k < MP_BUF_CLASSES; k++) {
-        for (int i = 0; i < ch->pool[k].n; i++)
-            free(ch->pool[k].bufs[i]);
-        free(ch->pool[k].bufs);
-        ch->pool[k].bufs = NULL;
-        ch->pool[k].n = 0;
-    }
-    ch->bufs.spare_count = ch->bufs.spare_bytes = 0;
-}
-
-char *mp_buf_get(mp_channel *ch, size_t need, uint32_t *size, mp_buf_role role)
-{
+    (void)pool;
     size_t sz = MP_BUF_INITIAL;
     while (sz < need)
         sz *= 2;
     if (sz > UINT32_MAX)
         return NULL;
-    int k = ch != NULL ? buf_class((uint32_t)sz) : -1;
     *size = (uint32_t)sz;
-    char *buf;
-    if (k >= 0 && ch->pool[k].n > 0) {
-        buf = ch->pool[k].bufs[--ch->pool[k].n];
-        ch->bufs.spare_count--;
-        ch->bufs.spare_bytes -= sz;
-    } else {
-        buf = malloc(sz);
-    }
-    if (ch == NULL)
-        return buf;
-    if (buf == NULL) {
-        ch->stats.malloc_fails++;
-        if (role == MP_BUF_IN)
-            ch->stats.read_buf_oom++;
-        else
-            ch->stats.response_obj_oom++;
-        return NULL;
-    }
-    ch->bufs.count[role]++;
-    ch->bufs.bytes[role] += sz;
-    return buf;
+    return malloc(sz);
 }
 
-void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role)
+static void heap_put(void *pool, char *buf, uint32_t size)
 {
-    if (buf == NULL)
-        return;
-    if (ch == NULL) {
-        free(buf);
-        return;
-    }
-    ch->bufs.count[role]--;
-    ch->bufs.bytes[role] -= size;
-    int k = buf_class(size);
-    if (k >= 0 && ch->pool[k].n < ch->pool[k].cap) {
-        ch->pool[k].bufs[ch->pool[k].n++] = buf;
-        ch->bufs.spare_count++;
-        ch->bufs.spare_bytes += size;
-    } else {
-        free(buf);
-    }
+    (void)pool;
+    (void)size;
+    free(buf);
 }
+
+const mp_out_alloc mp_out_heap = {heap_get, heap_put};
+
+/* ---- growing ---- */
+
 
 bool mp_out_grow(mp_conn *c, size_t n)
 {
     if (c->wbuf == NULL) {
-        c->wbuf = mp_buf_get(c->ch, n, &c->wsize, MP_BUF_OUT);
+        c->wbuf = c->env->alloc->get(c->env->pool, n, &c->wsize);
         c->wstart = c->wend = 0;
         if (c->wbuf == NULL) {
             c->wsize = 0;
@@ -120,13 +58,13 @@ bool mp_out_grow(mp_conn *c, size_t n)
             return true;
     }
     uint32_t size;
-    char *nb = mp_buf_get(c->ch, (size_t)pending + n, &size, MP_BUF_OUT);
+    char *nb = c->env->alloc->get(c->env->pool, (size_t)pending + n, &size);
     if (nb == NULL) {
         c->out_oom = true;
         return false;
     }
     memcpy(nb, c->wbuf, pending);
-    mp_buf_put(c->ch, c->wbuf, c->wsize, MP_BUF_OUT);
+    c->env->alloc->put(c->env->pool, c->wbuf, c->wsize);
     c->wbuf = nb;
     c->wsize = size;
     return true;
@@ -134,12 +72,17 @@ bool mp_out_grow(mp_conn *c, size_t n)
 
 /* ---- values sent from their items ---- */
 
-void mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
+mp_item *mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
 {
     if (!mp_out_by_ref(c, it->nbytes)) {
-        memcpy(p, MP_ITEM_value(it), it->nbytes);
-        mp_out_commit(c, (size_t)(p + it->nbytes - (c->wbuf + c->wend)));
-        return;
+        if ((size_t)(c->wbuf + c->wsize - p) >= it->nbytes) {
+            memcpy(p, MP_ITEM_value(it), it->nbytes);
+            mp_out_commit(c, (size_t)(p + it->nbytes - (c->wbuf + c->wend)));
+            return NULL;
+        }
+        mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
+        mp_item_ref(s, it);
+        return it;
     }
     mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
     mp_item_ref(s, it);
@@ -149,6 +92,19 @@ void mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
     r->data = MP_ITEM_value(it);
     r->it = it;
     c->wrefs.bytes += it->nbytes;
+    return NULL;
+}
+
+bool mp_out_value_deferred(mp_conn *c, mp_item *it)
+{
+    /* a referenced item's value does not change: no lock to read it */
+    char *dst = mp_out_reserve(c, it->nbytes);
+    if (dst != NULL) {
+        memcpy(dst, MP_ITEM_value(it), it->nbytes);
+        mp_out_commit(c, it->nbytes);
+    }
+    mp_store_unref(c->env->store, it);
+    return dst != NULL;
 }
 
 int mp_out_iov(const char *buf, uint32_t start, uint32_t end, const mp_refs *refs,
@@ -218,6 +174,6 @@ void mp_out_cull(mp_conn *c)
     while (w->n > c->proto.flush_mark_refs) {
         mp_out_ref *r = &w->r[--w->n];
         w->bytes -= r->len;
-        mp_store_unref(c->ch->eng->store, r->it);
+        mp_store_unref(c->env->store, r->it);
     }
 }

@@ -2,7 +2,7 @@
  * lwsocket): a C struct, no Python object, addressed by (slot, generation).
  * The I/O layer (channel.c and a backend) only moves bytes between the socket
  * and the buffers below; the protocol (executor.c, meta.c) consumes rbuf and
- * appends to wbuf. */
+ * appends to wbuf, and reaches nothing else but c->env (proto_env.h). */
 #ifndef MP_CONN_H
 #define MP_CONN_H
 
@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 
 #include "proto.h"
+#include "proto_env.h"
 
 struct mp_channel;
 struct mp_item;
@@ -85,7 +86,8 @@ typedef struct mp_conn {
     uint32_t ssize, sstart, send;   /* [sstart, send) not yet acknowledged, */
     mp_refs srefs;            /* with these values */
 
-    struct mp_channel *ch;
+    struct mp_channel *ch;    /* the I/O layer's; the protocol never reads it */
+    const mp_proto_env *env;  /* all the protocol sees besides the connection */
     struct sockaddr_storage peer;
     socklen_t peerlen;
     int listen_fd;            /* for "stats conns" */
@@ -93,9 +95,9 @@ typedef struct mp_conn {
     mp_proto proto;           /* parser/executor state, owned by proto.c */
 } mp_conn;
 
-/* Grows wbuf so that n more bytes fit.  May take a buffer from the channel's
- * pool or malloc: never call it with a shard lock held (use mp_out_fits under
- * the lock, grow after unlocking).  Returns false when memory is exhausted,
+/* Grows wbuf so that n more bytes fit, with memory from c->env->alloc (in a
+ * server the channel's pool, else malloc): never call it with a shard lock
+ * held.  Returns false when memory is exhausted,
  * after counting it and setting c->out_oom: the reply under way is then
  * incomplete, and the executor culls it or closes the connection. */
 bool mp_out_grow(mp_conn *c, size_t n);
@@ -154,10 +156,17 @@ static inline bool mp_out_by_ref(const mp_conn *c, uint32_t nbytes)
 }
 
 /* Shard lock held, item found under it: ends the reply line written up to p
- * (inside the reserved output) with the item's value and its "\r\n", by
- * reference when mp_out_by_ref says so (the caller then reserved room for
- * the line only), else copied. */
-void mp_out_value(mp_conn *c, char *p, struct mp_shard *s, struct mp_item *it);
+ * (inside the output reserved before locking) with the item's value and its
+ * "\r\n": by reference when mp_out_by_ref says so, copied when the output
+ * has room for it.  Otherwise (the output would have to grow, which must
+ * not happen under the lock) the line is committed, a reference taken and
+ * the item returned: mp_out_value_deferred then finishes the reply once the
+ * lock is released.  NULL when the reply is whole. */
+struct mp_item *mp_out_value(mp_conn *c, char *p, struct mp_shard *s, struct mp_item *it);
+
+/* No lock held: appends the value of an item mp_out_value returned and
+ * drops its reference.  False when memory is exhausted (c->out_oom). */
+bool mp_out_value_deferred(mp_conn *c, struct mp_item *it);
 
 /* The output [start, end) of buf with refs woven in, as at most
  * 2 * MP_OUT_REFS + 1 iovecs; returns how many. */

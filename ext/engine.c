@@ -23,6 +23,65 @@
  * of that share at any -t ("stats channels" counts the waits per shard). */
 #define MP_SHARDS_PER_CHANNEL 4
 
+/* ---- the protocol's door (proto_env.h): what the engine offers it ---- */
+
+static int hook_stats(void *eng, mp_conn *c, const char *group, size_t glen)
+{
+    return mp_stats_compose(eng, c, group, glen);
+}
+
+static void hook_stats_reset(void *eng)
+{
+    mp_stats_reset(eng);
+}
+
+static bool hook_stats_conns(void *eng, mp_conn *c, uint64_t *resume)
+{
+    return mp_stats_compose_conns(eng, c, resume);
+}
+
+static void hook_shutdown(void *eng, bool graceful)
+{
+    mp_engine_request_shutdown(eng, graceful);
+}
+
+static void hook_set_verbosity(void *eng, int level)
+{
+    ((mp_engine *)eng)->settings.verbose = level;
+}
+
+static void hook_set_memlimit(void *owner, size_t bytes)
+{
+    mp_engine *eng = owner;
+    mp_store_set_limit(eng->store, bytes);
+    eng->settings.maxbytes = bytes;
+}
+
+static const mp_proto_hooks engine_hooks = {
+    .stats = hook_stats,
+    .stats_reset = hook_stats_reset,
+    .stats_conns = hook_stats_conns,
+    .shutdown = hook_shutdown,
+    .set_verbosity = hook_set_verbosity,
+    .set_memlimit = hook_set_memlimit,
+};
+
+/* A channel's env: the engine's store, settings and hooks, the channel's
+ * counters, latency and buffer pool. */
+static void fill_env(mp_engine *eng, mp_channel *ch)
+{
+    ch->env = (mp_proto_env){
+        .store = eng->store,
+        .settings = &eng->settings,
+        .stats = &ch->stats,
+        .latency = &ch->latency,
+        .alloc = &mp_channel_out_alloc,
+        .pool = ch,
+        .hooks = &engine_hooks,
+        .owner = eng,
+    };
+}
+
 static int pow2_at_least(int n)
 {
     int p = 1;
@@ -81,6 +140,7 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
             snprintf(err, errlen, "cannot create channel %d: %s", i, strerror(errno));
             goto fail;
         }
+        fill_env(eng, eng->channels[i]);
     }
     return eng;
 fail:

@@ -6,9 +6,7 @@
  * defined once, in replies.h; the meta commands live in meta.c.  The behaviour is memcached 1.6.18's proto_text.c as
  * observed on the wire; where it is surprising the comment says so.
  *
- * Lock discipline: a shard lock is held only around mp_item_find and the copy
- * of one hit into the output; the output buffer is grown (realloc) only
- * after unlocking, and the lookup is retried.
+ * Locking: see executor.h, one style for every command.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -17,13 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "channel.h"
 #include "commands.h"
 #include "conn.h"
-#include "latency.h"
-#include "engine.h"
 #include "executor.h"
+#include "latency.h"
 #include "proto.h"
+#include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
 #include "stats.h"
@@ -67,68 +64,60 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
 {
     if (nkey > MP_KEY_MAX_LENGTH)
         return GK_KEY_TOO_LONG;
-    mp_store *st = ENGINE(c)->store;
+    /* the line's room, before the lock; a small value usually fits behind
+     * it (an idle connection holds no output buffer) */
+    if (compose && !mp_out_fits(c, MP_VALUE_LINE_MAX) && !mp_out_grow(c, MP_VALUE_LINE_MAX))
+        return GK_NO_MEMORY;
     uint64_t hv = mp_hash(key, nkey);
-    mp_shard *s = mp_store_shard(st, hv);
-    /* the value's size is known only under the lock; room for a line and a
-     * small value is made before it, so the common get locks and looks up
-     * once (an idle connection holds no output buffer) */
-    size_t need = MP_VALUE_LINE_MAX;
-    for (;;) {
-        /* growing may realloc: never under the shard lock */
-        if (compose && !mp_out_fits(c, need) && !mp_out_grow(c, need))
-            return GK_NO_MEMORY;
-        int why = MP_MISS_NONE;
-        mp_shard_lock(s);
-        mp_item *it = mp_item_find(s, key, nkey, hv, &why);
-        if (it == NULL) {
-            mp_shard_unlock(s);
-            if (touch) {
-                STATS(c).touch_cmds++;
-                STATS(c).touch_misses++;
-            } else {
-                STATS(c).get_cmds++;
-                STATS(c).get_misses++;
-            }
-            count_miss_reason(c, why);
-            return GK_OK;
-        }
-        need = MP_VALUE_LINE_MAX + (mp_out_by_ref(c, it->nbytes) ? 0 : it->nbytes);
-        if (compose && !mp_out_fits(c, need)) {
-            mp_shard_unlock(s);
-            continue;
-        }
-        if (touch)
-            mp_item_set_exptime(s, it, exptime);
-        mp_item_bump(s, it);
-        if (compose) {
-            char *p = c->wbuf + c->wend;
-            memcpy(p, "VALUE ", 6);
-            p += 6;
-            memcpy(p, MP_ITEM_key(it), it->nkey);
-            p += it->nkey;
-            *p++ = ' ';
-            p = u64_to_dec(p, it->flags);
-            *p++ = ' ';
-            p = u64_to_dec(p, it->nbytes - 2);
-            if (return_cas) {
-                *p++ = ' ';
-                p = u64_to_dec(p, it->cas);
-            }
-            *p++ = '\r';
-            *p++ = '\n';
-            mp_out_value(c, p, s, it);
-        }
+    mp_shard *s = mp_store_shard(c->env->store, hv);
+    int why = MP_MISS_NONE;
+    mp_shard_lock(s);
+    mp_item *it = mp_item_find(s, key, nkey, hv, &why);
+    if (it == NULL) {
         mp_shard_unlock(s);
         if (touch) {
             STATS(c).touch_cmds++;
-            STATS(c).touch_hits++;
+            STATS(c).touch_misses++;
         } else {
             STATS(c).get_cmds++;
-            STATS(c).get_hits++;
+            STATS(c).get_misses++;
         }
+        count_miss_reason(c, why);
         return GK_OK;
     }
+    if (touch)
+        mp_item_set_exptime(s, it, exptime);
+    mp_item_bump(s, it);
+    mp_item *deferred = NULL;
+    if (compose) {
+        char *p = c->wbuf + c->wend;
+        memcpy(p, "VALUE ", 6);
+        p += 6;
+        memcpy(p, MP_ITEM_key(it), it->nkey);
+        p += it->nkey;
+        *p++ = ' ';
+        p = u64_to_dec(p, it->flags);
+        *p++ = ' ';
+        p = u64_to_dec(p, it->nbytes - 2);
+        if (return_cas) {
+            *p++ = ' ';
+            p = u64_to_dec(p, it->cas);
+        }
+        *p++ = '\r';
+        *p++ = '\n';
+        deferred = mp_out_value(c, p, s, it);
+    }
+    mp_shard_unlock(s);
+    if (touch) {
+        STATS(c).touch_cmds++;
+        STATS(c).touch_hits++;
+    } else {
+        STATS(c).get_cmds++;
+        STATS(c).get_hits++;
+    }
+    if (deferred != NULL && !mp_out_value_deferred(c, deferred))
+        return GK_NO_MEMORY;
+    return GK_OK;
 }
 
 /* Are the keys of the line from pos on all short enough? */
@@ -247,7 +236,7 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
         return 0;
     }
     uint32_t nbytes = (uint32_t)vlen + 2;
-    mp_store *st = ENGINE(c)->store;
+    mp_store *st = c->env->store;
     uint64_t hv = mp_hash(key, nkey);
     mp_item *it = NULL;
     int rc = mp_store_alloc(st, key, nkey, hv, flags, exptime_rel(exptime), nbytes, &it);
@@ -261,8 +250,12 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
         }
         /* stale data must not outlive a failed set (memcached's rule; the
          * other modes keep the old item) */
-        if (op == MP_SET)
-            mp_store_delete_quiet(st, key, nkey, hv);
+        if (op == MP_SET) {
+            mp_shard *s = mp_store_shard(st, hv);
+            mp_shard_lock(s);
+            mp_item_unlink_key(s, key, nkey, hv);
+            mp_shard_unlock(s);
+        }
         /* the error goes out after the block was swallowed, as memcached's
          * does: it queues the reply and only writes once it needs input */
         p->phase = MP_PS_SWALLOW;
@@ -290,7 +283,7 @@ static int cmd_cas(mp_conn *c, const mp_request *r) { return update_common(c, r,
 static void complete_nread(mp_conn *c)
 {
     mp_proto *p = &c->proto;
-    mp_store *st = ENGINE(c)->store;
+    mp_store *st = c->env->store;
     mp_item *it = p->item;
     p->item = NULL;
     /* counted even when the chunk turns out bad, as memcached does */
@@ -306,7 +299,10 @@ static void complete_nread(mp_conn *c)
         mp_meta_complete_nread(c, it);
         return;
     }
-    mp_store_result res = mp_store_item(st, it, p->hv, (mp_store_op)p->op, p->cas_in, NULL);
+    mp_shard *s = mp_store_shard(st, p->hv);
+    mp_shard_lock(s);
+    mp_store_result res = mp_item_store(s, it, p->hv, (mp_store_op)p->op, p->cas_in, 0, NULL);
+    mp_shard_unlock(s);
     count_cas_result(c, p->op, res);
     switch (res) {
     case MP_STORED:
@@ -379,7 +375,12 @@ static int cmd_touch(mp_conn *c, const mp_request *r)
         return 0;
     }
     STATS(c).touch_cmds++;
-    if (mp_store_touch(ENGINE(c)->store, key, nkey, mp_hash(key, nkey), exptime_rel(exptime))) {
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
+    mp_shard_lock(s);
+    bool found = mp_item_touch(s, key, nkey, hv, exptime_rel(exptime));
+    mp_shard_unlock(s);
+    if (found) {
         STATS(c).touch_hits++;
         REPLY(c, R_TOUCHED);
     } else {
@@ -408,7 +409,12 @@ static int cmd_delete(mp_conn *c, const mp_request *r)
         REPLY(c, R_BAD_FORMAT);
         return 0;
     }
-    if (mp_store_delete(ENGINE(c)->store, key, nkey, mp_hash(key, nkey))) {
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
+    mp_shard_lock(s);
+    bool found = mp_item_delete(s, key, nkey, hv);
+    mp_shard_unlock(s);
+    if (found) {
         STATS(c).delete_hits++;
         REPLY(c, R_DELETED);
     } else {
@@ -433,7 +439,14 @@ static int arith_common(mp_conn *c, const mp_request *r, bool incr)
         return 0;
     }
     char buf[24];
-    switch (mp_store_arith(ENGINE(c)->store, key, nkey, mp_hash(key, nkey), incr, delta, buf, NULL)) {
+    uint64_t hv = mp_hash(key, nkey);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
+    mp_item *it;
+    bool moved;
+    mp_shard_lock(s);
+    mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
+    mp_shard_unlock(s);
+    switch (res) {
     case MP_DELTA_OK: {
         if (incr)
             STATS(c).incr_hits++;
@@ -470,11 +483,10 @@ static int cmd_decr(mp_conn *c, const mp_request *r) { return arith_common(c, r,
 
 static int cmd_flush_all(mp_conn *c, const mp_request *r)
 {
-    mp_engine *eng = ENGINE(c);
     bool nr = noreply_maybe(c, r);
     /* counted even when flushing is disabled, as memcached does */
     STATS(c).flush_cmds++;
-    if (!eng->settings.flush_enabled) {
+    if (!c->env->settings->flush_enabled) {
         REPLY(c, R_FLUSH_DISABLED);
         return 0;
     }
@@ -483,7 +495,7 @@ static int cmd_flush_all(mp_conn *c, const mp_request *r)
         REPLY(c, R_BAD_EXPTIME);
         return 0;
     }
-    mp_store_flush(eng->store, delay);
+    mp_store_flush(c->env->store, delay);
     REPLY(c, R_OKAY);
     return 0;
 }
@@ -512,7 +524,8 @@ static int cmd_verbosity(mp_conn *c, const mp_request *r)
         REPLY(c, R_BAD_FORMAT);
         return 0;
     }
-    ENGINE(c)->settings.verbose = level > MP_MAX_VERBOSITY ? MP_MAX_VERBOSITY : (int)level;
+    c->env->hooks->set_verbosity(c->env->owner,
+                                 level > MP_MAX_VERBOSITY ? MP_MAX_VERBOSITY : (int)level);
     REPLY(c, R_OKAY);
     return 0;
 }
@@ -526,14 +539,13 @@ static int cmd_quit(mp_conn *c, const mp_request *r)
 
 static int cmd_shutdown(mp_conn *c, const mp_request *r)
 {
-    mp_engine *eng = ENGINE(c);
-    if (!eng->settings.shutdown_command) {
+    if (!c->env->settings->shutdown_command) {
         REPLY(c, R_SHUTDOWN_OFF);
         return 0;
     }
     if (r->ntokens == 1 || (r->ntokens == 2 && TOK_IS(r, 1, "graceful"))) {
         /* memcached closes this connection at once, without a reply */
-        mp_engine_request_shutdown(eng, r->ntokens == 2);
+        c->env->hooks->shutdown(c->env->owner, r->ntokens == 2);
         return close_now(c);
     }
     REPLY(c, R_SHUTDOWN_MODE);
@@ -542,7 +554,6 @@ static int cmd_shutdown(mp_conn *c, const mp_request *r)
 
 static int cmd_memlimit(mp_conn *c, const mp_request *r)
 {
-    mp_engine *eng = ENGINE(c);
     noreply_maybe(c, r);
     uint32_t mb;
     if (!mp_parse_u32(TOKP(r, 1), TOKL(r, 1), &mb)) {
@@ -552,25 +563,23 @@ static int cmd_memlimit(mp_conn *c, const mp_request *r)
     } else if (mb > MP_MEMLIMIT_MAX_MB) {
         REPLY(c, R_MEMLIMIT_UNITS);
     } else {
-        size_t bytes = (size_t)mb * 1024 * 1024;
-        mp_store_set_limit(eng->store, bytes);
-        eng->settings.maxbytes = bytes;
+        c->env->hooks->set_memlimit(c->env->owner, (size_t)mb * 1024 * 1024);
         REPLY(c, R_OKAY);
     }
     return 0;
 }
 
-/* "stats [group]": the groups themselves are composed in stats.c */
+/* "stats [group]": the groups themselves are the engine's (stats.c) */
 static int cmd_stats(mp_conn *c, const mp_request *r)
 {
-    mp_engine *eng = ENGINE(c);
+    const mp_proto_env *env = c->env;
     if (r->ntokens == 1) {
-        mp_stats_compose(eng, c, "", 0);
+        env->hooks->stats(env->owner, c, "", 0);
         REPLY(c, R_END);
         return 0;
     }
     if (TOK_IS(r, 1, "reset")) {
-        mp_stats_reset(eng);
+        env->hooks->stats_reset(env->owner);
         REPLY(c, R_RESET);
         return 0;
     }
@@ -588,7 +597,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     if (TOK_IS(r, 1, "conns")) {
-        if (!mp_stats_compose_conns(eng, c, &c->proto.resume))
+        if (!env->hooks->stats_conns(env->owner, c, &c->proto.resume))
             return MP_PROC_SUSPEND;
         REPLY(c, R_END);
         return 0;
@@ -599,7 +608,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         REPLY(c, R_DUMP_OFF);
         return 0;
     }
-    if (mp_stats_compose(eng, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
+    if (env->hooks->stats(env->owner, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
         REPLY(c, R_ERROR);
         return 0;
     }
@@ -661,7 +670,7 @@ static int cmd_slabs(mp_conn *c, const mp_request *r)
             REPLY(c, R_BAD_FORMAT);
             return 0;
         }
-        int largest = mc_power_largest(&ENGINE(c)->settings);
+        int largest = mc_power_largest(c->env->settings);
         if (src == dst)
             REPLY(c, R_SLAB_SAME);
         else if (src < 0 || src > largest || dst < 0 || dst > largest)
@@ -866,7 +875,7 @@ static int dispatch(mp_conn *c, const mp_request *r)
     }
     uint64_t t0 = mp_now_ns();
     int rc = handlers[r->cmd].fn(c, r);
-    mp_latency_record(&c->ch->latency, r->cmd, mp_now_ns() - t0);
+    mp_latency_record(c->env->latency, r->cmd, mp_now_ns() - t0);
     return rc;
 }
 
@@ -934,7 +943,7 @@ void mp_proto_reset(mp_conn *c)
 {
     mp_proto *p = &c->proto;
     if (p->item != NULL) {
-        mp_store_release(ENGINE(c)->store, p->item, p->hv);
+        mp_store_release(c->env->store, p->item, p->hv);
         p->item = NULL;
     }
     p->phase = MP_PS_LINE;

@@ -1,6 +1,30 @@
 /* What the text commands (executor.c) and the meta commands (meta.c) share:
  * reply helpers, token access, number formatting, and the meta handlers the
- * command table of executor.c dispatches to.  Private to those two files. */
+ * command table of executor.c dispatches to.  Private to those two files.
+ *
+ * The protocol's world is the connection and c->env (proto_env.h): the
+ * store, the settings, this thread's counters and latency, an allocator for
+ * output and the engine's hooks.  Nothing here includes channel.h or
+ * engine.h.
+ *
+ * Locking, one style for every command: the handler takes the shard lock
+ * itself (mp_shard_lock), calls only lock-held mp_item_* functions inside it,
+ * composes the reply into output reserved before locking, and unlocks; one
+ * critical section per key.  Room is reserved for what is bounded (a reply
+ * line: MP_VALUE_LINE_MAX, MP_META_LINE_MAX); a value that turns out not to
+ * fit the output is not waited for under the lock: mp_out_value takes a
+ * reference and the value is copied after unlocking (mp_out_value_deferred),
+ * so nothing retries.  Why the lock is held while composing: a reply shows
+ * the item's fields (flags, cas, TTL, the value) as the command left them,
+ * and composing in place costs no snapshot and no second lock, which a copy
+ * made under the lock or a reference taken for every hit would.  The only
+ * store calls made without the lock are the ones that manage memory
+ * (mp_store_alloc may wait for another shard's page, mp_store_release and
+ * mp_store_unref) and the store-wide ones (mp_store_flush,
+ * mp_store_set_limit): never call them with a shard lock held.  Under it: no
+ * system call, no general-heap allocation, no mp_out_grow (mp_out_fits and
+ * the space reserved before locking only).
+ */
 #ifndef MP_EXECUTOR_H
 #define MP_EXECUTOR_H
 
@@ -8,17 +32,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "channel.h"
 #include "clock.h"
 #include "conn.h"
-#include "engine.h"
 #include "proto.h"
+#include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
 #include "store.h"
 
-#define STATS(c) ((c)->ch->stats)
-#define ENGINE(c) ((c)->ch->eng)
+#define STATS(c) (*(c)->env->stats)
 
 #define TOKP(r, i) ((r)->line + (r)->tok[i].off)
 #define TOKL(r, i) ((size_t)(r)->tok[i].len)

@@ -11,9 +11,9 @@
  * HD, ma's reply to a change of an existing item.  Errors are never hidden,
  * so meta handlers never set c->proto.noreply.
  *
- * Lock discipline as in executor.c: the output is reserved before the shard
- * lock is taken (mp_out_grow may realloc), and mg retries after growing
- * when the value does not fit. */
+ * Locking as in executor.c (executor.h says how): the reply line's room is
+ * reserved before the shard lock is taken, and a value that does not fit
+ * behind it is copied after unlocking. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -171,33 +171,20 @@ int cmd_mg(mp_conn *c, const mp_request *r)
     mp_rel_time ttl = exptime_rel(m.ttl), vivify_ttl = exptime_rel(m.vivify_ttl);
     mp_rel_time recache = exptime_rel(m.recache_ttl);
 
-    mp_store *st = ENGINE(c)->store;
+    if (!mp_out_fits(c, MP_META_LINE_MAX) && !mp_out_grow(c, MP_META_LINE_MAX)) {
+        REPLY(c, R_OOM_GET);
+        return 0;
+    }
     uint64_t hv = mp_hash(m.key, m.nkey);
-    mp_shard *s = mp_store_shard(st, hv);
-    size_t need = MP_META_LINE_MAX;
-    mp_item *it;
+    mp_shard *s = mp_store_shard(c->env->store, hv);
     int why = MP_MISS_NONE;
     bool created = false;
-    for (;;) {
-        /* growing may realloc: never under the shard lock */
-        if (!mp_out_fits(c, need) && !mp_out_grow(c, need)) {
-            REPLY(c, R_OOM_GET);
-            return 0;
-        }
-        mp_shard_lock(s);
-        it = mp_item_find(s, m.key, m.nkey, hv, &why);
-        if (it != NULL && value && !mp_out_by_ref(c, it->nbytes) &&
-            !mp_out_fits(c, MP_META_LINE_MAX + it->nbytes)) {
-            need = MP_META_LINE_MAX + it->nbytes;
-            mp_shard_unlock(s);
-            continue;
-        }
-        if (it == NULL && vivify) {
-            /* a stub for the first client to miss: it wins the recache */
-            it = mp_item_vivify(s, m.key, m.nkey, hv, "", 0);
-            created = it != NULL;
-        }
-        break;
+    mp_shard_lock(s);
+    mp_item *it = mp_item_find(s, m.key, m.nkey, hv, &why);
+    if (it == NULL && vivify) {
+        /* a stub for the first client to miss: it wins the recache */
+        it = mp_item_vivify(s, m.key, m.nkey, hv, "", 0);
+        created = it != NULL;
     }
 
     if (it == NULL) {
@@ -294,8 +281,9 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_item_set_win(s, it);
     }
     p = put2(p, "\r\n");
+    mp_item *deferred = NULL;
     if (value)
-        mp_out_value(c, p, s, it);
+        deferred = mp_out_value(c, p, s, it);
     else
         mp_out_commit(c, (size_t)(p - start));
     if (bump)
@@ -309,6 +297,9 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         STATS(c).get_cmds++;
         STATS(c).get_hits++;
     }
+    /* a failure leaves out_oom set: the reply is culled with the connection */
+    if (deferred != NULL)
+        mp_out_value_deferred(c, deferred);
     return 0;
 }
 
@@ -390,14 +381,17 @@ int cmd_ms(mp_conn *c, const mp_request *r)
     if (opaque_bad)
         return ms_swallow(c, nbytes, mp_meta_error_text(MP_META_ERR_OPAQUE_TOO_LONG));
 
-    mp_store *st = ENGINE(c)->store;
+    mp_store *st = c->env->store;
     uint64_t hv = mp_hash(m.key, m.nkey);
     mp_rel_time exptime = mp_meta_has(&m, 'T') ? exptime_rel(m.ttl) : 0;
     mp_item *it = NULL;
     int rc = mp_store_alloc(st, m.key, m.nkey, hv, m.client_flags, exptime, nbytes, &it);
     if (rc != MP_ALLOC_OK) {
         /* stale data must not outlive a failed ms, whatever its mode */
-        mp_store_delete_quiet(st, m.key, m.nkey, hv);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item_unlink_key(s, m.key, m.nkey, hv);
+        mp_shard_unlock(s);
         if (rc == MP_ALLOC_TOO_LARGE) {
             STATS(c).store_too_large++;
             return ms_swallow(c, nbytes, R_TOO_LARGE);
@@ -422,14 +416,16 @@ int cmd_ms(mp_conn *c, const mp_request *r)
 void mp_meta_complete_nread(mp_conn *c, mp_item *it)
 {
     mp_proto *p = &c->proto;
-    mp_store *st = ENGINE(c)->store;
     p->meta = false;
     char key[MP_KEY_MAX_LENGTH];
     size_t nkey = it->nkey;
     memcpy(key, MP_ITEM_key(it), nkey);
     uint64_t cas = 0;
-    mp_store_result res = mp_store_item_ex(st, it, p->hv, (mp_store_op)p->op, p->cas_in,
-                                           p->meta_opts, &cas);
+    mp_shard *s = mp_store_shard(c->env->store, p->hv);
+    mp_shard_lock(s);
+    mp_store_result res = mp_item_store(s, it, p->hv, (mp_store_op)p->op, p->cas_in,
+                                        p->meta_opts, &cas);
+    mp_shard_unlock(s);
     count_cas_result(c, p->op, res);
     const char *code;
     switch (res) {
@@ -498,7 +494,12 @@ int cmd_md(mp_conn *c, const mp_request *r)
         .exptime = exptime_rel(m.ttl),
     };
     const char *code;
-    switch (mp_store_mdelete(ENGINE(c)->store, m.key, m.nkey, mp_hash(m.key, m.nkey), &md)) {
+    uint64_t hv = mp_hash(m.key, m.nkey);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
+    mp_shard_lock(s);
+    mp_mdelete_result res = mp_item_mdelete(s, m.key, m.nkey, hv, &md);
+    mp_shard_unlock(s);
+    switch (res) {
     case MP_MD_DELETED:
         STATS(c).delete_hits++;
         /* fall through */
@@ -552,9 +553,8 @@ int cmd_ma(mp_conn *c, const mp_request *r)
     if (out == NULL)
         return 0;
 
-    mp_store *st = ENGINE(c)->store;
     uint64_t hv = mp_hash(m.key, m.nkey);
-    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
     char num[MP_META_NUMBER_MAX];
     mp_item *it = NULL;
     bool created = false, quiet = false, moved = false;
@@ -691,9 +691,8 @@ int cmd_me(mp_conn *c, const mp_request *r)
         }
     }
     STATS(c).meta_cmds++;
-    mp_store *st = ENGINE(c)->store;
     uint64_t hv = mp_hash(key, nkey);
-    mp_shard *s = mp_store_shard(st, hv);
+    mp_shard *s = mp_store_shard(c->env->store, hv);
     int why = MP_MISS_NONE;
     mp_shard_lock(s);
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
@@ -749,7 +748,7 @@ int cmd_me(mp_conn *c, const mp_request *r)
     q = u64_to_dec(q + 5, found.clsid);
     memcpy(q, " size=", 6);
     q = u64_to_dec(q + 6, mp_item_ntotal_memcached(found.nkey, found.nbytes, found.flags,
-                                                   ENGINE(c)->settings.use_cas));
+                                                   c->env->settings->use_cas));
     q = put2(q, "\r\n");
     mp_out_commit(c, (size_t)(q - out));
     return 0;

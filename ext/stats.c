@@ -1,4 +1,6 @@
-/* "stats" and its groups, composed into a connection's output.
+/* "stats" and its groups, composed into a connection's output: the engine's
+ * side of the protocol's stats hooks (proto_env.h), which is why this file,
+ * unlike the executor, sees the channels and the engine.
  *
  * Names, order and meaning are memcached 1.6.18's (as Debian builds it, with
  * extstore and TLS), so tools that parse memcached's stats keep working.
@@ -474,6 +476,7 @@ static void sock_name(int fd, bool is_unix, char *out, size_t outlen)
 
 struct conns_ctx {
     mp_conn *self;
+    bool stream;   /* stop at the output mark: a client reads meanwhile */
 };
 
 /* memcached's state names, as they show for a connection in each phase */
@@ -510,7 +513,7 @@ static bool visit_conn(mp_conn *c, void *arg)
 {
     struct conns_ctx *ctx = arg;
     mp_conn *out = ctx->self;
-    if (out->ch != NULL && mp_out_over_mark(out))
+    if (ctx->stream && mp_out_over_mark(out))
         return false;
     char addr[160], laddr[160];
     format_addr(&c->peer, c->peerlen, c->is_unix, addr, sizeof(addr));
@@ -525,7 +528,7 @@ static bool visit_conn(mp_conn *c, void *arg)
     return true;
 }
 
-bool mp_stats_compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume)
+static bool compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume, bool stream)
 {
     if (*resume == 0) {
         mp_rel_time up = mp_current_time - MP_MC_UPDATE_INTERVAL;
@@ -543,13 +546,18 @@ bool mp_stats_compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume)
     }
     /* resume is the visit's cursor plus one, so that 0 means "not begun" */
     uint64_t cursor = *resume == 0 ? 0 : *resume - 1;
-    struct conns_ctx ctx = {.self = c};
+    struct conns_ctx ctx = {.self = c, .stream = stream};
     if (mp_engine_visit_conns(eng, &cursor, visit_conn, &ctx)) {
         *resume = 0;
         return true;
     }
     *resume = cursor + 1;
     return false;
+}
+
+bool mp_stats_compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume)
+{
+    return compose_conns(eng, c, resume, true);
 }
 
 /* ---- "stats channels": the MegaPipe mechanics per channel ---- */
@@ -623,8 +631,7 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
         compose_slabs(eng, c);
     else if (group_is(group, glen, "conns")) {
         uint64_t resume = 0;
-        while (!mp_stats_compose_conns(eng, c, &resume))
-            ;
+        compose_conns(eng, c, &resume, false);
     }
     else if (group_is(group, glen, "channels"))
         compose_channels(eng, c);
@@ -636,15 +643,17 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
 }
 
 /* A reply big enough for "stats settings" in one piece; bigger ones grow.
- * The fake connection has no channel (ch NULL), so its buffers never enter a
- * channel's pool: the caller is not a channel thread. */
+ * The fake connection's buffers come from the heap, never from a channel's
+ * pool: the caller is not a channel thread. */
 #define MP_STATS_TEXT_INITIAL (64 * 1024)
 
 char *mp_stats_text(mp_engine *eng, const char *group, size_t glen, size_t *outlen)
 {
+    mp_proto_env env = {.store = eng->store, .settings = &eng->settings, .alloc = &mp_out_heap};
     mp_conn c;
     memset(&c, 0, sizeof(c));
     c.fd = -1;
+    c.env = &env;
     c.wbuf = malloc(MP_STATS_TEXT_INITIAL);
     if (c.wbuf == NULL)
         return NULL;

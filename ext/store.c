@@ -6,7 +6,8 @@
  *       protects the shard's hash table, its S3-FIFO queues and ghost, its
  *       statistics, the slab metadata of every page the shard owns, and every
  *       linked item of the shard.  A channel takes it for one command's
- *       critical section; no system call and no malloc happen while it is held.
+ *       critical section (how the protocol does: executor.h); no system call
+ *       and no malloc happen while it is held.
  *   arena pool lock (slabs.c)
  *       a leaf: taken under a shard lock, only to take or give back a page.
  *   two shard locks
@@ -989,13 +990,21 @@ mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_stor
                                  uint64_t cas_in, unsigned opts, uint64_t *cas_out)
 {
     mp_shard *s = mp_store_shard(st, hv);
+    mp_shard_lock(s);
+    mp_store_result res = mp_item_store(s, it, hv, op, cas_in, opts, cas_out);
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+mp_store_result mp_item_store(mp_shard *s, mp_item *it, uint64_t hv, mp_store_op op,
+                              uint64_t cas_in, unsigned opts, uint64_t *cas_out)
+{
+    mp_store *st = s->st;
     mp_store_result res = MP_NOT_STORED;
     mp_item *stored = NULL;
 
-    /* the pending item is still the connection's: no lock needed yet */
     if (opts & MP_STORE_KEY_BINARY)
         it->iflags |= MP_IT_KEY_BINARY;
-    mp_shard_lock(s);
     mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
     if (old != NULL) {
         switch (op) {
@@ -1062,7 +1071,6 @@ mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_stor
     }
     if (stored != it)
         mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
-    pthread_mutex_unlock(&s->lock);
     return res;
 }
 
@@ -1070,22 +1078,33 @@ void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t 
 {
     mp_shard *s = mp_store_shard(st, hv);
     mp_shard_lock(s);
+    mp_item_unlink_key(s, key, nkey, hv);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void mp_item_unlink_key(mp_shard *s, const char *key, size_t nkey, uint64_t hv)
+{
     mp_item *it = mp_ht_find(&s->ht, key, nkey, hv);
     if (it != NULL)
         item_unlink_hv(s, it, hv);
-    pthread_mutex_unlock(&s->lock);
 }
 
 bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv)
 {
     mp_shard *s = mp_store_shard(st, hv);
     mp_shard_lock(s);
+    bool found = mp_item_delete(s, key, nkey, hv);
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+bool mp_item_delete(mp_shard *s, const char *key, size_t nkey, uint64_t hv)
+{
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it != NULL) {
         s->cs[it->clsid].delete_hits++;
         item_unlink_hv(s, it, hv);
     }
-    pthread_mutex_unlock(&s->lock);
     return it != NULL;
 }
 
@@ -1093,6 +1112,13 @@ bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_
 {
     mp_shard *s = mp_store_shard(st, hv);
     mp_shard_lock(s);
+    bool found = mp_item_touch(s, key, nkey, hv, exptime);
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+bool mp_item_touch(mp_shard *s, const char *key, size_t nkey, uint64_t hv, mp_rel_time exptime)
+{
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it != NULL) {
         /* memcached's touch fetches with update: the item counts as read */
@@ -1100,7 +1126,6 @@ bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_
         it->exptime = exptime;
         s->cs[it->clsid].touch_hits++;
     }
-    pthread_mutex_unlock(&s->lock);
     return it != NULL;
 }
 
@@ -1289,8 +1314,17 @@ mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, u
                                    const mp_mdelete *md)
 {
     mp_shard *s = mp_store_shard(st, hv);
-    mp_mdelete_result res;
     mp_shard_lock(s);
+    mp_mdelete_result res = mp_item_mdelete(s, key, nkey, hv, md);
+    pthread_mutex_unlock(&s->lock);
+    return res;
+}
+
+mp_mdelete_result mp_item_mdelete(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                                  const mp_mdelete *md)
+{
+    mp_store *st = s->st;
+    mp_mdelete_result res;
     mp_item *it = shard_find(s, key, nkey, hv, NULL);
     if (it == NULL) {
         res = MP_MD_NOT_FOUND;
@@ -1308,7 +1342,6 @@ mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, u
         item_unlink_hv(s, it, hv);
         res = MP_MD_DELETED;
     }
-    pthread_mutex_unlock(&s->lock);
     return res;
 }
 

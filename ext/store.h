@@ -168,9 +168,14 @@ mp_store_result mp_store_item(mp_store *st, mp_item *it, uint64_t hv, mp_store_o
 #define MP_STORE_KEY_BINARY 0x02
 mp_store_result mp_store_item_ex(mp_store *st, mp_item *it, uint64_t hv, mp_store_op op,
                                  uint64_t cas_in, unsigned opts, uint64_t *cas_out);
+/* Lock held: mp_store_item_ex. */
+mp_store_result mp_item_store(mp_shard *s, mp_item *it, uint64_t hv, mp_store_op op,
+                              uint64_t cas_in, unsigned opts, uint64_t *cas_out);
 
 /* A too-large or out-of-memory "set" removes the existing item, as memcached does. */
 void mp_store_delete_quiet(mp_store *st, const char *key, size_t nkey, uint64_t hv);
+/* Lock held: the same. */
+void mp_item_unlink_key(mp_shard *s, const char *key, size_t nkey, uint64_t hv);
 
 /* incr/decr with memcached's exact semantics (64-bit, incr wraps, decr floors
  * at 0, in-place space padding when the result is not longer, new cas).
@@ -223,12 +228,17 @@ typedef enum { MP_MD_DELETED = 1, MP_MD_INVALIDATED, MP_MD_NOT_FOUND,
                MP_MD_EXISTS } mp_mdelete_result;
 mp_mdelete_result mp_store_mdelete(mp_store *st, const char *key, size_t nkey, uint64_t hv,
                                    const mp_mdelete *md);
+mp_mdelete_result mp_item_mdelete(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                                  const mp_mdelete *md);   /* lock held */
 
 /* delete: true when an item was removed. */
 bool mp_store_delete(mp_store *st, const char *key, size_t nkey, uint64_t hv);
+bool mp_item_delete(mp_shard *s, const char *key, size_t nkey, uint64_t hv);   /* lock held */
 
 /* touch: true when found (and its exptime changed). */
 bool mp_store_touch(mp_store *st, const char *key, size_t nkey, uint64_t hv, mp_rel_time exptime);
+bool mp_item_touch(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
+                   mp_rel_time exptime);   /* lock held */
 
 /* flush_all [delay]: delay 0 (or negative) flushes now (items stored before it
  * are dead even within the same second); otherwise at rel time realtime(delay). */

@@ -1,6 +1,6 @@
 /* Unit tests of a connection's output with values held by reference
- * (ext/conn.c: mp_out_value, mp_out_iov, mp_out_sent, mp_out_cull and the
- * compaction in mp_out_grow).
+ * (ext/conn.c: mp_out_value and its deferred copy, mp_out_iov, mp_out_sent,
+ * mp_out_cull and the compaction in mp_out_grow).
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_out.c ext/conn.c ext/store.c \
  *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
@@ -12,16 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "channel.h"
 #include "conn.h"
-#include "engine.h"
+#include "proto_env.h"
 #include "settings.h"
 #include "store.h"
 #include "check.h"
 
 static mp_store *st;
-static mp_engine eng;
-static mp_channel ch;
+static mp_proto_env env = {.alloc = &mp_out_heap};
 
 static mp_item *put_item(const char *key, size_t nvalue, char fill)
 {
@@ -57,7 +55,7 @@ static void add_ref(mp_conn *c, mp_item *it)
     CHECK(mp_out_by_ref(c, it->nbytes));
     char *p = mp_out_reserve(c, 1);
     CHECK(p != NULL);
-    mp_out_value(c, p, s, it);
+    CHECK(mp_out_value(c, p, s, it) == NULL);
     mp_shard_unlock(s);
 }
 
@@ -106,14 +104,14 @@ static size_t drain(mp_conn *c, char *out, size_t step)
 static void fresh_conn(mp_conn *c)
 {
     memset(c, 0, sizeof(*c));
-    c->ch = &ch;
+    c->env = &env;
     c->fd = -1;
 }
 
 static void release_conn(mp_conn *c)
 {
     mp_refs_release(st, &c->wrefs);
-    mp_buf_put(NULL, c->wbuf, c->wsize, MP_BUF_OUT);
+    env.alloc->put(env.pool, c->wbuf, c->wsize);
     c->wbuf = NULL;
 }
 
@@ -172,6 +170,39 @@ static void test_compaction(mp_item *a)
     CHECK(drain(&c, out, 5000) == nexp);
     CHECK(memcmp(out, exp, nexp) == 0);
     CHECK(refs_of(a) == 0);
+    release_conn(&c);
+}
+
+/* A copied value that does not fit the output behind its line: the line is
+ * committed, the item comes back referenced, and the copy made after the
+ * (here pretended) unlock completes the reply and drops the reference. */
+static void test_deferred_copy(void)
+{
+    static char out[1 << 16];
+    mp_item *v = put_item("v", 6000, 'v');
+    CHECK(v != NULL);
+    mp_conn c;
+    fresh_conn(&c);
+    char fill[MP_BUF_INITIAL - 100];
+    memset(fill, 'f', sizeof(fill));
+    mp_out_write(&c, fill, sizeof(fill));
+    CHECK(c.wsize == MP_BUF_INITIAL);
+    mp_shard *s = mp_store_shard(st, mp_hash("v", 1));
+    mp_shard_lock(s);
+    CHECK(!mp_out_by_ref(&c, v->nbytes));
+    char *p = c.wbuf + c.wend;
+    memcpy(p, "LINE\r\n", 6);
+    mp_item *later = mp_out_value(&c, p + 6, s, v);
+    CHECK(later == v);
+    CHECK(v->refs == 1);
+    CHECK(c.wsize == MP_BUF_INITIAL);   /* nothing grew under the lock */
+    mp_shard_unlock(s);
+    CHECK(mp_out_value_deferred(&c, later));
+    CHECK(refs_of(v) == 0);
+    size_t n = drain(&c, out, 0);
+    CHECK(n == sizeof(fill) + 6 + 6002);
+    CHECK(memcmp(out + sizeof(fill), "LINE\r\nvvvv", 10) == 0);
+    CHECK(memcmp(out + n - 3, "v\r\n", 3) == 0);
     release_conn(&c);
 }
 
@@ -256,14 +287,14 @@ int main(void)
         fprintf(stderr, "mp_store_create: %s\n", err);
         return 1;
     }
-    eng.store = st;
-    ch.eng = &eng;
+    env.store = st;
 
     mp_item *a = put_item("a", 20000, 'a');
     mp_item *b = put_item("b", 9000, 'b');
     CHECK(a != NULL && b != NULL);
     test_partial_sends(a, b);
     test_compaction(a);
+    test_deferred_copy();
     test_cull(a, b);
     test_limit_and_release(a);
     test_deleted_while_queued();
