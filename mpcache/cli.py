@@ -67,8 +67,8 @@ OPTIONS = [
     Option("n", "slab-min-size", "bytes", "min space used for key+value+flags (default: 48)"),
     Option("L", "enable-largepages", "", "try to use large memory pages (accepted, ignored)"),
     Option("D", "", "char", "prefix delimiter for per-prefix stats (accepted, ignored)"),
-    Option("t", "threads", "num", "number of channels (threads) to use (default: the CPUs this\n"
-           "process may run on, here {cpus})"),
+    Option("t", "threads", "num", "number of channels (threads) to use (default: half the\n"
+           "CPUs this process may run on, at least 1; here {cpus})"),
     Option("R", "max-reqs-per-event", "num", "maximum number of requests per event, limits the\n"
            "requests processed per connection to prevent\nstarvation (default: 20)"),
     Option("C", "disable-cas", "", "disable use of CAS"),

@@ -101,11 +101,16 @@ def parse_metrics_listen(text):
 
 
 def default_threads():
-    """One channel per CPU this process may run on (taskset is honoured)."""
+    """One channel per two CPUs this process may run on (taskset is
+    honoured), at least one.  A cache shares its machine with its clients and
+    neighbours: measured on 2 CPUs shared with the load (BENCHMARKS.md,
+    "-t 2, nothing pinned"), one channel serves more than two, whose batches
+    are half as big and which take turns on the CPU the others leave."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
 
 
 def default_io_engine():
