@@ -17,6 +17,7 @@ sample into a bucket by its symbol:
                   executor, output buffers)
   store           ext/store.c, hash.c, slabs.c, evict.c
   locks           pthread mutexes and futexes
+  memcached       memcached's own code (--server memcached)
   other           libc, the vDSO, Python (start-up leftovers)
 
 The engine/store split comes from the function names defined in ext/*.c, so
@@ -45,6 +46,7 @@ NET_WORDS = ("tcp", "inet", "ip_", "ipv4", "sock", "skb", "net_", "napi", "loopb
              "__release_sock", "rps_", "process_backlog", "__napi", "do_softirq", "__do_softirq",
              "__local_bh", "_raw_spin_unlock_bh", "_raw_spin_lock_bh", "skb_")
 EVENT_WORDS = ("io_", "__io", "uring", "epoll", "ep_", "__ep", "syscall", "entry_SYSCALL", "do_syscall",
+               "do_epoll", "sys_epoll", "finish_task_switch",
                "schedule", "__schedule", "finish_task_switch", "pick_next", "enqueue", "dequeue",
                "try_to_wake", "ttwu", "hrtimer", "timer", "__x64_sys", "x64_sys", "futex_wait",
                "update_curr", "psi_", "switch_mm", "__switch_to", "native_sched", "idle", "cpuidle",
@@ -71,23 +73,30 @@ def engine_functions():
     return kinds
 
 
+def _starts(name, words):
+    return any(name.startswith(w) for w in words)
+
+
 def bucket_of(dso, sym, kinds):
     base = sym.split(".")[0]
-    if dso.startswith("[kernel") or dso.startswith("["):
+    if dso.startswith("["):
         if dso == "[vdso]":
             return "other"
-        low = base.lower()
-        if any(w in low for w in ("futex",)):
+        low = base.lower().lstrip("_")
+        if "futex" in low:
             return "locks"
-        if any(low.startswith(w) or w in low for w in NET_WORDS):
-            return "kernel-net"
-        if any(low.startswith(w) or w in low for w in EVENT_WORDS):
+        # names match by prefix: "finish_task_switch" must not count as "sk_"
+        if _starts(low, tuple(w.lstrip("_") for w in EVENT_WORDS)):
             return "kernel-event"
+        if _starts(low, tuple(w.lstrip("_") for w in NET_WORDS)):
+            return "kernel-net"
         return "kernel-other"
-    if any(base.startswith(w) for w in LOCK_WORDS):
+    if _starts(base, LOCK_WORDS):
         return "locks"
     if "_engine" in dso:
         return kinds.get(base, "engine")
+    if dso == "memcached":
+        return "memcached"
     return "other"
 
 
@@ -111,6 +120,8 @@ def perf_buckets(perf_data, kinds):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engine", default="uring", choices=("uring", "epoll"))
+    ap.add_argument("--server", default=None, choices=sorted(compare.SERVERS),
+                    help="profile this server instead (memcached: its own code counts as other)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--workload", default="get")
@@ -119,7 +130,7 @@ def main(argv=None):
     spec = compare.workloads()[args.workload]
     compare.build_loadgen()
     kinds = engine_functions()
-    server_name = "mpcache-" + args.engine
+    server_name = args.server or "mpcache-" + args.engine
     arrangement = dict(compare.ARRANGEMENTS["t1-pinned"], threads=args.threads, name="profile")
     port = compare.PortPool(compare.PORT_BASE + 700, 50).take()
     with compare.Server(server_name, port, spec.get("memory", 1024), arrangement) as srv, \
@@ -141,11 +152,11 @@ def main(argv=None):
     else:
         per = "request"
     total = sum(buckets.values()) or 1.0
-    result = {"workload": args.workload, "engine": args.engine, "threads": args.threads,
+    result = {"workload": args.workload, "server": server_name, "threads": args.threads,
               "cpu_ns_per_" + per: cpu_ns, "requests_per_s": report["requests_per_s"],
               "share": {b: v / total for b, v in sorted(buckets.items())},
               "top": {b: [[p, s] for p, s in v] for b, v in top.items()}}
-    print(f"{args.workload} on {args.engine} -t {args.threads}: {cpu_ns:,.0f} ns of server CPU per {per}, "
+    print(f"{args.workload} on {server_name} -t {args.threads}: {cpu_ns:,.0f} ns of server CPU per {per}, "
           f"{report['requests_per_s']:,.0f} req/s")
     for b, share in sorted(result["share"].items(), key=lambda kv: -kv[1]):
         names = ", ".join(s for _, s in top[b][:3])
