@@ -22,7 +22,7 @@
  *                     mp_process on an input buffer of exactly the bytes held
  *   byte 1  the piece parameter
  *   byte 2  bits 0-1  the bytes are sent 1, 2, 16 or 256 times over (at most
- *                     1 MiB), enough to make the channel pause the input
+ *                     384 KiB), enough to make the channel pause the input
  *           bit  2    flush_all is disabled (-F)
  *           bit  3    shutdown is disabled (no -A)
  *           bits 4-6  k: the k-th allocation while the input is served fails
@@ -43,6 +43,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define FUZZ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FUZZ_ASAN 1
+#endif
+#endif
+#ifdef FUZZ_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #include "channel.h"
 #include "clock.h"
 #include "conn.h"
@@ -61,7 +77,7 @@
 #define FUZZ_READ_SOME 1499
 /* mp_process calls per input byte before a stuck connection is assumed */
 #define FUZZ_CALLS_PER_BYTE 64
-#define FUZZ_MAX_INPUT ((size_t)1 << 20)
+#define FUZZ_MAX_INPUT ((size_t)384 << 10)
 /* pieces an input is cut into at most, however small byte 1 asks them */
 #define FUZZ_MAX_PIECES 4096
 /* filler items stored at most per input, and evictions that say the store
@@ -135,21 +151,31 @@ typedef struct {
 static held_ref held[MP_OUT_REFS];
 static int nheld;
 
-/* FNV-1a of the value, its head and tail only when it is large: enough to
- * see a chunk reused by another item */
+/* A checksum of the value's head and tail, a word at a time: enough to see
+ * its chunk reused by another item, cheap enough for every read. */
+#define SUM_EDGE 512
 static uint64_t value_sum(const char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    size_t edge = 4096;
-    for (size_t i = 0; i < n; i++) {
-        if (n > 2 * edge && i == edge)
-            i = n - edge;
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    uint64_t h = n;
+    for (int part = 0; part < 2; part++) {
+        size_t from = part == 0 ? 0 : (n > SUM_EDGE ? n - SUM_EDGE : n);
+        size_t to = part == 0 ? (n < SUM_EDGE ? n : SUM_EDGE) : n;
+        size_t i = from;
+        for (; i + 8 <= to; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            h = (h ^ w) * 0x100000001b3ull;
+        }
+        for (; i < to; i++)
+            h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
     }
     return h;
 }
 
-static void check_output(mp_conn *c)
+/* The output's offsets and references are consistent; a reference not seen
+ * before is remembered with the checksum of its value; with verify (the
+ * client is about to read) the values held are checked against theirs. */
+static void check_output(mp_conn *c, bool verify)
 {
     if (c->wstart > c->wend || c->wend > c->wsize || (c->wbuf == NULL && c->wend != 0))
         fail("output offsets out of order");
@@ -171,13 +197,14 @@ static void check_output(mp_conn *c)
         while (k < nheld && !(held[k].it == r->it && held[k].end == end))
             k++;
         if (k == nheld) {
-            now[i] = (held_ref){r->it, r->data, end, r->it->nbytes, value_sum(r->data, r->len)};
             if (r->len != r->it->nbytes || r->data != MP_ITEM_value(r->it))
                 fail("a new output reference is not its item's whole value");
+            now[i] = (held_ref){r->it, r->data, end, r->it->nbytes, value_sum(r->data, r->len)};
         } else {
             now[i] = held[k];
-            if (r->it->nbytes != held[k].nbytes || MP_ITEM_value(r->it) != held[k].start ||
-                value_sum(held[k].start, (size_t)(end - held[k].start)) != held[k].sum)
+            if (r->it->nbytes != held[k].nbytes || MP_ITEM_value(r->it) != held[k].start)
+                fail("a referenced item changed while the output held it");
+            if (verify && value_sum(held[k].start, (size_t)(end - held[k].start)) != held[k].sum)
                 fail("a referenced value changed while the output held it");
         }
         if (end[-2] != '\r' || end[-1] != '\n')
@@ -194,6 +221,7 @@ static void check_output(mp_conn *c)
  * every byte) and the output advances as a send would advance it. */
 static void client_read(mp_conn *c, size_t n)
 {
+    check_output(c, true);
     struct iovec iov[2 * MP_OUT_REFS + 1];
     int k = mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
     size_t took = 0;
@@ -213,13 +241,13 @@ static void client_read(mp_conn *c, size_t n)
         c->wbuf = NULL;
         c->wsize = c->wstart = c->wend = 0;
     }
-    check_output(c);
+    check_output(c, false);
 }
 
 /* What the client does with the output after the server wrote some. */
 static void client_turn(mp_conn *c)
 {
-    check_output(c);
+    check_output(c, out_mode == 0);
     switch (out_mode) {
     case 0:
         if (fuzz_echo != NULL) {
@@ -292,9 +320,12 @@ static bool put(const char *key, uint32_t len, bool only_if_missing)
     mp_item *it;
     if (mp_store_alloc(eng->store, key, nkey, hv, 0, 0, len + 2, &it) != MP_ALLOC_OK)
         return false;
+    static char pattern[FUZZ_HUGE];
+    if (pattern[0] == 0)
+        for (uint32_t i = 0; i < FUZZ_HUGE; i++)
+            pattern[i] = (char)('a' + i % 26);
     char *v = MP_ITEM_value(it);
-    for (uint32_t i = 0; i < len; i++)
-        v[i] = (char)('a' + i % 26);
+    memcpy(v, pattern, len);
     memcpy(v + len, "\r\n", 2);
     mp_store_item(eng->store, it, hv, MP_SET, 0, NULL);
     return true;
@@ -331,24 +362,57 @@ static void fill_store(void)
 
 /* ---- feeding ---- */
 
-/* Direct: mp_process on an input buffer of exactly the bytes held, so a read
- * past them is out of bounds.  Returns false once the connection closes. */
+/* Direct mode's input buffer is the harness's: rcap bytes, of which only
+ * the unconsumed [rstart, rend) may be read; the rest is poisoned, so that a
+ * read outside them is reported as out of bounds. */
+static uint32_t rcap;
+
+static void poison_input(mp_conn *c)
+{
+    POISON(c->rbuf, c->rstart);
+    POISON(c->rbuf + c->rend, rcap - c->rend);
+}
+
+static void direct_free_input(mp_conn *c)
+{
+    if (c->rbuf != NULL)
+        UNPOISON(c->rbuf, rcap);
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rsize = c->rstart = c->rend = rcap = 0;
+}
+
+/* Direct: mp_process on the harness's input buffer.  Returns false once the
+ * connection closes. */
 static bool direct_feed(mp_conn *c, const uint8_t *p, size_t n, int budget, size_t *calls,
                         size_t max_calls)
 {
     uint32_t left = c->rend - c->rstart;
-    char *nb = harness_alloc(left + n);
-    if (left > 0)
-        memcpy(nb, c->rbuf + c->rstart, left);
-    memcpy(nb + left, p, n);
-    free(c->rbuf);
-    c->rbuf = nb;
-    c->rstart = 0;
-    c->rend = c->rsize = left + (uint32_t)n;
+    if (c->rbuf != NULL)
+        UNPOISON(c->rbuf, rcap);
+    if (c->rbuf == NULL || c->rend + n > rcap) {
+        /* doubling, so a line that keeps growing is not copied over and over */
+        size_t cap = 64;
+        while (cap < left + n)
+            cap *= 2;
+        char *nb = harness_alloc(cap);
+        if (left > 0)
+            memcpy(nb, c->rbuf + c->rstart, left);
+        free(c->rbuf);
+        c->rbuf = nb;
+        rcap = (uint32_t)cap;
+        c->rstart = 0;
+        c->rend = left;
+    }
+    memcpy(c->rbuf + c->rend, p, n);
+    c->rend += (uint32_t)n;
+    c->rsize = c->rend;
     for (;;) {
         if (++*calls > max_calls)
             fail("the connection makes no progress (mp_process yields forever)");
+        poison_input(c);
         int r = mp_process(c, budget);
+        UNPOISON(c->rbuf, rcap);
         client_turn(c);
         if (r == MP_PROC_CLOSE)
             return false;
@@ -522,11 +586,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     alloc_countdown = 0;
 
     if (!conn_closed) {
-        if (!via_channel) {
-            free(c->rbuf);
-            c->rbuf = NULL;
-            c->rsize = c->rstart = c->rend = 0;
-        }
+        if (!via_channel)
+            direct_free_input(c);
         nheld = 0;
         mp_conn_release(ch, c);
     }
