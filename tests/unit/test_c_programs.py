@@ -3,19 +3,28 @@
   test_store.c  the item store (ext/store.c, slabs.c, hash.c, evict.c) with
                 the clock and settings, driven like the executor drives it;
   test_out.c    a connection's output with values held by reference
-                (ext/conn.c) over a real store.
+                (ext/conn.c) over a real store;
+  test_executor.c  the protocol (executor.c, meta.c, parser.c, conn.c) in
+                process on a fake connection and a fake env (proto_env.h),
+                without channel.c, engine.c or a backend.
 
-Each program exits non-zero on any failed check.  A missing compiler or a
+Each program exits non-zero on any failed check.  The replies test_executor.c
+expects are memcached 1.6.18's: test_executor_cases_are_memcacheds replays
+its table of cases on a fresh memcached each and compares.  A missing compiler or a
 compile error fails the test: these parts must always build on their own.
 MPCACHE_TEST_SANITIZE=1 builds them with AddressSanitizer and
 UndefinedBehaviorSanitizer instead.
 """
 
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
+
+from tests.support.raw import RawConn
+from tests.support.servers import start_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXT = os.path.join(ROOT, "ext")
@@ -23,6 +32,7 @@ STORE = ("store.c", "slabs.c", "hash.c", "evict.c", "clock.c", "settings.c")
 PROGRAMS = {
     "test_store": STORE,
     "test_out": ("conn.c",) + STORE,
+    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c") + STORE,
 }
 
 
@@ -50,3 +60,71 @@ def test_c_unit_tests(tmp_path, program):
     print(run.stderr)
     assert run.returncode == 0, f"{program} failed:\n" + run.stdout + run.stderr
     assert run.stdout.rstrip().endswith(" 0 failures")
+
+
+# ---- test_executor.c's cases against memcached ----
+
+_STRING = r'"(?:[^"\\\n]|\\.)*"'
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+
+
+def _c_string(literal):
+    """The bytes of one C string literal (the escapes the cases use)."""
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+        elif body[i + 1] == "x":
+            m = re.match(r"[0-9a-fA-F]+", body[i + 2:])
+            out.append(chr(int(m.group(0), 16)))
+            i += 2 + len(m.group(0))
+        else:
+            out.append(_ESCAPES[body[i + 1]])
+            i += 2
+    return "".join(out).encode("latin-1")
+
+
+def _c_concat(text, macros):
+    """Adjacent literals and string macros, concatenated."""
+    parts = re.findall(_STRING + r"|[A-Z_][A-Z0-9_]*", text)
+    return b"".join(_c_string(p) if p.startswith('"') else macros[p] for p in parts)
+
+
+def executor_cases():
+    """(name, modes, request, reply) for each row of test_executor.c's table."""
+    with open(os.path.join(ROOT, "tests", "c", "test_executor.c")) as f:
+        src = f.read()
+    macros = {m.group(1): _c_string(m.group(2))
+              for m in re.finditer(r"#define ([A-Z_0-9]+) (" + _STRING + ")", src)}
+    table = src[src.index("/* cases: begin */"):src.index("/* cases: end */")]
+    row = re.compile(r"\{(" + _STRING + r"),\s*([A-Z| ]+),((?:\s*(?:" + _STRING +
+                     r"|[A-Z_0-9]+))+),((?:\s*(?:" + _STRING + r"|[A-Z_0-9]+))+)\}")
+    cases = [(_c_string(m.group(1)).decode(), m.group(2).split("|"), _c_concat(m.group(3), macros),
+              _c_concat(m.group(4), macros)) for m in row.finditer(table)]
+    assert len(cases) == table.count('\n    {"'), "a row of the cases table was not understood"
+    return cases
+
+
+def _memcached_reply(request):
+    own_mn = sum(1 for line in request.split(b"\n") if line.split(b" ")[:1] in ([b"mn"], [b"mn\r"]))
+    with start_server("memcached", threads=1) as srv:
+        with RawConn(srv.addr) as c:
+            c.send(request + b"mn\r\n")
+            return c.read_until_marker(count=own_mn + 1, timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
+def test_executor_cases_are_memcacheds():
+    cases = [c for c in executor_cases() if "NOMC" not in [m.strip() for m in c[1]]]
+    assert len(cases) > 40
+    wrong = []
+    for name, _, request, want in cases:
+        got = _memcached_reply(request)
+        # a TTL read back may cross memcached's clock tick once: try again
+        if got != want:
+            got = _memcached_reply(request)
+        if got != want:
+            wrong.append(f"{name}:\n  memcached: {got!r}\n  the case:  {want!r}")
+    assert not wrong, "cases whose reply is not memcached's:\n" + "\n".join(wrong)
