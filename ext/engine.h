@@ -89,6 +89,10 @@ void mp_engine_reset_stats(mp_engine *eng);
 struct mp_conn;
 int mp_stats_compose(mp_engine *eng, struct mp_conn *c, const char *group, size_t glen);
 
+/* "stats reset": the engine's per-channel counters and the store's totals
+ * (total_items, evictions, ...) restart from zero, as in memcached. */
+void mp_stats_reset(mp_engine *eng);
+
 /* "stats conns" from *resume on (0: from the start), stopping once the
  * output is past MP_OUT_HIGHWATER; returns true when it is complete, else
  * *resume says where to go on.  stats.c. */

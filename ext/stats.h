@@ -32,11 +32,6 @@ typedef struct mp_thread_stats {
 #undef MP_STAT_FIELD
 } mp_thread_stats;
 
-/* "stats reset": the engine's per-channel counters and the store's totals
- * (total_items, evictions, ...) restart from zero, as in memcached. */
-struct mp_engine;
-void mp_stats_reset(struct mp_engine *eng);
-
 /* "lru_crawler enable|disable" as "stats settings" reports it (executor.c). */
 bool mp_lru_crawler_enabled(void);
 
