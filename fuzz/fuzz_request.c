@@ -101,8 +101,11 @@ static void fail(const char *what)
     abort();
 }
 
-/* ---- allocations that fail (linked with -Wl,--wrap=malloc,--wrap=calloc) ----
- * The harness's own buffers come from __real_malloc and never fail. */
+/* ---- allocations that fail ----
+ * An output buffer asked of the connection's env (even one the channel's
+ * pool has spare) and any malloc or calloc (linked with
+ * -Wl,--wrap=malloc,--wrap=calloc: input buffers, table growth) count; the
+ * harness's own buffers come from __real_malloc and never fail. */
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
@@ -130,6 +133,18 @@ void *__wrap_calloc(size_t n, size_t size)
 {
     return alloc_fails() ? NULL : __real_calloc(n, size);
 }
+
+static char *failing_out_get(void *pool, size_t need, uint32_t *size)
+{
+    return alloc_fails() ? NULL : mp_channel_out_alloc.get(pool, need, size);
+}
+
+static void out_put(void *pool, char *buf, uint32_t size)
+{
+    mp_channel_out_alloc.put(pool, buf, size);
+}
+
+static const mp_out_alloc failing_out_alloc = {failing_out_get, out_put};
 
 static void *harness_alloc(size_t n)
 {
@@ -522,6 +537,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     ch = eng->channels[0];
     ch->be = &fake_backend;
+    ch->env.alloc = &failing_out_alloc;
     return 0;
 }
 
