@@ -7,23 +7,22 @@
  * output and the engine's hooks.  Nothing here includes channel.h or
  * engine.h.
  *
- * Locking, one style for every command: the handler takes the shard lock
- * itself (mp_shard_lock), calls only lock-held mp_item_* functions inside it,
- * composes the reply into output reserved before locking, and unlocks; one
- * critical section per key.  Room is reserved for what is bounded (a reply
- * line: MP_VALUE_LINE_MAX, MP_META_LINE_MAX); a value that turns out not to
- * fit the output is not waited for under the lock: mp_out_value takes a
- * reference and the value is copied after unlocking (mp_out_value_deferred),
- * so nothing retries.  Why the lock is held while composing: a reply shows
- * the item's fields (flags, cas, TTL, the value) as the command left them,
- * and composing in place costs no snapshot and no second lock, which a copy
- * made under the lock or a reference taken for every hit would.  The only
- * store calls made without the lock are the ones that manage memory
- * (mp_store_alloc may wait for another shard's page, mp_store_release and
- * mp_store_unref) and the store-wide ones (mp_store_flush,
- * mp_store_set_limit): never call them with a shard lock held.  Under it: no
- * system call, no general-heap allocation, no mp_out_grow (mp_out_fits and
- * the space reserved before locking only).
+ * Locking, one style for every command (the store's side of it is the note
+ * at the top of store.c): the handler takes the shard lock itself
+ * (mp_shard_lock), calls only lock-held mp_item_* functions inside it,
+ * composes the reply into output reserved before locking, and unlocks.
+ * What is bounded is reserved (a reply line: MP_VALUE_LINE_MAX,
+ * MP_META_LINE_MAX); a value that turns out not to fit behind its line gets
+ * no room made under the lock: mp_out_value takes a reference and the value
+ * is copied after unlocking (mp_out_value_deferred), so nothing retries.
+ * Why compose under the lock rather than after it: a reply shows the item
+ * (flags, cas, TTL, value) as the command left it, and composing in place
+ * costs neither a snapshot of the item nor, for the value, a reference and
+ * a second lock per hit.  Called without the lock, never with it: the store
+ * functions that manage memory (mp_store_alloc, which may wait for another
+ * shard's page; mp_store_release; mp_store_unref) and the store-wide ones
+ * (mp_store_flush, mp_store_set_limit).  Under the lock: no system call, no
+ * general-heap allocation, no mp_out_grow.
  */
 #ifndef MP_EXECUTOR_H
 #define MP_EXECUTOR_H
