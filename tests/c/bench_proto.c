@@ -3,9 +3,14 @@
  * Not a test: it prints the number of bytes the replies came to and their
  * FNV-1a hash, which must not change either.
  *
- *   cc -std=gnu11 -O2 -g -pthread -Iext tests/c/bench_proto.c \
+ *   cc -std=gnu11 -O2 -g -pthread -fno-strict-aliasing -DNDEBUG -Iext tests/c/bench_proto.c \
  *      $(ls ext/*.c | grep -v -e _engine.c -e parser_py.c) -lm -o /tmp/bench_proto
- *   valgrind --tool=callgrind --toggle-collect=run_script /tmp/bench_proto
+ *   valgrind --tool=callgrind --toggle-collect=mp_process /tmp/bench_proto
+ *
+ * (setup.py's flags; counting mp_process only leaves out the hashing of the
+ * replies.)  It runs on the engine, not on a fake env, so the same file
+ * measures the code from before proto_env.h: 182,062,944 instructions at
+ * 4678f40, 182,237,894 with the env (+0.10%).
  *
  * The script: 1000 keys set, then 100000 requests drawn from a fixed LCG:
  * single gets (hits and misses), 10-key multi-gets, gets, sets, incr/decr,
