@@ -85,6 +85,9 @@ SERVERS = {
     "mpcache-epoll": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "epoll"}},
     "mpcache-uring": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "uring"}},
     # channel i pinned to CPU i, as the daemon did by default before
+    # mpcache's default -t on a 2-CPU machine, whatever the arrangement's
+    "mpcache-uring-t1": {"argv": [sys.executable, "-m", "mpcache"], "env": {"MPCACHE_IO_ENGINE": "uring"},
+                         "threads": 1},
     "mpcache-uring-pin": {"argv": [sys.executable, "-m", "mpcache", "--pin-channels"],
                           "env": {"MPCACHE_IO_ENGINE": "uring"}},
 }
@@ -94,7 +97,7 @@ REFERENCE = "memcached"
 def server_command(name, port, memory_mb, threads=1):
     spec = SERVERS[name]
     return spec["argv"] + [
-        "-p", str(port), "-l", HOST, "-U", "0", "-t", str(threads), "-m", str(memory_mb),
+        "-p", str(port), "-l", HOST, "-U", "0", "-t", str(spec.get("threads", threads)), "-m", str(memory_mb),
     ] + _root_flags()
 
 

@@ -125,7 +125,7 @@ void mp_ring_exit(mp_ring *r)
     r->fd = -1;
 }
 
-int mp_ring_submit(mp_ring *r, unsigned wait_nr, unsigned min_wait_us, int timeout_ms)
+int mp_ring_submit(mp_ring *r, unsigned wait_nr, int timeout_ms)
 {
     unsigned to_submit = r->sqe_tail - r->sqe_head;
     if (to_submit)
@@ -137,9 +137,6 @@ int mp_ring_submit(mp_ring *r, unsigned wait_nr, unsigned min_wait_us, int timeo
         struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                        .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
-        /* the field was "pad" before 6.12; older kernels reject non-zero */
-        if (wait_nr > 1 && (r->features & MP_IORING_FEAT_MIN_TIMEOUT))
-            arg.pad = min_wait_us;
         int rc = sys_enter(r->fd, to_submit, wait_nr, flags | IORING_ENTER_EXT_ARG,
                            &arg, sizeof(arg));
         return rc < 0 ? -errno : rc;

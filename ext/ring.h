@@ -45,21 +45,11 @@ static inline struct io_uring_sqe *mp_ring_sqe(mp_ring *r)
     return sqe;
 }
 
-/* Linux 6.12's min_wait (the getevents "pad" field before): after
- * min_wait_us, one completion is enough to return even if wait_nr is not
- * reached.  Defined here for older uapi headers. */
-#ifndef IORING_FEAT_MIN_TIMEOUT
-#define MP_IORING_FEAT_MIN_TIMEOUT (1U << 15)
-#else
-#define MP_IORING_FEAT_MIN_TIMEOUT IORING_FEAT_MIN_TIMEOUT
-#endif
-
 /* Publishes the SQEs handed out and enters the kernel once: submits them and
  * waits for at least wait_nr completions (0: do not wait).  timeout_ms >= 0
- * bounds the wait (needs IORING_FEAT_EXT_ARG); with wait_nr > 1 and a kernel
- * that has MIN_TIMEOUT, after min_wait_us any one completion ends the wait.
- * Returns what io_uring_enter returned. */
-int mp_ring_submit(mp_ring *r, unsigned wait_nr, unsigned min_wait_us, int timeout_ms);
+ * bounds the wait (needs IORING_FEAT_EXT_ARG).  Returns what io_uring_enter
+ * returned. */
+int mp_ring_submit(mp_ring *r, unsigned wait_nr, int timeout_ms);
 
 /* Completions: iterate from *head to tail, then mp_ring_cq_advance. */
 static inline unsigned mp_ring_cq_ready(mp_ring *r, unsigned *head)

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -42,15 +41,6 @@
 #define MP_URING_NBUFS 256
 #define MP_URING_BUFSIZE 16384
 #define MP_URING_BGID 1
-/* A send this small normally fits the socket buffer and completes inside the
- * submitting io_uring_enter. */
-#define MP_URING_INLINE_SEND 65536
-/* The longest a wait may be held for a completion that was expected at once
- * but did not come (a full socket buffer): after it, any completion ends it. */
-#define MP_URING_MIN_WAIT_US 20
-/* Open connections from which a new connection's first receive is counted
- * as completing at once (see on_accept). */
-#define MP_URING_GUESS_CONNS 8
 /* Direct descriptors beyond -c and the backlog (see uring_setup). */
 #define MP_URING_FILE_SLACK 64
 /* Sends with values by reference per io_uring_enter; more submit early. */
@@ -71,8 +61,6 @@ struct mp_uring {
     bool accept_dead[MP_MAX_LISTENERS];   /* failed for good: not re-armed */
     uint64_t stop_val;
     bool skip_cqe;               /* IOSQE_CQE_SKIP_SUCCESS is supported */
-    bool min_wait;               /* the kernel honours a min_wait */
-    unsigned expect;             /* completions this turn's submissions post at once */
     /* sendmsg headers of this turn's sends with values held by reference:
      * read by the kernel when it consumes the SQE (IORING_FEAT_SUBMIT_STABLE),
      * so they are reused after every io_uring_enter */
@@ -94,7 +82,7 @@ static bool submit_early(mp_channel *ch)
 {
     for (int tries = 0; tries < 3; tries++) {
         ch->stats.syscalls++;
-        int rc = mp_ring_submit(&ch->uring->ring, 0, 0, -1);
+        int rc = mp_ring_submit(&ch->uring->ring, 0, -1);
         ch->uring->nmsgs = 0;
         if (rc >= 0)
             return true;
@@ -160,7 +148,7 @@ static void arm_recv(mp_channel *ch, mp_conn *c)
     c->recv_armed = true;
 }
 
-static void submit_send(mp_channel *ch, mp_conn *c, bool fresh)
+static void submit_send(mp_channel *ch, mp_conn *c)
 {
     mp_uring *u = ch->uring;
     if (c->srefs.n > 0 && u->nmsgs == MP_URING_MSGS && !submit_early(ch))
@@ -185,10 +173,6 @@ static void submit_send(mp_channel *ch, mp_conn *c, bool fresh)
     sqe->msg_flags = MSG_NOSIGNAL;
     sqe->user_data = UD(OP_SEND, c->gen, c->slot);
     c->send_inflight = true;
-    /* a first send that fits the socket buffer completes inside the submit:
-     * its completion must not end the wait (a retry means the buffer is full) */
-    if (fresh && len <= MP_URING_INLINE_SEND)
-        ch->uring->expect++;
     ch->stats.syscall_write++;   /* counted as the send it replaces */
 }
 
@@ -290,7 +274,7 @@ static void uring_flush(mp_channel *ch, mp_conn *c)
     c->wbuf = NULL;
     c->wsize = c->wstart = c->wend = 0;
     c->wrefs.n = c->wrefs.bytes = 0;
-    submit_send(ch, c, true);
+    submit_send(ch, c);
 }
 
 static void on_send(mp_channel *ch, mp_conn *c, int res)
@@ -302,7 +286,7 @@ static void on_send(mp_channel *ch, mp_conn *c, int res)
     }
     if (res < 0) {
         if (res == -EINTR || res == -EAGAIN) {
-            submit_send(ch, c, false);
+            submit_send(ch, c);
             return;
         }
         uring_close(ch, c);
@@ -311,7 +295,7 @@ static void on_send(mp_channel *ch, mp_conn *c, int res)
     ch->stats.bytes_written += (uint64_t)res;
     mp_out_sent(ch->eng->store, &c->sstart, &c->srefs, (size_t)res);
     if (c->sstart < c->send || c->srefs.n > 0) {
-        submit_send(ch, c, false);
+        submit_send(ch, c);
         return;
     }
     mp_buf_put(ch, c->sbuf, c->ssize, MP_BUF_OUT);
@@ -397,13 +381,6 @@ static void on_accept(mp_channel *ch, uint32_t idx, int res, unsigned flags)
     mp_conn *c = mp_conn_open(ch, res, &ch->listeners[idx], NULL, 0);
     c->fixed = ch->uring->direct;
     arm_recv(ch, c);
-    /* memcached clients speak first: the request is usually there already,
-     * and the receive armed for it completes inside the submit.  Guessed only
-     * with other connections open, whose traffic ends the wait at once if
-     * the request was not there yet (measured: guessing for a lone client
-     * costs it a timer wake-up, +30-60 us per connection). */
-    if (ch->nopen >= MP_URING_GUESS_CONNS)
-        ch->uring->expect++;
 }
 
 static void arm_stop(mp_channel *ch)
@@ -499,16 +476,12 @@ static int uring_setup(mp_channel *ch)
         want = (unsigned)nofile.rlim_cur;
     u->direct = register_files(&u->ring, want) >= 0;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
-    u->min_wait = (u->ring.features & MP_IORING_FEAT_MIN_TIMEOUT) != 0 && !getenv("MPX_NO_MINWAIT");
-    /* the default 50 us timer slack would more than double min_wait */
-    if (u->min_wait)
-        prctl(PR_SET_TIMERSLACK, 1000UL);
     snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-             "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s%s",
+             "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s",
              u->direct ? "direct_descriptors" : "regular_descriptors",
              (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
              (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "",
-             u->skip_cqe ? ",cqe_skip_success" : "", u->min_wait ? ",min_wait" : "");
+             u->skip_cqe ? ",cqe_skip_success" : "");
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
@@ -536,7 +509,7 @@ static void cancel_accepts(mp_channel *ch)
         live++;
     }
     for (int turn = 0; live > 0 && turn < MP_URING_STOP_WAIT_TURNS; turn++) {
-        if (mp_ring_submit(r, 1, 0, MP_MAINTAIN_MS) < 0)
+        if (mp_ring_submit(r, 1, MP_MAINTAIN_MS) < 0)
             break;
         unsigned head;
         unsigned n = mp_ring_cq_ready(r, &head);
@@ -621,17 +594,18 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
     }
 }
 
+/* A turn waits for one completion.  Waiting for more (the completions of
+ * sends that finish inside the submit, plus one) with Linux 6.12's min_wait
+ * as a bound saved system calls but no CPU where the load generator had its
+ * own core, and cost CPU and p99 where it shared ours: each wait the timer
+ * ended short was a sleep and a timer interrupt while the clients, on our
+ * CPUs, could not send (BENCHMARKS.md notes). */
 static int uring_wait(mp_channel *ch, int timeout_ms)
 {
     mp_uring *u = ch->uring;
     ch->stats.syscalls++;
     ch->stats.syscall_wait++;
-    /* wait for one completion beyond those our own submissions post at
-     * once, so a turn that sent replies does not come straight back for
-     * their completions alone; min_wait bounds the cost of a wrong guess */
-    unsigned wait_nr = timeout_ms == 0 ? 0 : 1 + (u->min_wait ? u->expect : 0);
-    u->expect = 0;
-    int rc = mp_ring_submit(&u->ring, wait_nr, MP_URING_MIN_WAIT_US, timeout_ms);
+    int rc = mp_ring_submit(&u->ring, timeout_ms == 0 ? 0 : 1, timeout_ms);
     u->nmsgs = 0;
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN) {
         mp_channel_fail(ch, rc, "io_uring_enter");
