@@ -1,7 +1,7 @@
 /* A channel: one thread, one event queue, its own listener partition and
  * connection table (MegaPipe's per-core channel).  Nothing here is written by
- * another thread except the stop eventfd; stats read the counters and the
- * connection table racily. */
+ * another thread except the stop request (the eventfd and `stopping`);
+ * stats read the counters and the connection table racily. */
 #ifndef MP_CHANNEL_H
 #define MP_CHANNEL_H
 

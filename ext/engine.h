@@ -7,7 +7,8 @@
  *   |  epoll/io_uring instance |  epoll/io_uring inst.   |
  *   |  listener partition 0    |  listener partition 1   |   SO_REUSEPORT, same addr:port
  *   |  connection table        |  connection table       |   lwsockets (slot, generation)
- *   |  home of shard 0         |  home of shard 1        |   expiry sweep, table growth
+ *   |  home of shards 0,2,4,6  |  home of shards 1,3,5,7 |   4 per channel: expiry sweep,
+ *   |                          |                         |   table growth
  *   +------------+-------------+------------+------------+
  *                |   any channel serves any key:          |
  *                +--> shard lock for the critical section <+

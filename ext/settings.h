@@ -1,7 +1,8 @@
 /* Server-wide configuration, filled by the Python shell (mpcache/config.py)
  * before any channel starts and read-only afterwards, except the few fields
- * the protocol may change at run time (verbosity, cache_memlimit), which are
- * plain stores of aligned words read racily by design, as in memcached.
+ * changed at run time (verbosity and cache_memlimit by the protocol,
+ * io_engine when a channel falls back to epoll), which are plain stores of
+ * aligned words read racily by design, as in memcached.
  *
  * Adding a setting: one line in MP_SETTINGS below makes the field, its
  * default (mp_settings_init) and its entry in mp_setting_descs, which the

@@ -476,12 +476,15 @@ static int uring_setup(mp_channel *ch)
         want = (unsigned)nofile.rlim_cur;
     u->direct = register_files(&u->ring, want) >= 0;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
-    snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-             "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s",
-             u->direct ? "direct_descriptors" : "regular_descriptors",
-             (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
-             (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "",
-             u->skip_cqe ? ",cqe_skip_success" : "");
+    /* the channels' rings are alike: channel 0 describes them for all, so
+     * no two threads write the description at once */
+    if (ch->id == 0)
+        snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
+                 "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s",
+                 u->direct ? "direct_descriptors" : "regular_descriptors",
+                 (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
+                 (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "",
+                 u->skip_cqe ? ",cqe_skip_success" : "");
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);

@@ -339,7 +339,7 @@ class Server:
             if self._state == "stopped":
                 raise RuntimeError("a stopped Server cannot be restarted")
             self.bind()
-            _raise_fd_limit(self.settings.max_conns)
+            _raise_fd_limit(self.settings.max_conns, self.settings.backlog)
             from ._engine import Engine
             try:
                 self._engine = Engine(self.settings.engine_settings(bound_port=self.port or 0))
@@ -563,10 +563,13 @@ def _unix_socket_alive(path):
 _FD_SLACK = 64
 
 
-def _raise_fd_limit(max_conns):
+def _raise_fd_limit(max_conns, backlog):
     """Lets -c connections be open at once, as memcached raises RLIMIT_NOFILE
-    to its connection limit; only ever raises, and as far as allowed."""
-    need = max_conns + _FD_SLACK
+    to its connection limit, plus a full backlog: io_uring's multishot accept
+    takes the whole backlog at once, refused connections included, into a
+    descriptor table the kernel caps at this limit (uring.c, uring_setup).
+    Only ever raises, and as far as allowed."""
+    need = max_conns + backlog + _FD_SLACK
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return
