@@ -125,7 +125,7 @@ define run-fuzz
 	  >$(FUZZ_DIR)/fuzz.log 2>&1 || { tail -n 60 $(FUZZ_DIR)/fuzz.log; \
 	  echo "make fuzz: failed (log: $(FUZZ_DIR)/fuzz.log); the input is kept in $(FUZZ_DIR)/crashes/:" \
 	       "once fixed, add it to fuzz/regressions/ under a name saying what it pins"; exit 1; }
-	@grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' $(FUZZ_DIR)/fuzz.log
+	@grep -aE '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' $(FUZZ_DIR)/fuzz.log
 endef
 
 fuzz: $(FUZZ_DIR)/fuzz_request

@@ -2,11 +2,12 @@
  * executor, meta commands, store, connection buffers and the channel's flow
  * control, in-process on a fake connection, no sockets.  See fuzz/README.md.
  *
- * One engine for the whole run (1 channel, epoll, -m 16, never started): the
- * store is kept across inputs, so one input finds the items earlier ones
- * left, and it is kept full (filler items are added when it has room), so
- * every new item evicts.  Each input opens a connection slot, feeds it the
- * request bytes and releases it.
+ * Two engines for the whole run (1 channel, epoll, -m 16, never started),
+ * one with memcached's defaults, one with -C -M (no cas, no eviction: out of
+ * memory errors instead).  Their stores are kept across inputs, so one input
+ * finds the items earlier ones left, and full (filler items are added when
+ * they have room), so every new item evicts or fails.  Each input opens a
+ * connection slot, feeds it the request bytes and releases it.
  *
  * Input: three control bytes, then the bytes a client sends.
  *   byte 0  bits 0-1  -R (requests per turn): 20, 1, 2, 5
@@ -15,19 +16,22 @@
  *                     at a time, 3 read only once the server stops at the mark
  *           bits 4-5  how the bytes arrive: 0 at once, 1 in two pieces cut at
  *                     byte 1, 2 in pieces of byte 1 % 32 + 1, 3 byte by byte
+ *                     (in at most 4096 pieces)
  *           bit  6    the clock jumps 1 + byte 1 % 64 seconds after the first
  *                     piece and the store's maintenance runs
  *           bit  7    through the channel (received as the epoll backend
  *                     receives, the ready list, flow control) instead of
- *                     mp_process on an input buffer of exactly the bytes held
+ *                     mp_process on the harness's input buffer, where any
+ *                     byte but the unconsumed ones is out of bounds
  *   byte 1  the piece parameter
  *   byte 2  bits 0-1  the bytes are sent 1, 2, 16 or 256 times over (at most
  *                     384 KiB), enough to make the channel pause the input
  *           bit  2    flush_all is disabled (-F)
  *           bit  3    shutdown is disabled (no -A)
- *           bits 4-6  k: the k-th allocation while the input is served fails
+ *           bits 4-5  k: the k-th allocation while the input is served fails
  *                     (0: none), as malloc does when memory is exhausted
- *           bit  7    and every allocation after it
+ *           bit  6    the engine with -C -M
+ *           bit  7    every allocation after the k-th fails too
  *
  * Checked besides what the sanitizers see: output offsets and references are
  * consistent after every call; a referenced value does not change while it
@@ -85,6 +89,8 @@
 #define FUZZ_FILL_MAX 8192
 #define FUZZ_FILL_EVICTIONS 256
 
+/* the engines, and the one (and its channel) the current input runs on */
+static mp_engine *engines[2];
 static mp_engine *eng;
 static mp_channel *ch;
 static const mp_listener no_listener = {.fd = -1, .is_unix = false};
@@ -349,11 +355,13 @@ static bool put(const char *key, uint32_t len, bool only_if_missing)
 /* Filler items of every size class until the store evicts for a while: then
  * whatever an input stores evicts something.  Done again when deletes, flushes or expiry
  * have left a quarter of what was full. */
-static void fill_store(void)
+static void fill_store(int which)
 {
     static const uint32_t sizes[] = {5, 40, 120, 300, 900, 2500, 7000, 20000};
-    static uint32_t next;
-    static uint64_t full_bytes;
+    static uint32_t nexts[2];
+    static uint64_t fulls[2];
+    uint32_t next = nexts[which];
+    uint64_t full_bytes = fulls[which];
     mp_store_stats ss;
     mp_store_get_stats(eng->store, &ss);
     if (ss.bytes * 4 >= full_bytes * 3 && full_bytes > 0)
@@ -371,8 +379,9 @@ static void fill_store(void)
         }
     }
     mp_store_get_stats(eng->store, &ss);
-    if (ss.evictions > evictions || full_bytes == 0)
-        full_bytes = ss.bytes;
+    if (ss.evictions > evictions || full_bytes == 0 || !eng->settings.evict_to_free)
+        fulls[which] = ss.bytes;
+    nexts[which] = next;
 }
 
 /* ---- feeding ---- */
@@ -522,22 +531,25 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    mp_settings s;
-    mp_settings_init(&s);
-    s.maxbytes = FUZZ_MEMORY;
-    s.num_threads = 1;
-    s.maxconns = 4;
-    s.shutdown_command = true;
-    strcpy(s.io_engine, "epoll");
-    char err[256] = "";
-    eng = mp_engine_create(&s, err, sizeof(err));
-    if (eng == NULL) {
-        fprintf(stderr, "mp_engine_create: %s\n", err);
-        exit(1);
+    for (int i = 0; i < 2; i++) {
+        mp_settings s;
+        mp_settings_init(&s);
+        s.maxbytes = FUZZ_MEMORY;
+        s.num_threads = 1;
+        s.maxconns = 4;
+        s.shutdown_command = true;
+        s.use_cas = s.evict_to_free = i == 0;
+        strcpy(s.io_engine, "epoll");
+        char err[256] = "";
+        engines[i] = mp_engine_create(&s, err, sizeof(err));
+        if (engines[i] == NULL) {
+            fprintf(stderr, "mp_engine_create: %s\n", err);
+            exit(1);
+        }
+        mp_channel *chan = engines[i]->channels[0];
+        chan->be = &fake_backend;
+        chan->env.alloc = &failing_out_alloc;
     }
-    ch = eng->channels[0];
-    ch->be = &fake_backend;
-    ch->env.alloc = &failing_out_alloc;
     return 0;
 }
 
@@ -562,7 +574,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < times; i++)
         memcpy(req + i * n1, data + 3, n1);
 
-    fill_store();
+    int which = (more >> 6) & 1;
+    eng = engines[which];
+    ch = eng->channels[0];
+    fill_store(which);
     put("big", FUZZ_BIG, true);
     put("huge", FUZZ_HUGE, true);
     eng->settings.reqs_per_event = budget;
@@ -575,7 +590,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("no connection slot");
     conn_closed = false;
     nheld = 0;
-    alloc_countdown = (more >> 4) & 7;
+    alloc_countdown = (more >> 4) & 3;
     alloc_fail_on = more & 0x80;
 
     size_t calls = 0, max_calls = (n + 16) * FUZZ_CALLS_PER_BYTE;

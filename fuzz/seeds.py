@@ -63,13 +63,13 @@ HANDWRITTEN = {
 
 # The control bytes: every reading mode with every feeding mode, -R values,
 # the clock tick and the channel path (byte 0), piece sizes (byte 1), and
-# now and then repeats, disabled commands and failing allocations (byte 2),
-# in a fixed order.
+# now and then repeats, disabled commands, failing allocations and the -C -M
+# engine (byte 2), in a fixed order.
 OPTS = [v << 7 | t << 6 | f << 4 | o << 2 | r
         for v, t, f, o, r in itertools.product((0, 1), (0, 1), range(4), range(4), range(4))
         if (r + o + f + t + v) % 3 == 0]
 PARAMS = (0, 7, 31, 128, 200, 255, 3)
-MORE = (0, 0, 0, 1, 2, 3, 0x04, 0x08, 0x10, 0x32, 0x0c, 0, 0xa0, 0x41, 0)
+MORE = (0, 0, 0, 1, 2, 3, 0x04, 0x08, 0x10, 0x32, 0x0c, 0x40, 0xa0, 0x41, 0x54, 0)
 CONTROLS = list(zip(OPTS, itertools.cycle(PARAMS), itertools.cycle(MORE)))
 
 
