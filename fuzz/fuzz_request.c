@@ -35,7 +35,8 @@
  *
  * Checked besides what the sanitizers see: output offsets and references are
  * consistent after every call; a referenced value does not change while it
- * is held; the connection makes progress (no endless yield, input not left
+ * is held; what the client reads is whole replies, each value as long as its
+ * line says; the connection makes progress (no endless yield, input not left
  * paused); after the connection is released no chunk is held by a reference.
  *
  * Two large items, "big" (64 KiB) and "huge" (400 KiB), are put back before
@@ -238,6 +239,84 @@ static void check_output(mp_conn *c, bool verify)
     nheld = (int)w->n;
 }
 
+/* ---- what the client reads: well-framed replies ----
+ * Lines end in "\r\n"; "VALUE <key> <flags> <bytes> [<cas>]" and
+ * "VA <bytes> ..." are followed by exactly that many bytes and "\r\n".
+ * Whatever the input, errors and culled replies included, the client never
+ * reads half a reply or a value of another length than its line says. */
+
+#define REPLY_LINE_MAX 8192
+
+static struct {
+    bool in_data;
+    uint64_t data_left;          /* in_data: value bytes and "\r\n" to come */
+    size_t len;
+    char line[REPLY_LINE_MAX];
+} rd;
+
+static void reply_line(void)
+{
+    if (rd.len < 2 || rd.line[rd.len - 2] != '\r')
+        fail("the client read a line not ended by \\r\\n");
+    const char *l = rd.line;
+    size_t len = rd.len - 2, word = 0;
+    if (len > 6 && memcmp(l, "VALUE ", 6) == 0)
+        word = 3;                /* VALUE key flags BYTES [cas] */
+    else if (len > 3 && memcmp(l, "VA ", 3) == 0)
+        word = 1;                /* VA BYTES flags... */
+    if (word == 0)
+        return;
+    size_t i = 0;
+    for (size_t w = 0; w < word; w++) {
+        while (i < len && l[i] != ' ')
+            i++;
+        if (i == len)
+            fail("the client read a value line without its length");
+        i++;
+    }
+    uint64_t n = 0;
+    size_t digits = 0;
+    while (i < len && l[i] >= '0' && l[i] <= '9' && digits < 20) {
+        n = n * 10 + (uint64_t)(l[i++] - '0');
+        digits++;
+    }
+    if (digits == 0 || (i < len && l[i] != ' '))
+        fail("the client read a value line whose length is not a number");
+    rd.in_data = true;
+    rd.data_left = n + 2;
+}
+
+static void reply_bytes(const char *p, size_t n)
+{
+    while (n > 0) {
+        if (rd.in_data) {
+            if (rd.data_left > 2) {
+                size_t k = rd.data_left - 2 < n ? (size_t)(rd.data_left - 2) : n;
+                rd.data_left -= k;
+                p += k;
+                n -= k;
+                continue;
+            }
+            if (*p != (rd.data_left == 2 ? '\r' : '\n'))
+                fail("the client read a value longer or shorter than its line says");
+            p++;
+            n--;
+            if (--rd.data_left == 0)
+                rd.in_data = false;
+            continue;
+        }
+        if (rd.len == REPLY_LINE_MAX)
+            fail("the client read a reply line of 8 KiB");
+        char b = *p++;
+        n--;
+        rd.line[rd.len++] = b;
+        if (b == '\n') {
+            reply_line();
+            rd.len = 0;
+        }
+    }
+}
+
 /* The client reads up to n bytes: they are copied out (so the sanitizer sees
  * every byte) and the output advances as a send would advance it. */
 static void client_read(mp_conn *c, size_t n)
@@ -251,6 +330,7 @@ static void client_read(mp_conn *c, size_t n)
         for (size_t off = 0; off < m; off += sizeof(sink)) {
             size_t part = m - off < sizeof(sink) ? m - off : sizeof(sink);
             memcpy(sink, (char *)iov[i].iov_base + off, part);
+            reply_bytes(sink, part);
             if (fuzz_echo != NULL)
                 fwrite(sink, 1, part, fuzz_echo);
         }
@@ -270,17 +350,20 @@ static void client_turn(mp_conn *c)
 {
     check_output(c, out_mode == 0);
     switch (out_mode) {
-    case 0:
-        if (fuzz_echo != NULL) {
-            struct iovec iov[2 * MP_OUT_REFS + 1];
-            int k = mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
-            for (int i = 0; i < k; i++)
+    case 0: {
+        /* read at once, and the buffer kept */
+        struct iovec iov[2 * MP_OUT_REFS + 1];
+        int k = mp_out_iov(c->wbuf, c->wstart, c->wend, &c->wrefs, iov);
+        for (int i = 0; i < k; i++) {
+            reply_bytes(iov[i].iov_base, iov[i].iov_len);
+            if (fuzz_echo != NULL)
                 fwrite(iov[i].iov_base, 1, iov[i].iov_len, fuzz_echo);
         }
         mp_refs_release(eng->store, &c->wrefs);
         c->wstart = c->wend = 0;
         nheld = 0;
         break;
+    }
     case 1:
         client_read(c, SIZE_MAX);
         break;
@@ -590,6 +673,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("no connection slot");
     conn_closed = false;
     nheld = 0;
+    rd.in_data = false;
+    rd.len = 0;
     alloc_countdown = (more >> 4) & 3;
     alloc_fail_on = more & 0x80;
 
