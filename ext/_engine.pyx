@@ -14,7 +14,7 @@ from includes.engine cimport (
     mp_engine, mp_settings, mp_settings_init, mp_setting_desc, mp_setting_descs,
     mp_setting_count, MP_SETTING_INT, MP_SETTING_UINT, MP_SETTING_FLOAT, MP_SETTING_BOOL,
     MP_SETTING_STR, mp_engine_create, mp_engine_destroy,
-    mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_stats_text,
+    mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_engine_reload_auth, mp_stats_text,
     mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
@@ -143,7 +143,9 @@ cdef class Engine:
 
     def __cinit__(self, dict settings=None):
         cdef mp_settings s
-        cdef char err[256]
+        # room for memcached's longest start-up message: a 1023-byte line
+        # (its vperror's buffer) and errno's text
+        cdef char err[1200]
         mp_settings_init(&s)
         if settings is not None:
             _fill_settings(&s, settings)
@@ -200,6 +202,15 @@ cdef class Engine:
     def stop(self):
         if self.eng != NULL:
             mp_engine_stop(self.eng)
+
+    def reload_auth(self):
+        """-Y: reads the password file again (SIGHUP).  Raises ValueError
+        with memcached's message when it cannot be loaded; the table in use
+        is then kept."""
+        cdef char err[1200]
+        err[0] = 0
+        if mp_engine_reload_auth(self._live(), err, sizeof(err)) != 0:
+            raise ValueError(err.decode(errors="replace"))
 
     def stats(self, group=b""):
         """What "stats <group>" answers, as bytes (STAT lines and END)."""

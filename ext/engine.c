@@ -79,6 +79,7 @@ static void fill_env(mp_engine *eng, mp_channel *ch)
         .pool = ch,
         .hooks = &engine_hooks,
         .owner = eng,
+        .auth = eng->auth != NULL ? &eng->auth : NULL,
     };
 }
 
@@ -104,6 +105,12 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
     if (eng->nchannels < 1) {
         snprintf(err, errlen, "Number of threads must be greater than 0");
         goto fail;
+    }
+    /* before anything is allocated for serving: a bad file refuses to start */
+    if (settings->auth_file[0] != '\0') {
+        eng->auth = mp_auth_load(settings->auth_file, err, errlen);
+        if (eng->auth == NULL)
+            goto fail;
     }
     eng->control_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (eng->control_fd < 0) {
@@ -160,6 +167,7 @@ void mp_engine_destroy(mp_engine *eng)
         mp_store_destroy(eng->store);
     if (eng->control_fd >= 0)
         close(eng->control_fd);
+    mp_auth_free(eng->auth);
     free(eng);
 }
 
@@ -180,6 +188,18 @@ void mp_engine_stop(mp_engine *eng)
 {
     for (int i = 0; i < eng->nchannels; i++)
         mp_channel_stop(eng->channels[i]);
+}
+
+int mp_engine_reload_auth(mp_engine *eng, char *err, size_t errlen)
+{
+    if (eng->auth == NULL)
+        return 0;
+    mp_auth *a = mp_auth_load(eng->settings.auth_file, err, errlen);
+    if (a == NULL)
+        return -1;
+    a->retired = eng->auth;
+    __atomic_store_n(&eng->auth, a, __ATOMIC_RELEASE);
+    return 0;
 }
 
 void mp_engine_request_shutdown(mp_engine *eng, int graceful)

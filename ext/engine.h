@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "settings.h"
 #include "stats.h"
 #include "store.h"
@@ -35,6 +36,7 @@ typedef struct mp_engine {
     int control_fd;              /* eventfd: readable when "shutdown" was received */
     volatile int curr_conns;     /* atomic */
     mp_thread_stats reset_base;  /* counters at the last "stats reset" */
+    mp_auth *auth;               /* -Y: the password table in use, else NULL */
 } mp_engine;
 
 mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen);
@@ -48,6 +50,12 @@ int mp_channel_run(mp_engine *eng, int ch);
 
 /* Asks every channel to stop (thread-safe, async-signal-safe). */
 void mp_engine_stop(mp_engine *eng);
+
+/* -Y, on SIGHUP: reads settings.auth_file again and publishes the new
+ * table (thread-safe against the channels, one caller at a time).  As in
+ * memcached, a file that cannot be read or is malformed keeps the table in
+ * use; returns -1 then, with its message in err.  0 without -Y. */
+int mp_engine_reload_auth(mp_engine *eng, char *err, size_t errlen);
 
 /* "shutdown" command: wakes whoever waits on control_fd. */
 void mp_engine_request_shutdown(mp_engine *eng, int graceful);

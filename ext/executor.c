@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "commands.h"
 #include "conn.h"
 #include "executor.h"
@@ -828,6 +829,117 @@ static int cmd_refresh_certs(mp_conn *c, const mp_request *r)
     return 0;
 }
 
+/* ---- before authentication (-Y): memcached's try_read_command_asciiauth ----
+ * Until a client authenticates, a line is read only to see whether it is
+ * "set <key> <flags> <exptime> <bytes>" (key, flags and exptime unread, any
+ * words after <bytes> ignored, noreply too); its data block is then
+ * "<user> <password>" and anything else is answered CLIENT_ERROR
+ * unauthenticated, the connection staying open.  Nothing is stored and no
+ * other counter moves; the idle timer is not reset by these lines (memcached
+ * resets it only in the authenticated reader). */
+
+/* memcached reads an unauthenticated connection into its fixed 16 KiB
+ * buffer (READ_BUFFER_SIZE) and never grows it: a data block longer than
+ * that is never answered, and once the buffer is full and more arrives, its
+ * read of zero bytes looks like end of file and it closes. */
+#define MP_AUTH_BUF 16384
+
+/* auth_line and auth_block: the unit was handled, go on with the input */
+#define AUTH_GO_ON (-1)
+
+/* memcached writes every reply before authentication into the connection's
+ * current response object, resetting it first, and starts a new one only
+ * once that has been sent: of the replies of one batch (up to where it
+ * stops for input or yields) only the last reaches the client. */
+static void auth_reply(mp_conn *c, const char *s, size_t n)
+{
+    mp_out_cull(c);
+    mp_out_write(c, s, n);
+}
+#define AUTH_REPLY(c, lit) auth_reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
+
+static int auth_line(mp_conn *c, int *ran)
+{
+    size_t avail = c->rend - c->rstart;
+    /* memcached's "impossible for the auth command to be this short" */
+    if (avail < 2)
+        return MP_PROC_NEED_INPUT;
+    mp_request req;
+    size_t consumed = 0;
+    if (mp_parse_line(c->rbuf + c->rstart, avail, &req, &consumed) != MP_PARSE_OK) {
+        /* no newline yet: past MP_LINE_MAX it is junk, a get line or not */
+        if (avail > MP_LINE_MAX)
+            return close_now(c);
+        return MP_PROC_NEED_INPUT;
+    }
+    c->rstart += (uint32_t)consumed;
+    STATS(c).requests++;
+    uint32_t size;
+    if (req.ntokens < 5 || !TOK_IS(&req, 0, "set") ||
+        !mp_parse_u32(TOKP(&req, 4), TOKL(&req, 4), &size)) {
+        (*ran)++;
+        AUTH_REPLY(c, R_UNAUTHENTICATED);
+        return AUTH_GO_ON;
+    }
+    c->proto.phase = MP_PS_AUTH;
+    /* 32-bit arithmetic, as memcached's: the two largest sizes wrap to 0 and 1 */
+    c->proto.left = size + 2;
+    return AUTH_GO_ON;
+}
+
+static int auth_block(mp_conn *c)
+{
+    mp_proto *p = &c->proto;
+    size_t avail = c->rend - c->rstart;
+    uint32_t need = p->left;
+    if (need > MP_AUTH_BUF) {
+        /* includes the lengths memcached takes for negative ones (size + 2
+         * over 2^31 - 1), on which it reads outside its buffer and crashes */
+        if (avail <= MP_AUTH_BUF)
+            return MP_PROC_NEED_INPUT;
+        /* what it answered before went out when it stopped to read: no
+         * cull.  It closes with the rest of the block unread, which resets
+         * the connection; so does an immediate close here, when no reply is
+         * left to send first. */
+        c->close_after_write = mp_out_unsent(c) != 0;
+        return MP_PROC_CLOSE;
+    }
+    if (avail < need)
+        return MP_PROC_NEED_INPUT;
+    const char *b = c->rbuf + c->rstart;
+    c->rstart += need;
+    p->phase = MP_PS_LINE;
+    p->left = 0;
+    /* a length that wrapped to 0 or 1 has memcached compare the end of its
+     * own command line, whose newline its tokenizer turned into a NUL */
+    if (need < 2 || b[need - 2] != '\r' || b[need - 1] != '\n') {
+        AUTH_REPLY(c, R_AUTH_TERMINATION);
+        return AUTH_GO_ON;
+    }
+    /* its tokenizer: a NUL ends the block, only ' ' separates, words after
+     * the second are ignored */
+    size_t len = need - 2;
+    const char *nul = memchr(b, '\0', len);
+    if (nul != NULL)
+        len = (size_t)(nul - b);
+    size_t pos = 0;
+    mp_token user, pass;
+    if (!mp_next_token(b, len, &pos, &user) || !mp_next_token(b, len, &pos, &pass)) {
+        AUTH_REPLY(c, R_AUTH_FORMAT);
+        return AUTH_GO_ON;
+    }
+    const mp_auth *table = __atomic_load_n(c->env->auth, __ATOMIC_ACQUIRE);
+    STATS(c).auth_cmds++;
+    if (mp_auth_check(table, b + user.off, user.len, b + pass.off, pass.len)) {
+        p->authenticated = true;
+        AUTH_REPLY(c, R_STORED);
+    } else {
+        STATS(c).auth_errors++;
+        AUTH_REPLY(c, R_AUTH_FAILURE);
+    }
+    return AUTH_GO_ON;
+}
+
 /* ---- dispatch ---- */
 
 typedef int (*mp_handler)(mp_conn *c, const mp_request *r);
@@ -897,6 +1009,15 @@ int mp_process(mp_conn *c, int budget)
         if (c->out_oom)
             return close_now(c);
         if (p->phase != MP_PS_LINE) {
+            if (p->phase == MP_PS_AUTH) {
+                int rc = auth_block(c);
+                if (rc != AUTH_GO_ON)
+                    return rc;
+                /* memcached counts the set and its block as one request,
+                 * in the call that completes it */
+                ran++;
+                continue;
+            }
             if (!data_phase(c))
                 return MP_PROC_NEED_INPUT;
             continue;
@@ -908,6 +1029,15 @@ int mp_process(mp_conn *c, int budget)
         if (ran > budget || mp_out_over_mark(c)) {
             p->yielded = true;
             return MP_PROC_YIELD;
+        }
+        if (!p->authenticated) {
+            if (c->env->auth != NULL) {
+                int rc = auth_line(c, &ran);
+                if (rc != AUTH_GO_ON)
+                    return rc;
+                continue;
+            }
+            p->authenticated = true;
         }
         mp_request req;
         size_t consumed = 0;

@@ -135,6 +135,7 @@ typedef enum {
     MP_PS_LINE = 0,          /* expecting a command line */
     MP_PS_NREAD,             /* copying a data block into a pending item */
     MP_PS_SWALLOW,           /* discarding a data block (too large) */
+    MP_PS_AUTH,              /* the data block of a set before authentication (-Y) */
 } mp_proto_phase;
 
 typedef struct mp_proto {
@@ -143,6 +144,9 @@ typedef struct mp_proto {
     bool noreply;
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
     bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
+    bool authenticated;      /* may run commands: -Y is off, or the client
+                                sent credentials (false until the first
+                                line tells which) */
     uint8_t reply_kind;      /* what to answer once the data block completes */
     uint64_t resume;         /* >0: the request at rstart stopped with its
                                 reply half built; where to go on (a multi-get:

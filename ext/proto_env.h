@@ -21,6 +21,7 @@
 #include "settings.h"
 #include "stats.h"
 
+struct mp_auth;
 struct mp_conn;
 struct mp_store;
 
@@ -62,6 +63,9 @@ typedef struct mp_proto_env {
     void *pool;
     const mp_proto_hooks *hooks;
     void *owner;
+    /* -Y: where the current password table is published (auth.h; read
+     * with an acquire load, a reload replaces it); NULL without -Y */
+    struct mp_auth *const *auth;
 } mp_proto_env;
 
 #endif

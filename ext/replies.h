@@ -49,6 +49,12 @@
 #define R_LRU_PCTS         "ERROR hot and warm pcts must not exceed 80"
 #define R_LRU_FACTORS      "ERROR hot/warm age factors must be greater than 0"
 
+/* before authentication (-Y) */
+#define R_UNAUTHENTICATED  "CLIENT_ERROR unauthenticated"
+#define R_AUTH_TERMINATION "CLIENT_ERROR bad command line termination"
+#define R_AUTH_FORMAT      "CLIENT_ERROR bad authentication token format"
+#define R_AUTH_FAILURE     "CLIENT_ERROR authentication failure"
+
 /* meta commands (mg ms md ma me; mn answers R_MN) */
 #define R_HD               "HD"
 #define R_VA               "VA"

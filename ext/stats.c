@@ -202,8 +202,8 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "touch_misses", t.touch_misses);
     STAT_U64(c, "store_too_large", t.store_too_large);
     STAT_U64(c, "store_no_memory", t.store_no_memory);
-    STAT_U64(c, "auth_cmds", 0);
-    STAT_U64(c, "auth_errors", 0);
+    STAT_U64(c, "auth_cmds", t.auth_cmds);
+    STAT_U64(c, "auth_errors", t.auth_errors);
     if (set->idle_timeout > 0)
         STAT_U64(c, "idle_kicks", t.idle_kicks);
     STAT_U64(c, "bytes_read", t.bytes_read);
@@ -294,7 +294,9 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     /* the binary protocol is not served: what memcached prints for -B ascii */
     STAT_STR(c, "binding_protocol", "ascii");
     STAT_YESNO(c, "auth_enabled_sasl", false);
-    STAT_YESNO(c, "auth_enabled_ascii", false);
+    /* memcached prints at most 126 bytes of a longer path, then whatever
+     * its stack holds after them; here the path, up to MP_STAT_LINE_MAX */
+    STAT_STR(c, "auth_enabled_ascii", s->auth_file[0] ? s->auth_file : "no");
     STAT_U64(c, "item_size_max", s->item_size_max);
     STAT_YESNO(c, "maxconns_fast", s->maxconns_fast);
     STAT_U64(c, "hashpower_init", 0);

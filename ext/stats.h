@@ -16,7 +16,7 @@
     X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) \
     X(flush_cmds) X(meta_cmds) X(bytes_read) X(bytes_written) \
     X(conn_yields) X(total_conns) X(rejected_conns) X(idle_kicks) \
-    X(store_too_large) X(store_no_memory) \
+    X(store_too_large) X(store_no_memory) X(auth_cmds) X(auth_errors) \
     X(malloc_fails) X(read_buf_oom) X(response_obj_oom) \
     /* flow control: receives stopped for unprocessed input, output over the
      * mark (a connection stopped until its client reads) */ \

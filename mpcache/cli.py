@@ -80,7 +80,8 @@ OPTIONS = [
     Option("F", "disable-flush-all", "", "disable flush_all command"),
     Option("X", "disable-dumping", "", "disable stats cachedump and lru_crawler metadump"),
     Option("W", "disable-watch", "", "disable watch commands (live logging)"),
-    Option("Y", "auth-file", "file", "ASCII protocol authentication (not supported: refused)"),
+    Option("Y", "auth-file", "file", "enable ASCII protocol authentication. format:\n"
+           "user:pass\\nuser2:pass2\\n (read at start and on SIGHUP)"),
     Option("e", "memory-file", "file", "mmap a file for item memory (accepted, ignored:\n"
            "the cache is not restartable)"),
     Option("Z", "enable-ssl", "", "enable TLS/SSL (not supported: refused)"),
@@ -235,9 +236,9 @@ def apply_option(s, warnings, opt, value, listen_given):
     elif name == "b":
         s.backlog = _int("-b", value)
     elif name == "B":
-        if value == "binary":
-            raise UsageError("mpcache serves the text protocol only: -B binary is not supported")
-        if value not in ("ascii", "auto"):
+        # -B binary is refused after every flag is read (parse_args): with
+        # -Y, memcached's own refusal comes first
+        if value not in ("ascii", "auto", "binary"):
             raise UsageError(f"Invalid value for binding protocol: {value}\n"
                              " -- should be one of auto, binary, or ascii")
     elif name == "I":
@@ -247,8 +248,7 @@ def apply_option(s, warnings, opt, value, listen_given):
     elif name == "Z":
         raise UsageError("This server is not built with TLS support.")
     elif name == "Y":
-        raise UsageError("ASCII authentication (-Y) is not supported by mpcache: refusing to "
-                         "serve without the authentication asked for")
+        s.auth_file = value
     elif name == "F":
         s.flush_enabled = False
     elif name in ("X", "W"):
@@ -279,9 +279,12 @@ def parse_args(argv):
     warnings = []
     action = "serve"
     listen_given = False
+    protocol = None
     for flag, value in opts:
         opt = _BY_SHORT.get(flag) or _BY_LONG[flag]
         name = opt.short or opt.long
+        if name == "B":
+            protocol = value
         if name == "h":
             action = "help"
         elif name == "V":
@@ -290,6 +293,13 @@ def parse_args(argv):
             action = "license"
         elif apply_option(s, warnings, opt, value, listen_given):
             listen_given = True
+    # As memcached: the binary protocol has no ASCII authentication, and
+    # "auto" could negotiate it.
+    if s.auth_file is not None and protocol not in (None, "ascii"):
+        raise UsageError("ERROR: You cannot allow the BINARY protocol while using ascii "
+                         "authentication tokens.")
+    if protocol == "binary":
+        raise UsageError("mpcache serves the text protocol only: -B binary is not supported")
     return Command(action, s, warnings)
 
 
@@ -364,7 +374,7 @@ def _main(argv):
         detached.detach()
     # Stop signals are caught from here on, so even one that arrives during
     # start-up leads to a clean exit (socket file and pid file removed).
-    wake_r, restore_signals = _catch_stop_signals()
+    wake_r, restore_signals = _catch_stop_signals(reload=s.auth_file is not None)
     try:
         if s.pidfile:
             daemon.write_pid_file(s.pidfile)
@@ -408,11 +418,12 @@ def _warn_unix_socket_left_behind(srv):
 
 
 # As memcached 1.6: SIGTERM and SIGINT stop, SIGUSR1 stops saying
-# "Gracefully stopping" (mpcache has one way to stop), SIGHUP is ignored.
+# "Gracefully stopping" (mpcache has one way to stop), SIGHUP reloads the
+# -Y password file and is otherwise ignored.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-def _catch_stop_signals():
+def _catch_stop_signals(reload=False):
     """SIGTERM/SIGINT -> a byte on a socket the main loop selects on.
     Returns (read end, restore function)."""
     wake_r, wake_w = socket.socketpair()
@@ -422,7 +433,8 @@ def _catch_stop_signals():
     # A Python-level handler, so the C handler writes the signal number to
     # the wakeup socket and the default action (death) is not taken.
     old = {sig: signal.signal(sig, lambda *_: None) for sig in STOP_SIGNALS}
-    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP,
+                                       (lambda *_: None) if reload else signal.SIG_IGN)
 
     def restore():
         if wake_w.fileno() < 0:
@@ -437,7 +449,8 @@ def _catch_stop_signals():
 
 def _serve(srv, wake_r):
     """The main thread's only job while channels serve: wait for a stop
-    signal, the "shutdown" command, or a channel that died."""
+    signal, the "shutdown" command, or a channel that died, and reload the
+    -Y password file on SIGHUP."""
     stop_bytes = {int(sig) for sig in STOP_SIGNALS}
     while True:
         ready, _, _ = select.select([wake_r, srv.control_fd, srv.failure_fd], [], [])
@@ -446,6 +459,8 @@ def _serve(srv, wake_r):
                 sigs = wake_r.recv(64)
             except BlockingIOError:
                 sigs = b""
+            if int(signal.SIGHUP) in sigs:
+                srv.reload_auth()
             if stop_bytes.intersection(sigs):
                 if int(signal.SIGUSR1) in sigs:
                     logger.warning("Gracefully stopping")

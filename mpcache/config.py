@@ -8,6 +8,7 @@ takes: the field names of mp_settings in ext/settings.h, mapped from
 Settings in one place, ENGINE_KEYS.
 """
 
+import errno
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ THREADS_WARN = 64
 THREADS_MAX = 1024
 # The engine's per-channel listener table (MP_MAX_LISTENERS in ext/channel.h).
 LISTENERS_MAX = 32
+# The engine's room for the -Y path (auth_file in ext/settings.h): PATH_MAX,
+# beyond which opening it fails anyway.
+AUTH_FILE_MAX = 4096
 
 # Values of --io-engine; "auto" lets the engine probe io_uring and fall back.
 IO_ENGINES = ("auto", "uring", "epoll")
@@ -81,6 +85,13 @@ def parse_size(text):
         raise ConfigError(f"Invalid item size \"{text}\": bytes, or a number with a k or m suffix",
                           EX_USAGE)
     return int(t) * mult
+
+
+def authfile_open_error(path, err):
+    """memcached's message when it cannot open the -Y file: its vperror cuts
+    the line at 1023 bytes, then perror adds errno's text."""
+    text = os.strerror(err)
+    return f"Could not open authfile [{path}] for reading, error {text}"[:1023] + ": " + text
 
 
 def parse_metrics_listen(text):
@@ -152,6 +163,9 @@ class Settings:
     # default: on cores shared with the application a pinned channel cannot
     # move off a core another process needs (BENCHMARKS.md, -t 2 shared).
     pin_threads: bool = False
+    # -Y: the password file of ASCII authentication, read when the engine
+    # is created (ext/auth.c) and on SIGHUP; None: no authentication.
+    auth_file: str = None
 
     @property
     def maxbytes(self):
@@ -165,6 +179,16 @@ class Settings:
             raise ConfigError(f"ERROR: Invalid port number {self.port}.", EX_USAGE)
         if not 0 <= self.udp_port <= 65535:
             raise ConfigError(f"ERROR: Invalid UDP port number {self.udp_port}.", EX_USAGE)
+        if self.auth_file is not None:
+            # memcached's checks before it reads the file; the file itself
+            # is the engine's to read (ext/auth.c), with memcached's messages
+            if self.udp_port:
+                raise ConfigError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)",
+                                  EX_USAGE)
+            if not self.auth_file:
+                raise ConfigError(authfile_open_error(self.auth_file, errno.ENOENT))
+            if len(os.fsencode(self.auth_file)) >= AUTH_FILE_MAX:
+                raise ConfigError(authfile_open_error(self.auth_file, errno.ENAMETOOLONG))
         if self.udp_port:
             warnings.append(f"WARNING: UDP is not served by mpcache; -U {self.udp_port} ignored")
         if self.max_conns <= 0:
@@ -252,5 +276,6 @@ ENGINE_KEYS = {
     "shutdown_command": "enable_shutdown",
     "flush_enabled": "flush_enabled",
     "maxconns_fast": "maxconns_fast",
+    "auth_file": lambda s: s.auth_file or "",
     "io_engine": "io_engine",
 }

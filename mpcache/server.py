@@ -461,6 +461,20 @@ class Server:
             self._state = "stopped"
             _running.discard(self)
 
+    def reload_auth(self):
+        """-Y: reads the password file again, as memcached does on SIGHUP.
+        Returns False when it cannot be read or is malformed: the table in
+        use stays, as in memcached (which says nothing; this logs why)."""
+        with self._lock:
+            if self._engine is None or self.settings.auth_file is None:
+                return False
+            try:
+                self._engine.reload_auth()
+            except ValueError as e:
+                logger.warning("%s; the previous password table stays in use", e)
+                return False
+        return True
+
     def wait_failure(self, timeout=None):
         """Blocks until a channel fails or timeout; True if one failed."""
         r, _, _ = select.select([self._fail_r], [], [], timeout)

@@ -243,7 +243,6 @@ REFUSED_BY_MPCACHE = [
     (["-B", "binary"], 64, "mpcache serves the text protocol only: -B binary is not supported"),
     (["-S"], 64, "This server is not built with SASL support."),
     (["-Z"], 64, "This server is not built with TLS support."),
-    (["-Y", "/nonexistent"], 64, "ASCII authentication (-Y) is not supported by mpcache"),
     (["--io-engine", "fast"], 64, "Invalid io engine 'fast': one of auto, uring, epoll"),
     (["-t", "5000"], 1, "Number of threads must be at most 1024"),
     (["-l", "[::1"], 71, 'Invalid IPV6 address: "[::1"'),

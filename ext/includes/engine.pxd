@@ -53,6 +53,7 @@ cdef extern from "engine.h" nogil:
     int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
     int mp_channel_run(mp_engine *eng, int ch)
     void mp_engine_stop(mp_engine *eng)
+    int mp_engine_reload_auth(mp_engine *eng, char *err, size_t errlen)
     const char *const mp_thread_stat_names[]
     int mp_engine_channel_counters(mp_engine *eng, int ch, uint64_t *out, int max)
     int MP_TURN_HIST_BUCKETS

@@ -3,20 +3,23 @@
  * (proto_env.h) filled by the test, no channel, engine, socket or backend.
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/executor.c \
- *      ext/meta.c ext/parser.c ext/conn.c ext/store.c ext/slabs.c ext/hash.c \
- *      ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
+ *      ext/meta.c ext/parser.c ext/conn.c ext/auth.c ext/store.c ext/slabs.c \
+ *      ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call
  * (as a channel that sends everything would), and runs the protocol again
  * while it yields.  Each case starts on a fresh store, so cas uniques are
  * 1, 2, ... as on a fresh memcached.  The expected replies in `cases` are
  * memcached 1.6.18's: tests/unit/test_c_programs.py replays every case not
- * marked NOMC on a fresh memcached and compares. */
+ * marked NOMC on a fresh memcached and compares, and every case of
+ * `auth_cases` on a memcached started with -Y and AUTH_FILE. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "commands.h"
 #include "conn.h"
@@ -1097,6 +1100,380 @@ static void test_cull_on_bad_key(void)
     free(longkey);
 }
 
+/* ---- ASCII authentication (-Y) ----
+ * The protocol with a password table in the env.  The cases below are
+ * replayed on a memcached started with -Y and a file holding AUTH_FILE
+ * (tests/unit/test_c_programs.py), whole, each on a new connection: what a
+ * connection sends before authenticating is answered by memcached one reply
+ * per batch (the last), so a case that sends several lines is WHOLE only. */
+
+#define AUTH_FILE "alice:secret\nbob:hunter2\n"
+
+/* auth cases: begin */
+static const wire_case auth_cases[] = {
+    {"a command before authentication", ALL,
+     "get a\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"quit does not close before authentication", ALL,
+     "quit\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"ms is not set", ALL,
+     "ms a 12\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"a set line without its length", ALL,
+     "set a 0 0\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"a negative length", ALL,
+     "set a 0 0 -1\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"a pipeline before authentication: the batch's last reply", WHOLE,
+     "get a\r\nversion\r\nstats\r\nset a 0 0 1\r\nx\r\nmn\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"credentials", ALL,
+     "set a 0 0 12\r\nalice secret\r\nversion\r\n",
+     "STORED\r\nVERSION 1.6.18\r\n"},
+    {"the key, flags, exptime and noreply are not read", ALL,
+     "set anything 5 100 11 noreply\r\nbob hunter2\r\nget anything\r\n",
+     "STORED\r\nEND\r\n"},
+    {"bare newlines", ALL,
+     "set a 0 0 12\nalice secret\r\nversion\n",
+     "STORED\r\nVERSION 1.6.18\r\n"},
+    {"leading spaces and words after the password", ALL,
+     "set a 0 0 20\r\n  alice secret extra\r\nversion\r\n",
+     "STORED\r\nVERSION 1.6.18\r\n"},
+    {"a wrong password", ALL,
+     "set a 0 0 11\r\nalice wrong\r\n",
+     "CLIENT_ERROR authentication failure\r\n"},
+    {"an unknown user", ALL,
+     "set a 0 0 14\r\nmallory secret\r\n",
+     "CLIENT_ERROR authentication failure\r\n"},
+    {"another user's password", ALL,
+     "set a 0 0 10\r\nbob secret\r\n",
+     "CLIENT_ERROR authentication failure\r\n"},
+    {"a password ending in \\r", ALL,
+     "set a 0 0 13\r\nalice secret\r\r\n",
+     "CLIENT_ERROR authentication failure\r\n"},
+    {"a failure, then credentials, in one batch", WHOLE,
+     "set a 0 0 11\r\nalice wrong\r\nset a 0 0 12\r\nalice secret\r\nget a\r\n",
+     "STORED\r\nEND\r\n"},
+    {"a failure answered alone", WHOLE,
+     "set a 0 0 11\r\nalice wrong\r\nget a\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"after credentials the rest of the batch runs", WHOLE,
+     "get a\r\nset a 0 0 12\r\nalice secret\r\nset k 0 0 1\r\nv\r\nget k\r\n",
+     "STORED\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"},
+    {"one word is no credentials", ALL,
+     "set a 0 0 5\r\nalice\r\n",
+     "CLIENT_ERROR bad authentication token format\r\n"},
+    {"a tab does not separate", ALL,
+     "set a 0 0 12\r\nalice\tsecret\r\n",
+     "CLIENT_ERROR bad authentication token format\r\n"},
+    {"an empty block", ALL,
+     "set a 0 0 0\r\n\r\n",
+     "CLIENT_ERROR bad authentication token format\r\n"},
+    {"a block not ending in \\r\\n", ALL,
+     "set a 0 0 12\r\nalice secretXX",
+     "CLIENT_ERROR bad command line termination\r\n"},
+    {"a block shorter than said", WHOLE,
+     "set a 0 0 10\r\nalice secret\r\nversion\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"a length that wraps to 0", ALL,
+     "set a 0 0 4294967294\r\n",
+     "CLIENT_ERROR bad command line termination\r\n"},
+    {"a length that wraps to 1 takes one byte", ALL,
+     "set a 0 0 4294967295\r\nX",
+     "CLIENT_ERROR bad command line termination\r\n"},
+    {"a lone newline waits for a second byte", WHOLE,
+     "\n",
+     ""},
+    {"a newline, then a command", WHOLE,
+     "\nversion\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+    {"a partial line waits", ALL,
+     "set a 0 0 12",
+     ""},
+    {"a browser", WHOLE,
+     "GET / HTTP/1.1\r\n",
+     "CLIENT_ERROR unauthenticated\r\n"},
+};
+/* auth cases: end */
+
+static mp_auth *auth_table(const char *text, size_t n)
+{
+    FILE *f = fmemopen((void *)text, n, "r");
+    mp_auth *a = calloc(1, sizeof(*a));
+    CHECK(f != NULL && a != NULL);
+    CHECK(mp_auth_read(f, (long long)n, a) == 0);
+    fclose(f);
+    return a;
+}
+
+/* The file's parse, memcached's fgets quirks included (the same files are
+ * tried on memcached in tests/integration/test_auth.py). */
+static int auth_parse(const char *text, size_t n, mp_auth *a)
+{
+    FILE *f = fmemopen((void *)text, n, "r");
+    int rc = mp_auth_read(f, (long long)n, a);
+    fclose(f);
+    return rc;
+}
+
+#define AUTH_PARSE(a, lit) auth_parse((lit), sizeof(lit) - 1, (a))
+
+static bool auth_has(const mp_auth *a, const char *user, const char *pass)
+{
+    return mp_auth_check(a, user, strlen(user), pass, strlen(pass));
+}
+
+static void test_auth_file(void)
+{
+    mp_auth a;
+    CHECK(AUTH_PARSE(&a, AUTH_FILE) == 0);
+    CHECK_EQ_U64(a.n, 2);
+    CHECK(auth_has(&a, "alice", "secret") && auth_has(&a, "bob", "hunter2"));
+    CHECK(!auth_has(&a, "alice", "hunter2") && !auth_has(&a, "alice", "secre"));
+    CHECK(!auth_has(&a, "alic", "secret") && !auth_has(&a, "alice", "secret2"));
+    /* the first fgets reads one byte less than the file holds */
+    CHECK(AUTH_PARSE(&a, "a:bc") == 0);
+    CHECK(a.n == 1 && auth_has(&a, "a", "b"));
+    CHECK(AUTH_PARSE(&a, "a:b") == 0);
+    CHECK(a.n == 1 && auth_has(&a, "a", ""));
+    CHECK(AUTH_PARSE(&a, "a:b\nc:de") == 0);
+    CHECK(a.n == 2 && auth_has(&a, "a", "b") && auth_has(&a, "c", "de"));
+    /* a password ends at \r, \n or NUL; a user at the first ':' */
+    CHECK(AUTH_PARSE(&a, "a:b\r\nc:d:e f\r\n") == 0);
+    CHECK(a.n == 2 && auth_has(&a, "a", "b") && auth_has(&a, "c", "d:e f"));
+    CHECK(auth_parse("a:b\0c\nd:e\n", 10, &a) == 0);
+    CHECK(a.n == 1 && auth_has(&a, "a", "b"));
+    /* an empty file loads nothing; a line without ':' is malformed, an
+     * empty one too */
+    CHECK(AUTH_PARSE(&a, "") == 0);
+    CHECK_EQ_U64(a.n, 0);
+    CHECK(AUTH_PARSE(&a, "nocolon\n") == -1);
+    CHECK(AUTH_PARSE(&a, "a:b\n\n") == -1);
+    CHECK(AUTH_PARSE(&a, "a:b\nc\nd:e\n") == -1);
+    CHECK(AUTH_PARSE(&a, "\n") == -1);
+    /* eight entries, and nothing after them is read */
+    CHECK(AUTH_PARSE(&a, "u1:p\nu2:p\nu3:p\nu4:p\nu5:p\nu6:p\nu7:p\nu8:p\nnocolon\n") == 0);
+    CHECK(a.n == MP_AUTH_ENTRIES && auth_has(&a, "u8", "p"));
+    /* a line cut at 255 bytes keeps what fits and ends the file */
+    char longf[400];
+    memcpy(longf, "u:", 2);
+    memset(longf + 2, 'p', 298);
+    memcpy(longf + 300, "\nv:w\n", 5);
+    CHECK(auth_parse(longf, 305, &a) == 0);
+    CHECK_EQ_U64(a.n, 1);
+    CHECK_EQ_U64(a.e[0].plen, 253);
+    char pass[254];
+    memset(pass, 'p', 253);
+    pass[253] = '\0';
+    CHECK(auth_has(&a, "u", pass));
+
+    /* mp_auth_load: memcached's messages */
+    char err[1200];
+    CHECK(mp_auth_load("/nonexistent/auth", err, sizeof(err)) == NULL);
+    CHECK_STR(err, "Could not open authfile [/nonexistent/auth] for reading, error "
+                   "No such file or directory: No such file or directory");
+    char path[] = "/tmp/mpcache-test-auth-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "bad\n", 4) == 4);
+    close(fd);
+    CHECK(mp_auth_load(path, err, sizeof(err)) == NULL);
+    char want[200];
+    snprintf(want, sizeof(want), "Authfile [%s] has a malformed entry. Should be 'user:password'",
+             path);
+    CHECK_STR(err, want);
+    unlink(path);
+    /* a directory opens and reads as empty */
+    mp_auth *d = mp_auth_load("/tmp", err, sizeof(err));
+    CHECK(d != NULL && d->n == 0);
+    mp_auth_free(d);
+}
+
+static void test_auth_cases(void)
+{
+    mp_auth *table = auth_table(AUTH_FILE, sizeof(AUTH_FILE) - 1);
+    env.auth = &table;
+    for (size_t i = 0; i < sizeof(auth_cases) / sizeof(auth_cases[0]); i++) {
+        const wire_case *wc = &auth_cases[i];
+        size_t n = strlen(wc->in), nwant = strlen(wc->out);
+        char label[160];
+        client k;
+        static const unsigned hows[] = {WHOLE, BYTES};
+        for (int h = 0; h < 2; h++) {
+            if (!(wc->modes & hows[h]))
+                continue;
+            run_case(wc, hows[h], 0, &k);
+            snprintf(label, sizeof(label), "auth: %s (%s)", wc->name,
+                     h == 0 ? "whole" : "byte by byte");
+            /* a case may expect nothing: k.out is NULL then */
+            CHECK_WIRE(k.out ? k.out : "", k.nout, wc->out, nwant, label);
+            client_close(&k);
+        }
+        if (wc->modes & SPLITS) {
+            for (size_t cut = 1; cut < n; cut++) {
+                run_case(wc, SPLITS, cut, &k);
+                snprintf(label, sizeof(label), "auth: %s (cut at %zu)", wc->name, cut);
+                CHECK_WIRE(k.out ? k.out : "", k.nout, wc->out, nwant, label);
+                client_close(&k);
+            }
+        }
+    }
+    env.auth = NULL;
+    mp_auth_free(table);
+    CHECK(bufs_out == 0);
+}
+
+/* n copies of s, concatenated (freed by the caller) */
+static char *times(const char *s, int n)
+{
+    size_t len = strlen(s);
+    char *out = malloc(len * (size_t)n + 1);
+    for (int i = 0; i < n; i++)
+        memcpy(out + len * (size_t)i, s, len);
+    out[len * (size_t)n] = '\0';
+    return out;
+}
+
+static void test_auth_session(void)
+{
+    mp_auth *table = auth_table(AUTH_FILE, sizeof(AUTH_FILE) - 1);
+    env.auth = &table;
+    client k;
+
+    /* the counters: a check counts, a failed one is an error too; a block
+     * that is no credentials is neither */
+    world_fresh();
+    client_open(&k);
+    send_str(&k, "set a 0 0 11\r\nalice wrong\r\n");
+    send_str(&k, "set a 0 0 5\r\nalice\r\n");
+    send_str(&k, "set a 0 0 1\r\nx\r\n");
+    send_str(&k, "get a\r\n");
+    CHECK_EQ_U64(stats.auth_cmds, 1);
+    CHECK_EQ_U64(stats.auth_errors, 1);
+    CHECK_EQ_U64(stats.get_cmds + stats.set_cmds, 0);
+    send_str(&k, "set a 0 0 12\r\nalice secret\r\nget a\r\n");
+    CHECK_EQ_U64(stats.auth_cmds, 2);
+    CHECK_EQ_U64(stats.auth_errors, 1);
+    CHECK_EQ_U64(stats.get_cmds, 1);
+    CHECK_OUT(&k, "CLIENT_ERROR authentication failure\r\n"
+                  "CLIENT_ERROR bad authentication token format\r\n"
+                  "CLIENT_ERROR bad authentication token format\r\n"
+                  "CLIENT_ERROR unauthenticated\r\nSTORED\r\nEND\r\n");
+    CHECK(k.c.proto.authenticated);
+    /* authenticated, a set is a set */
+    out_reset(&k);
+    send_str(&k, "set a 0 0 12\r\nalice secret\r\n");
+    CHECK_OUT(&k, "STORED\r\n");
+    CHECK_EQ_U64(stats.auth_cmds, 2);
+    CHECK_EQ_U64(stats.set_cmds, 1);
+    client_close(&k);
+
+    /* -R: memcached flushes its one reply object when it yields, after
+     * budget + 1 requests on fresh input, then budget */
+    static const struct { int lines, replies; } batches[] = {
+        {20, 1}, {21, 1}, {22, 2}, {41, 2}, {42, 3}, {61, 3}, {62, 4},
+    };
+    for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+        client_open(&k);
+        char *in = times("get a\r\n", batches[i].lines);
+        send_str(&k, in);
+        char *want = times("CLIENT_ERROR unauthenticated\r\n", batches[i].replies);
+        CHECK_OUT(&k, want);
+        free(in);
+        free(want);
+        client_close(&k);
+    }
+    /* a block that completes in a later call counts as its first request */
+    for (int extra = 20; extra <= 21; extra++) {
+        client_open(&k);
+        send_str(&k, "set a 0 0 11\r\n");
+        char *gets = times("get a\r\n", extra);
+        char in[400];
+        snprintf(in, sizeof(in), "alice wrong\r\n%s", gets);
+        send_str(&k, in);
+        char *want = times("CLIENT_ERROR unauthenticated\r\n", extra == 20 ? 1 : 2);
+        CHECK_OUT(&k, want);
+        free(gets);
+        free(want);
+        client_close(&k);
+    }
+
+    /* memcached's 16 KiB buffer: the largest block that fits ... */
+    size_t big = 16382;
+    char *block = malloc(big + 64);
+    snprintf(block, big + 64, "set a 0 0 %zu\r\nalice secret", big);
+    size_t at = strlen(block);
+    memset(block + at, ' ', big - 12);
+    memcpy(block + at + big - 12, "\r\nversion\r\n", 12);
+    client_open(&k);
+    send_str(&k, block);
+    CHECK_OUT(&k, "STORED\r\nVERSION 1.6.18\r\n");
+    client_close(&k);
+    /* ... and one byte more: never answered, closed once more arrives than
+     * the buffer holds (nothing left to send: at once) */
+    snprintf(block, big + 64, "set a 0 0 %zu\r\n", big + 1);
+    client_open(&k);
+    send_str(&k, "get a\r\n");
+    send_str(&k, block);
+    char *data = malloc(1 << 20);
+    memset(data, 'x', 1 << 20);
+    client_send(&k, data, 16384);
+    CHECK(k.rc == MP_PROC_NEED_INPUT);
+    client_send(&k, data, 1);
+    CHECK(k.rc == MP_PROC_CLOSE);
+    CHECK(!k.c.close_after_write);
+    CHECK_OUT(&k, "CLIENT_ERROR unauthenticated\r\n");
+    client_close(&k);
+    /* a megabyte in one go, after a command in the same batch: its reply
+     * goes out first; a length memcached takes as negative, likewise */
+    const char *huge[] = {"set a 0 0 1048576\r\n", "set a 0 0 3000000000\r\n"};
+    for (int i = 0; i < 2; i++) {
+        client_open(&k);
+        size_t hn = strlen(huge[i]);
+        char *in = malloc(7 + hn + (1 << 20));
+        memcpy(in, "get a\r\n", 7);
+        memcpy(in + 7, huge[i], hn);
+        memcpy(in + 7 + hn, data, 1 << 20);
+        client_send(&k, in, 7 + hn + (1 << 20));
+        CHECK(k.rc == MP_PROC_CLOSE);
+        CHECK_OUT(&k, "CLIENT_ERROR unauthenticated\r\n");
+        free(in);
+        client_close(&k);
+    }
+    free(block);
+
+    /* a line without a newline: past 2048 bytes closes, and what this batch
+     * answered is not sent */
+    client_open(&k);
+    send_str(&k, "get a\r\n");
+    memcpy(data, "get a\r\n", 7);
+    client_send(&k, data, 7 + 2048);
+    CHECK(k.rc == MP_PROC_NEED_INPUT);
+    client_close(&k);
+    client_open(&k);
+    client_send(&k, data, 7 + 2049);
+    CHECK(k.rc == MP_PROC_CLOSE);
+    CHECK_EQ_U64(k.nout, 0);
+    client_close(&k);
+    free(data);
+
+    /* a reload publishes a new table: connections see it at their next check */
+    client_open(&k);
+    mp_auth *next = auth_table("carol:x\n", 8);
+    next->retired = table;
+    table = next;
+    send_str(&k, "set a 0 0 12\r\nalice secret\r\n");
+    send_str(&k, "set a 0 0 7\r\ncarol x\r\n");
+    CHECK_OUT(&k, "CLIENT_ERROR authentication failure\r\nSTORED\r\n");
+    client_close(&k);
+
+    env.auth = NULL;
+    mp_auth_free(table);
+    CHECK(bufs_out == 0);
+}
+
 int main(void)
 {
     mp_clock_init();
@@ -1111,6 +1488,9 @@ int main(void)
     test_large_values();
     test_highwater_multiget();
     test_cull_on_bad_key();
+    test_auth_file();
+    test_auth_cases();
+    test_auth_session();
     CHECK(bufs_out == 0);
     mp_store_destroy(st);
     printf("%d checks, %d failures\n", checks, failures);

@@ -230,7 +230,8 @@ class ServerProcess:
                 with socket.create_connection(self.addr, timeout=1.0) as s:
                     s.sendall(b"version\r\n")
                     reply = _recv_line(s)
-                    if reply.startswith(b"VERSION "):
+                    # a server started with -Y answers before authentication
+                    if reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n":
                         return
                     raise ServerStartError(
                         f"{self.name} answered {reply!r} to version\ncommand: {' '.join(self.cmd)}"

@@ -18,8 +18,11 @@ UndefinedBehaviorSanitizer instead.
 
 import os
 import re
+import selectors
 import shutil
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -32,7 +35,7 @@ STORE = ("store.c", "slabs.c", "hash.c", "evict.c", "clock.c", "settings.c")
 PROGRAMS = {
     "test_store": STORE,
     "test_out": ("conn.c",) + STORE,
-    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c") + STORE,
+    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c", "auth.c") + STORE,
 }
 
 
@@ -92,13 +95,19 @@ def _c_concat(text, macros):
     return b"".join(_c_string(p) if p.startswith('"') else macros[p] for p in parts)
 
 
-def executor_cases():
-    """(name, modes, request, reply) for each row of test_executor.c's table."""
+def executor_macros():
+    """test_executor.c's string macros, as bytes."""
     with open(os.path.join(ROOT, "tests", "c", "test_executor.c")) as f:
         src = f.read()
-    macros = {m.group(1): _c_string(m.group(2))
-              for m in re.finditer(r"#define ([A-Z_0-9]+) (" + _STRING + ")", src)}
-    table = src[src.index("/* cases: begin */"):src.index("/* cases: end */")]
+    return src, {m.group(1): _c_string(m.group(2))
+                 for m in re.finditer(r"#define ([A-Z_0-9]+) (" + _STRING + ")", src)}
+
+
+def executor_cases(table="cases"):
+    """(name, modes, request, reply) for each row of a table of
+    test_executor.c: `cases`, or `auth cases`."""
+    src, macros = executor_macros()
+    table = src[src.index(f"/* {table}: begin */"):src.index(f"/* {table}: end */")]
     row = re.compile(r"\{(" + _STRING + r"),\s*([A-Z| ]+),((?:\s*(?:" + _STRING +
                      r"|[A-Z_0-9]+))+),((?:\s*(?:" + _STRING + r"|[A-Z_0-9]+))+)\}")
     cases = [(_c_string(m.group(1)).decode(), m.group(2).split("|"), _c_concat(m.group(3), macros),
@@ -128,3 +137,53 @@ def test_executor_cases_are_memcacheds():
         if got != want:
             wrong.append(f"{name}:\n  memcached: {got!r}\n  the case:  {want!r}")
     assert not wrong, "cases whose reply is not memcached's:\n" + "\n".join(wrong)
+
+
+def _replies_until_quiet(addr, requests, quiet=0.5, timeout=10.0):
+    """Each request on a connection of its own, all at once; what each
+    connection read until the server stayed quiet for `quiet` seconds (or
+    closed it)."""
+    socks = []
+    for request in requests:
+        s = socket.create_connection(addr, timeout=timeout)
+        s.sendall(request)
+        s.setblocking(False)
+        socks.append(s)
+    got = [b""] * len(socks)
+    open_ = set(range(len(socks)))
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for i in open_:
+            sel.register(socks[i], selectors.EVENT_READ, i)
+        while open_ and time.monotonic() < deadline:
+            events = sel.select(quiet)
+            if not events:
+                break
+            for key, _ in events:
+                i = key.data
+                try:
+                    chunk = socks[i].recv(65536)
+                except (ConnectionResetError, BlockingIOError):
+                    chunk = b""
+                if chunk:
+                    got[i] += chunk
+                else:
+                    sel.unregister(socks[i])
+                    open_.discard(i)
+    for s in socks:
+        s.close()
+    return got
+
+
+@pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
+def test_executor_auth_cases_are_memcacheds(tmp_path):
+    """test_executor.c's auth cases on memcached -Y with its AUTH_FILE."""
+    cases = executor_cases("auth cases")
+    assert len(cases) > 20
+    auth_file = tmp_path / "auth"
+    auth_file.write_bytes(executor_macros()[1]["AUTH_FILE"])
+    with start_server("memcached", threads=1, extra=("-Y", str(auth_file))) as srv:
+        got = _replies_until_quiet(srv.addr, [request for _, _, request, _ in cases])
+    wrong = [f"{name}:\n  memcached: {g!r}\n  the case:  {want!r}"
+             for (name, _, _, want), g in zip(cases, got) if g != want]
+    assert not wrong, "auth cases whose reply is not memcached's:\n" + "\n".join(wrong)
