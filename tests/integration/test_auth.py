@@ -569,3 +569,19 @@ def test_bad_file_refuses_to_start_like_memcached(tmp_path):
         # mpcache ends the line
         assert (ours[0], ours[1].rstrip("\n")) == (code, message.rstrip("\n")), args
         assert ours[1].endswith("\n")
+
+
+# ---- the embedded API ----
+
+def test_embedded_server_with_auth_file(tmp_path):
+    import mpcache
+    with mpcache.Server(port=0, auth_file=auth_file(tmp_path)) as srv:
+        with Conn(srv.address) as c:
+            c.expect(b"get a\r\n", UNAUTH)
+            c.expect(OK, b"STORED\r\n")
+        # the server's own view needs no credentials
+        assert srv.stats()["auth_cmds"] == 1
+        assert srv.stats("settings")["auth_enabled_ascii"] == str(tmp_path / "auth")
+    bad = auth_file(tmp_path, b"no colon\n", "bad")
+    with pytest.raises(mpcache.ConfigError, match=r"^Authfile \[.*bad\] has a malformed entry"):
+        mpcache.Server(port=0, auth_file=bad).start()
