@@ -21,6 +21,7 @@ What memcached does, and these tests pin:
 """
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -523,9 +524,10 @@ AS_ROOT = ("-u", "root") if os.geteuid() == 0 else ()
 
 def _run(argv, args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    as_root = () if "-u" in args else AS_ROOT
     try:
         r = subprocess.run(list(argv) + ["-p", str(free_port()), "-l", HOST, "-U", "0"]
-                           + list(args) + list(AS_ROOT),
+                           + list(args) + list(as_root),
                            capture_output=True, text=True, timeout=10, env=env, cwd=ROOT,
                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -557,7 +559,22 @@ def _startup_cases(tmp_path):
          "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.\n"),
         (["-B", "auto", "-Y", missing], 64,
          "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.\n"),
-    ]
+    ] + _unreadable_case(tmp_path)
+
+
+def _unreadable_case(tmp_path):
+    # both read the file as the -u user
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        return []
+    path = auth_file(tmp_path, AUTH_FILE, "unreadable")
+    os.chmod(path, 0)
+    return [(["-Y", path, "-u", "nobody"], 1,
+             f"Could not open authfile [{path}] for reading, error Permission denied: "
+             "Permission denied\n")]
 
 
 def test_bad_file_refuses_to_start_like_memcached(tmp_path):
