@@ -19,7 +19,7 @@ from includes.engine cimport (
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
     MP_CHANNEL_BUFFER_KINDS, mp_channel_buffer_names, mp_engine_channel_buffers,
-    MP_MAX_SHARDS, mp_store_lock_stats,
+    MP_MAX_SHARDS, mp_store_lock_stats, mp_tls_built, mp_tls_check,
 )
 from libc.stdlib cimport malloc
 from libc.stdint cimport (
@@ -132,6 +132,26 @@ def settings_table():
                  for i in range(mp_setting_count))
 
 
+def tls_built():
+    """Was the engine built with OpenSSL (TLS, -Z)?"""
+    return bool(mp_tls_built())
+
+
+def tls_check(dict settings):
+    """-Z: loads the certificates and options of `settings` (every field of
+    mp_settings) as the engine would, and drops them.  Returns None, or
+    memcached's message for what it refuses."""
+    cdef mp_settings s
+    # a path of up to PATH_MAX and OpenSSL's error text
+    cdef char err[4608]
+    mp_settings_init(&s)
+    _fill_settings(&s, settings)
+    err[0] = 0
+    if mp_tls_check(&s, err, sizeof(err)) == 0:
+        return None
+    return err.decode(errors="replace").rstrip("\r\n")
+
+
 cdef class Engine:
     """Channels, store and settings of one server (several may share a process).
 
@@ -144,8 +164,9 @@ cdef class Engine:
     def __cinit__(self, dict settings=None):
         cdef mp_settings s
         # room for memcached's longest start-up message: a 1023-byte line
-        # (its vperror's buffer) and errno's text
-        cdef char err[1200]
+        # (its vperror's buffer) and errno's text, or -Z's: a path of up to
+        # PATH_MAX and OpenSSL's error text
+        cdef char err[4608]
         mp_settings_init(&s)
         if settings is not None:
             _fill_settings(&s, settings)
@@ -177,8 +198,9 @@ cdef class Engine:
     def curr_conns(self):
         return self._live().curr_conns
 
-    def add_listener(self, int channel, int fd, bint is_unix=False):
-        if mp_engine_add_listener(self._live(), channel, fd, is_unix) != 0:
+    def add_listener(self, int channel, int fd, bint is_unix=False, bint tls=False):
+        """tls: its connections speak TLS (an engine made with ssl_enabled)."""
+        if mp_engine_add_listener(self._live(), channel, fd, is_unix, tls) != 0:
             raise OSError(f"cannot add listener fd {fd} to channel {channel}")
 
     def run_channel(self, int channel):

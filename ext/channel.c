@@ -20,6 +20,7 @@
 #include "engine.h"
 #include "proto.h"
 #include "store.h"
+#include "tls.h"
 
 static uint64_t now_ms(void)
 {
@@ -98,6 +99,10 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
         memcpy(&c->peer, peer, peerlen);
         c->peerlen = peerlen;
     }
+    if (l->tls) {
+        c->tls = mp_tls_open(ch, c);
+        ch->tls_handshakes += c->tls->handshaking;
+    }
     ch->nopen++;
     ch->stats.accepts++;
     ch->stats.total_conns++;
@@ -109,6 +114,11 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     if (c->state == MP_CONN_FREE)
         return;
     mp_proto_reset(c);
+    if (c->tls != NULL) {
+        ch->tls_handshakes -= c->tls->handshaking;
+        mp_tls_free(c->tls);
+        c->tls = NULL;
+    }
     mp_refs_release(ch->eng->store, &c->wrefs);
     mp_refs_release(ch->eng->store, &c->srefs);
     if (c->rbuf != NULL && !c->rbuf_borrowed)
@@ -233,10 +243,93 @@ static void conn_flow(mp_channel *ch, mp_conn *c)
     }
 }
 
+/* ---- TLS (-Z): ciphertext in, plaintext for the protocol (tls.h) ---- */
+
+/* What a connection does after mp_tls_feed: close (sending the alert
+ * OpenSSL may have queued), send its handshake records, or run the
+ * protocol over the plaintext, as mp_conn_input does. */
+static void tls_fed(mp_channel *ch, mp_conn *c, int r)
+{
+    if (r == MP_TLS_FAIL) {
+        c->state = MP_CONN_CLOSING;
+        ch->be->flush(ch, c);
+        return;
+    }
+    if (r == MP_TLS_AGAIN || c->rend == c->rstart || c->in_ready || c->blocked_out) {
+        /* the input buffer goes back when empty; flow control follows what
+         * a waiting connection holds */
+        if (!conn_keep_input(ch, c)) {
+            ch->be->close(ch, c);
+            return;
+        }
+        conn_flow(ch, c);
+        if (mp_out_pending(c) > 0)
+            ch->be->flush(ch, c);
+        return;
+    }
+    mp_conn_run(ch, c);
+}
+
+static void tls_input(mp_channel *ch, mp_conn *c, const char *data, size_t n)
+{
+    mp_tls *t = c->tls;
+    ch->stats.bytes_read += n;
+    if (t->handshaking) {
+        /* the turn's handshakes are used up, or earlier input waits: this
+         * waits behind it for a later turn (tls_resume) */
+        if (t->held_len > 0 || ch->tls_budget <= 0) {
+            if (!mp_tls_hold(ch, c, data, n)) {
+                ch->stats.ssl_handshake_errors++;
+                ch->be->close(ch, c);
+                return;
+            }
+            ready_push(ch, c);
+            return;
+        }
+        ch->tls_budget--;
+    }
+    tls_fed(ch, c, mp_tls_feed(ch, c, data, n));
+}
+
+/* A handshake whose input waited (run_ready). */
+static void tls_resume(mp_channel *ch, mp_conn *c)
+{
+    mp_tls *t = c->tls;
+    if (ch->tls_budget <= 0) {
+        ready_push(ch, c);
+        return;
+    }
+    ch->tls_budget--;
+    char *held = t->held;
+    uint32_t size = t->held_size, len = t->held_len;
+    t->held = NULL;
+    t->held_size = t->held_len = 0;
+    int r = mp_tls_feed(ch, c, held, len);
+    mp_buf_put(ch, held, size, MP_BUF_IN);
+    tls_fed(ch, c, r);
+}
+
+/* A client that opened TLS and stalled (MP_TLS_HANDSHAKE_TIMEOUT). */
+static void close_stalled_handshakes(mp_channel *ch, mp_rel_time now)
+{
+    for (uint32_t i = 0; i < ch->nslots; i++) {
+        mp_conn *c = mp_conn_at(ch, i);
+        if (c->state == MP_CONN_OPEN && c->tls != NULL && c->tls->handshaking &&
+            now - c->tls->started > MP_TLS_HANDSHAKE_TIMEOUT) {
+            ch->stats.ssl_handshake_errors++;
+            ch->be->close(ch, c);
+        }
+    }
+}
+
 void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
 {
     if (c->state != MP_CONN_OPEN)
         return;   /* closing: input after quit is ignored */
+    if (c->tls != NULL) {
+        tls_input(ch, c, data, n);
+        return;
+    }
     ch->stats.bytes_read += n;
     if (c->rbuf != NULL) {
         /* a partial request is waiting: append behind it */
@@ -275,6 +368,8 @@ void mp_conn_received(mp_channel *ch, mp_conn *c, size_t n)
 
 void mp_conn_run(mp_channel *ch, mp_conn *c)
 {
+    /* on TLS, the output up to here is ciphertext, what follows plaintext */
+    uint32_t sealed = c->wend - c->wstart;
     int r = mp_process(c, ch->eng->settings.reqs_per_event);
     if (r == MP_PROC_CLOSE) {
         if (!c->close_after_write) {
@@ -299,6 +394,10 @@ void mp_conn_run(mp_channel *ch, mp_conn *c)
         }
     }
     conn_flow(ch, c);
+    if (c->tls != NULL && !mp_tls_seal(ch, c, sealed)) {
+        ch->be->close(ch, c);
+        return;
+    }
     ch->be->flush(ch, c);
     if (c->blocked_out && c->state == MP_CONN_OPEN && !mp_out_over_mark(c)) {
         /* the send took enough at once: no completion or writable event is
@@ -337,7 +436,11 @@ static void run_ready(mp_channel *ch)
         if (c->gen != (uint32_t)(turn[i] >> 32) || !c->in_ready)
             continue;
         c->in_ready = false;
-        if (c->state == MP_CONN_OPEN)
+        if (c->state != MP_CONN_OPEN)
+            continue;
+        if (c->tls != NULL && c->tls->handshaking)
+            tls_resume(ch, c);
+        else
             mp_conn_run(ch, c);
     }
 }
@@ -365,6 +468,8 @@ static void channel_maintain(mp_channel *ch)
         mp_store_maintain(eng->store, s);
     if (eng->settings.idle_timeout > 0)
         close_idle(ch, mp_current_time, (mp_rel_time)eng->settings.idle_timeout);
+    if (ch->tls_handshakes > 0)
+        close_stalled_handshakes(ch, mp_current_time);
 }
 
 static uint64_t maintain_interval(const mp_channel *ch)
@@ -375,6 +480,7 @@ static uint64_t maintain_interval(const mp_channel *ch)
 /* End of a turn: connections that yielded go on, maintenance when due. */
 static void end_turn(mp_channel *ch)
 {
+    ch->tls_budget = MP_TLS_HANDSHAKES_PER_TURN;
     run_ready(ch);
     uint64_t t = now_ms();
     if (t - ch->last_maintain_ms >= maintain_interval(ch)) {
@@ -469,6 +575,7 @@ mp_channel *mp_channel_create(mp_engine *eng, int id)
     ch->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ch->maxslots = (uint32_t)eng->settings.maxconns;
     ch->free_head = MP_NO_SLOT;
+    ch->tls_budget = MP_TLS_HANDSHAKES_PER_TURN;
     ch->chunks = calloc((ch->maxslots + MP_CONN_CHUNK - 1) / MP_CONN_CHUNK + 1, sizeof(mp_conn *));
     if (ch->stop_fd < 0 || ch->chunks == NULL || mp_buf_pools_init(ch) < 0) {
         mp_channel_destroy(ch);
@@ -492,15 +599,17 @@ void mp_channel_destroy(mp_channel *ch)
     free(ch->ready);
     free(ch->ready_next);
     free(ch->scratch);
+    free(ch->tls_stage);
     free(ch);
 }
 
-int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix)
+int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix, bool tls)
 {
     if (ch->nlisteners >= MP_MAX_LISTENERS)
         return -1;
     ch->listeners[ch->nlisteners].fd = fd;
     ch->listeners[ch->nlisteners].is_unix = is_unix;
+    ch->listeners[ch->nlisteners].tls = tls;
     ch->nlisteners++;
     return 0;
 }

@@ -58,6 +58,7 @@
 typedef struct mp_listener {
     int fd;
     bool is_unix;
+    bool tls;          /* -Z, and not a notls: address */
 } mp_listener;
 
 typedef struct mp_uring mp_uring;
@@ -147,6 +148,12 @@ struct mp_channel {
     uint64_t events_at_maintain; /* stats.events then: none since means idle */
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
     mp_latency latency;          /* per command, written only by this channel */
+    /* TLS (tls.h): handshake steps left this turn, connections still in
+     * their handshake (the maintenance looks for stalled ones only then),
+     * and where plaintext pieces are gathered into one SSL_write */
+    int tls_budget;
+    uint32_t tls_handshakes;
+    char *tls_stage;
     /* what this channel's connections' protocol sees (c->env): the engine
      * fills it when it creates the channel */
     mp_proto_env env;
@@ -202,7 +209,7 @@ int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
 
 mp_channel *mp_channel_create(mp_engine *eng, int id);
 void mp_channel_destroy(mp_channel *ch);
-int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix);
+int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix, bool tls);
 void mp_channel_stop(mp_channel *ch);
 
 /* Buffer pool of the connection's channel (buffers.c).  A buffer of at least

@@ -87,6 +87,7 @@ typedef struct mp_conn {
     mp_refs srefs;            /* with these values */
 
     struct mp_channel *ch;    /* the I/O layer's; the protocol never reads it */
+    struct mp_tls *tls;       /* -Z: its TLS state (tls.h), NULL in plaintext */
     const mp_proto_env *env;  /* all the protocol sees besides the connection */
     struct sockaddr_storage peer;
     socklen_t peerlen;

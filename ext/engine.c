@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "engine.h"
 #include "latency.h"
+#include "tls.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
  * over S shards, the chance that another channel holds the lock a command
@@ -57,6 +58,11 @@ static void hook_set_memlimit(void *owner, size_t bytes)
     eng->settings.maxbytes = bytes;
 }
 
+static int hook_refresh_certs(void *eng, char *err, size_t errlen)
+{
+    return mp_tls_refresh(eng, err, errlen);
+}
+
 static const mp_proto_hooks engine_hooks = {
     .stats = hook_stats,
     .stats_reset = hook_stats_reset,
@@ -64,6 +70,7 @@ static const mp_proto_hooks engine_hooks = {
     .shutdown = hook_shutdown,
     .set_verbosity = hook_set_verbosity,
     .set_memlimit = hook_set_memlimit,
+    .refresh_certs = hook_refresh_certs,
 };
 
 /* A channel's env: the engine's store, settings and hooks, the channel's
@@ -112,6 +119,9 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
         if (eng->auth == NULL)
             goto fail;
     }
+    /* -Z: the certificates load now, or the server does not start */
+    if (mp_tls_server_create(eng, err, errlen) < 0)
+        goto fail;
     eng->control_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (eng->control_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -168,10 +178,11 @@ void mp_engine_destroy(mp_engine *eng)
     if (eng->control_fd >= 0)
         close(eng->control_fd);
     mp_auth_free(eng->auth);
+    mp_tls_server_free(eng);
     free(eng);
 }
 
-int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
+int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
 {
     if (ch < 0 || ch >= eng->nchannels)
         return -1;
@@ -181,7 +192,9 @@ int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    return mp_channel_add_listener(eng->channels[ch], fd, is_unix != 0);
+    /* a unix socket is plaintext, as memcached's under -Z */
+    return mp_channel_add_listener(eng->channels[ch], fd, is_unix != 0,
+                                   tls && !is_unix && eng->tls != NULL);
 }
 
 void mp_engine_stop(mp_engine *eng)

@@ -37,13 +37,16 @@ typedef struct mp_engine {
     volatile int curr_conns;     /* atomic */
     mp_thread_stats reset_base;  /* counters at the last "stats reset" */
     mp_auth *auth;               /* -Y: the password table in use, else NULL */
+    struct mp_tls_server *tls;   /* -Z: the context connections get (tls.c), else NULL */
 } mp_engine;
 
 mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen);
 void mp_engine_destroy(mp_engine *eng);
 
-/* Gives channel `ch` a listening socket (already bound, listening, nonblocking). */
-int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix);
+/* Gives channel `ch` a listening socket (already bound, listening,
+ * nonblocking); with tls (-Z, not a notls: address) its connections speak
+ * TLS. */
+int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls);
 
 /* Runs channel `ch`'s loop on the calling thread until mp_engine_stop(). */
 int mp_channel_run(mp_engine *eng, int ch);

@@ -123,7 +123,8 @@ static void conn_readable(mp_channel *ch, mp_conn *c)
 {
     char *dst;
     size_t room;
-    if (c->rbuf == NULL) {
+    /* TLS input is ciphertext: never behind the plaintext kept in rbuf */
+    if (c->rbuf == NULL || c->tls != NULL) {
         dst = ch->scratch;
         room = MP_SCRATCH_SIZE;
     } else {
@@ -144,7 +145,7 @@ static void conn_readable(mp_channel *ch, mp_conn *c)
         epoll_close(ch, c);
         return;
     }
-    if (c->rbuf == NULL)
+    if (dst == ch->scratch)
         mp_conn_input(ch, c, dst, (size_t)n);
     else
         mp_conn_received(ch, c, (size_t)n);

@@ -822,10 +822,23 @@ static int cmd_watch(mp_conn *c, const mp_request *r)
     return 0;
 }
 
+/* memcached's reply to a refused reload is its message, sent whatever
+ * noreply says (write_and_free); OK is swallowed by noreply. */
 static int cmd_refresh_certs(mp_conn *c, const mp_request *r)
 {
     noreply_maybe(c, r);
-    REPLY(c, R_TLS_OFF);
+    char err[MP_TLS_REFRESH_ERR_MAX];
+    const mp_proto_hooks *h = c->env->hooks;
+    if (h != NULL && h->refresh_certs != NULL) {
+        err[0] = '\0';
+        if (h->refresh_certs(c->env->owner, err, sizeof(err)) == 0) {
+            REPLY(c, R_OKAY);
+            return 0;
+        }
+        mp_out_write(c, err, strlen(err));
+        return 0;
+    }
+    mp_out_lit(c, R_TLS_OFF "\r\n");
     return 0;
 }
 

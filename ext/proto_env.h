@@ -52,6 +52,9 @@ typedef struct mp_proto_hooks {
      * bytes): settings only the server writes */
     void (*set_verbosity)(void *owner, int level);
     void (*set_memlimit)(void *owner, size_t bytes);
+    /* "refresh_certs": 0, or -1 with the reply (memcached's message and its
+     * "\r\n") in err */
+    int (*refresh_certs)(void *owner, char *err, size_t errlen);
 } mp_proto_hooks;
 
 typedef struct mp_proto_env {

@@ -38,6 +38,9 @@
 #define R_METADUMP_OFF     "ERROR metadump not allowed"
 #define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
 #define R_TLS_OFF          "Error TLS not enabled"
+/* refresh_certs' other replies are memcached's messages naming the file and
+ * OpenSSL's error (tls.c), at most this long: a path and two messages */
+#define MP_TLS_REFRESH_ERR_MAX (4096 + 64 + 256)
 #define R_CRAWLER_OFF      "CLIENT_ERROR lru crawler disabled"
 #define R_CRAWLER_START    "ERROR failed to start lru crawler thread"
 #define R_CRAWLER_SLEEP    "CLIENT_ERROR sleep must be one second or less"

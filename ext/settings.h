@@ -49,7 +49,18 @@
     VAL(bool,     flush_enabled,    true,        "!-F") \
     VAL(bool,     maxconns_fast,    true,        "-o maxconns_fast") \
     STR(          auth_file, 4096,  "",          "-Y, as given (PATH_MAX); \"\" = no authentication") \
-    STR(          io_engine,  16,   "epoll",     "asked: auto, uring, epoll; after create, the one in use")
+    STR(          io_engine,  16,   "epoll",     "asked: auto, uring, epoll; after create, the one in use") \
+    VAL(bool,     ssl_enabled,      false,       "-Z: TCP listeners speak TLS, but notls: ones") \
+    STR(          ssl_chain_cert, 4096, "",      "-o ssl_chain_cert, PEM; \"\" = not given") \
+    STR(          ssl_key,   4096,  "",          "-o ssl_key; \"\" = not given") \
+    VAL(int,      ssl_keyformat,    1,           "-o ssl_keyformat: SSL_FILETYPE_PEM (1) or _ASN1 (2)") \
+    VAL(int,      ssl_verify_mode,  0,           "-o ssl_verify_mode, as given: 0 none, 1 request, 2 require, 3 once") \
+    STR(          ssl_ciphers, 1024, "",         "-o ssl_ciphers (TLS 1.2 and below); \"\" = OpenSSL's") \
+    STR(          ssl_ca_cert, 4096, "",         "-o ssl_ca_cert: client CAs, PEM; \"\" = none") \
+    VAL(uint32_t, ssl_wbuf_size,    16384,       "-o ssl_wbuf_size, in bytes: plaintext per SSL_write") \
+    VAL(bool,     ssl_session_cache, false,      "-o ssl_session_cache") \
+    VAL(bool,     ssl_kernel_tls,   false,       "-o ssl_kernel_tls (asked; see tls.c)") \
+    VAL(int,      ssl_min_version,  2,           "-o ssl_min_version, as given: 0 tlsv1.0 .. 3 tlsv1.3")
 
 typedef struct mp_settings {
 #define MP_SETTING_VAL_FIELD(type, name, def, doc) type name;

@@ -32,6 +32,7 @@
 #include "settings.h"
 #include "stats.h"
 #include "store.h"
+#include "tls.h"
 
 /* Room for one "STAT name value\r\n" line: names and values are short. */
 #define MP_STAT_LINE_MAX 512
@@ -237,6 +238,12 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "log_watcher_skipped", 0);
     STAT_U64(c, "log_watcher_sent", 0);
     STAT_U64(c, "log_watchers", 0);
+    if (set->ssl_enabled) {
+        if (set->ssl_session_cache)
+            STAT_U64(c, "ssl_new_sessions", t.ssl_new_sessions);
+        STAT_U64(c, "ssl_handshake_errors", t.ssl_handshake_errors);
+        STAT_U64(c, "time_since_server_cert_refresh", now - mp_tls_refreshed(eng));
+    }
     STAT_U64(c, "unexpected_napi_ids", 0);
     STAT_U64(c, "round_robin_fallback", 0);
     STAT_U64(c, "bytes", s.bytes);
@@ -338,17 +345,21 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_STR(c, "ext_max_frag", "0.80");
     STAT_STR(c, "slab_automove_freeratio", "0.010");
     STAT_YESNO(c, "ext_drop_unread", false);
-    STAT_YESNO(c, "ssl_enabled", false);
-    STAT_STR(c, "ssl_chain_cert", "(null)");
-    STAT_STR(c, "ssl_key", "(null)");
-    STAT_U64(c, "ssl_verify_mode", 0);
-    STAT_U64(c, "ssl_keyformat", 1);
-    STAT_STR(c, "ssl_ciphers", "NULL");
-    STAT_STR(c, "ssl_ca_cert", "NULL");
-    STAT_U64(c, "ssl_wbuf_size", 16384);
-    STAT_YESNO(c, "ssl_session_cache", false);
-    STAT_YESNO(c, "ssl_kernel_tls", false);
-    STAT_STR(c, "ssl_min_version", "tlsv1.2");
+    /* as memcached prints them: a file not given as "(null)" or "NULL",
+     * the verify mode as OpenSSL's flags (2 is PEER|FAIL_IF_NO_PEER_CERT) */
+    static const int verify_flags[] = {0, 1, 3, 7};
+    static const char *const tls_versions[] = {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"};
+    STAT_YESNO(c, "ssl_enabled", s->ssl_enabled);
+    STAT_STR(c, "ssl_chain_cert", s->ssl_chain_cert[0] ? s->ssl_chain_cert : "(null)");
+    STAT_STR(c, "ssl_key", s->ssl_key[0] ? s->ssl_key : "(null)");
+    STAT_U64(c, "ssl_verify_mode", verify_flags[s->ssl_verify_mode & 3]);
+    STAT_U64(c, "ssl_keyformat", s->ssl_keyformat);
+    STAT_STR(c, "ssl_ciphers", s->ssl_ciphers[0] ? s->ssl_ciphers : "NULL");
+    STAT_STR(c, "ssl_ca_cert", s->ssl_ca_cert[0] ? s->ssl_ca_cert : "NULL");
+    STAT_U64(c, "ssl_wbuf_size", s->ssl_wbuf_size);
+    STAT_YESNO(c, "ssl_session_cache", s->ssl_session_cache);
+    STAT_YESNO(c, "ssl_kernel_tls", s->ssl_kernel_tls);
+    STAT_STR(c, "ssl_min_version", tls_versions[s->ssl_min_version & 3]);
     STAT_STR(c, "num_napi_ids", "(null)");
     STAT_STR(c, "memory_file", "(null)");
     STAT_STR(c, "mpcache_io_engine", s->io_engine);
@@ -582,7 +593,7 @@ static void compose_channels(mp_engine *eng, mp_conn *c)
     uint64_t vals[128];
     uint64_t hist[MP_TURN_HIST_BUCKETS];
     STAT_STR(c, "engine", eng->settings.io_engine);
-    STAT_STR(c, "features", eng->engine_desc);
+    stat_linef(c, "STAT features %s%s", eng->engine_desc, mp_tls_features(eng));
     STAT_U64(c, "channels", eng->nchannels);
     for (int ch = 0; ch < eng->nchannels; ch++) {
         int n = mp_engine_channel_counters(eng, ch, vals, 128);

@@ -17,6 +17,7 @@
     X(flush_cmds) X(meta_cmds) X(bytes_read) X(bytes_written) \
     X(conn_yields) X(total_conns) X(rejected_conns) X(idle_kicks) \
     X(store_too_large) X(store_no_memory) X(auth_cmds) X(auth_errors) \
+    X(ssl_handshake_errors) X(ssl_new_sessions) \
     X(malloc_fails) X(read_buf_oom) X(response_obj_oom) \
     /* flow control: receives stopped for unprocessed input, output over the
      * mark (a connection stopped until its client reads) */ \

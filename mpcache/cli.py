@@ -14,6 +14,7 @@ settings it refuses (see mpcache/config.py).
 
 import getopt
 import os
+import re
 import select
 import signal
 import socket
@@ -47,7 +48,8 @@ OPTIONS = [
     Option("A", "enable-shutdown", "", "enable ascii \"shutdown\" command"),
     Option("l", "listen", "addr", "interface to listen on (default: 127.0.0.1; memcached's\n"
            "default is INADDR_ANY). Repeatable or comma separated;\n"
-           "<addr>:<port> and [<ipv6>]:<port> set the port per interface"),
+           "<addr>:<port> and [<ipv6>]:<port> set the port per interface;\n"
+           "with -Z, notls:<addr>:<port> is a plaintext listener"),
     Option("d", "daemon", "", "run as a daemon"),
     Option("r", "enable-coredumps", "", "maximize core file limit"),
     Option("u", "user", "user", "assume identity of <username> (only when run as root;\n"
@@ -84,12 +86,29 @@ OPTIONS = [
            "user:pass\\nuser2:pass2\\n (read at start and on SIGHUP)"),
     Option("e", "memory-file", "file", "mmap a file for item memory (accepted, ignored:\n"
            "the cache is not restartable)"),
-    Option("Z", "enable-ssl", "", "enable TLS/SSL (not supported: refused)"),
+    Option("Z", "enable-ssl", "", "enable TLS/SSL (on every TCP listener but notls: ones;\n"
+           "refused by a build without OpenSSL's headers)"),
     Option("o", "extended", "opts", "comma separated list of extended options\n"
            "   - idle_timeout:        timeout for idle connections. (default: 0, no timeout)\n"
            "   - maxconns_fast:       immediately close new connections after limit\n"
            "                          (default: enabled; no_maxconns_fast disables)\n"
            "   - relaxed_privileges:  accepted (mpcache installs no syscall filter)\n"
+           "   - ssl_chain_cert:      certificate chain file in PEM format\n"
+           "   - ssl_key:             private key, if not part of the -ssl_chain_cert\n"
+           "   - ssl_keyformat:       private key format (PEM, DER or ENGINE) (default: PEM)\n"
+           "   - ssl_verify_mode:     peer certificate verification mode, default is 0(None).\n"
+           "                          valid values are 0(None), 1(Request), 2(Require)\n"
+           "                          or 3(Once)\n"
+           "   - ssl_ciphers:         specify cipher list to be used\n"
+           "   - ssl_ca_cert:         PEM format file of acceptable client CA's\n"
+           "   - ssl_wbuf_size:       size in kilobytes of per-connection SSL output buffer\n"
+           "                          (default: 16)\n"
+           "   - ssl_session_cache:   enable server-side SSL session cache, to support session\n"
+           "                          resumption\n"
+           "   - ssl_kernel_tls:      enable kernel TLS offload (accepted; records stay in\n"
+           "                          user space, see README)\n"
+           "   - ssl_min_version:     minimum protocol version to accept (default: tlsv1.2)\n"
+           "                          valid values are 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2), or 3(tlsv1.3).\n"
            "   - memcached's other options (hashpower, slab_*, lru_*, ext_*, ...)\n"
            "                          are accepted with a warning and ignored"),
     Option("N", "napi-ids", "num", "number of napi ids (accepted, ignored)"),
@@ -174,11 +193,49 @@ def _extended(s, warnings, text):
             s.maxconns_fast = True
         elif key == "no_maxconns_fast":
             s.maxconns_fast = False
+        elif key.startswith("ssl_") and key in _SSL_OPTIONS:
+            _ssl_option(s, key, value if eq else None)
         elif key in MEMCACHED_EXTENDED_KEYS:
             warnings.append(f"WARNING: -o {key} is a memcached tuning option mpcache does not "
                             "use; ignored")
         else:
             raise ConfigError(f"Illegal suboption \"{sub}\"")
+
+
+# memcached's safe_strtol / safe_strtoul: optional blanks and sign, digits,
+# optional trailing blanks; an unsigned value may not be negative.
+_C_LONG = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*\Z", re.ASCII)
+
+
+def _c_number(key, value, unsigned=False):
+    if not _C_LONG.match(value) or (unsigned and "-" in value):
+        raise ConfigError(f"could not parse argument to {key}")
+    return int(value.strip())
+
+
+def _ssl_option(s, key, value):
+    """-o ssl_*, parsed as memcached does, with its messages (exit 1).
+    value is None when the option had no "=" (memcached's NULL)."""
+    if key in ("ssl_session_cache", "ssl_kernel_tls"):
+        setattr(s, key, True)
+        return
+    if value is None:
+        raise ConfigError(f"Missing {key} argument")
+    if key in ("ssl_chain_cert", "ssl_key", "ssl_ciphers", "ssl_ca_cert"):
+        setattr(s, key, value)
+    elif key in ("ssl_verify_mode", "ssl_min_version"):
+        n = _c_number(key, value)
+        if n not in range(4):
+            raise ConfigError(f"Invalid {key}. Use help to see valid options.")
+        setattr(s, key, n)
+    elif key == "ssl_keyformat":
+        s.ssl_keyformat = _c_number(key, value)
+    elif key == "ssl_wbuf_size":
+        s.ssl_wbuf_size = _c_number(key, value, unsigned=True) * 1024
+
+
+_SSL_OPTIONS = frozenset("""ssl_chain_cert ssl_key ssl_keyformat ssl_verify_mode ssl_ciphers
+    ssl_ca_cert ssl_wbuf_size ssl_session_cache ssl_kernel_tls ssl_min_version""".split())
 
 
 def apply_option(s, warnings, opt, value, listen_given):
@@ -246,7 +303,11 @@ def apply_option(s, warnings, opt, value, listen_given):
     elif name == "S":
         raise UsageError("This server is not built with SASL support.")
     elif name == "Z":
-        raise UsageError("This server is not built with TLS support.")
+        # as a memcached built without TLS, at the flag itself
+        from ._engine import tls_built
+        if not tls_built():
+            raise UsageError("This server is not built with TLS support.")
+        s.ssl_enabled = True
     elif name == "Y":
         s.auth_file = value
     elif name == "F":

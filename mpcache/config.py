@@ -38,6 +38,17 @@ LISTENERS_MAX = 32
 # beyond which opening it fails anyway.
 AUTH_FILE_MAX = 4096
 
+# The engine's room for -Z's files (ssl_chain_cert, ssl_key, ssl_ca_cert in
+# ext/settings.h: PATH_MAX) and for ssl_ciphers.
+SSL_PATH_MAX = 4096
+SSL_CIPHERS_MAX = 1024
+# ssl_wbuf_size, in bytes: the plaintext of one SSL_write, whose length is an int.
+SSL_WBUF_MAX = 1024 * MB
+# ssl_verify_mode and ssl_min_version, as -o takes them (0-3).
+SSL_LEVELS = range(4)
+# -l's prefix for a plaintext listener beside TLS ones (-Z).
+NOTLS_PREFIX = "notls:"
+
 # Values of --io-engine; "auto" lets the engine probe io_uring and fall back.
 IO_ENGINES = ("auto", "uring", "epoll")
 
@@ -58,8 +69,6 @@ MEMCACHED_EXTENDED_KEYS = frozenset("""
     ext_item_age ext_low_ttl ext_drop_unread ext_recache_rate
     ext_compact_under ext_drop_under ext_max_frag ext_max_sleep
     ext_path_allow_any slab_automove_freeratio
-    ssl_chain_cert ssl_key ssl_keyformat ssl_verify_mode ssl_ciphers
-    ssl_ca_cert ssl_wbuf_size ssl_session_cache ssl_kernel_tls ssl_min_version
     proxy_config proxy_uring
 """.split())
 
@@ -166,6 +175,20 @@ class Settings:
     # -Y: the password file of ASCII authentication, read when the engine
     # is created (ext/auth.c) and on SIGHUP; None: no authentication.
     auth_file: str = None
+    # -Z and its -o ssl_* options, memcached's names and defaults (files
+    # None: not given).  Every TCP listener speaks TLS but a "notls:" -l
+    # address; the Unix socket stays plaintext, as memcached's.
+    ssl_enabled: bool = False
+    ssl_chain_cert: str = None
+    ssl_key: str = None
+    ssl_keyformat: int = 1          # SSL_FILETYPE_PEM; 2 is ASN1 (DER)
+    ssl_verify_mode: int = 0        # 0 none, 1 request, 2 require, 3 once
+    ssl_ciphers: str = None
+    ssl_ca_cert: str = None
+    ssl_wbuf_size: int = 16 * 1024  # bytes (-o takes kilobytes)
+    ssl_session_cache: bool = False
+    ssl_kernel_tls: bool = False
+    ssl_min_version: int = 2        # 0 tlsv1.0, 1 tlsv1.1, 2 tlsv1.2, 3 tlsv1.3
 
     @property
     def maxbytes(self):
@@ -232,12 +255,41 @@ class Settings:
                 raise ConfigError(f"Unix socket path too long: {self.unix_socket}", EX_USAGE)
         elif not self.listen:
             raise ConfigError("No interface to listen on", EX_USAGE)
+        self._validate_tls()
         if self.metrics_listen is not None:
             parse_metrics_listen(self.metrics_listen)
             if importlib.util.find_spec("prometheus_client") is None:
                 raise ConfigError("--metrics-listen needs the prometheus-client package "
                                   "(pip install 'mpcache[metrics]')", EX_USAGE)
         return warnings
+
+    def _validate_tls(self):
+        """-Z as memcached checks it at start: a TCP port, then its ssl_init
+        (certificates, key, CA file, ciphers) with its messages and EX_USAGE;
+        the engine itself loads them (ext/tls.c)."""
+        for name in ("ssl_chain_cert", "ssl_key", "ssl_ca_cert"):
+            value = getattr(self, name)
+            if value is not None and len(os.fsencode(value)) >= SSL_PATH_MAX:
+                raise ConfigError(f"{name} is too long (at most {SSL_PATH_MAX - 1} bytes)")
+        if self.ssl_ciphers is not None and len(self.ssl_ciphers.encode()) >= SSL_CIPHERS_MAX:
+            raise ConfigError(f"ssl_ciphers is too long (at most {SSL_CIPHERS_MAX - 1} bytes)")
+        if self.ssl_verify_mode not in SSL_LEVELS:
+            raise ConfigError("Invalid ssl_verify_mode. Use help to see valid options.")
+        if self.ssl_min_version not in SSL_LEVELS:
+            raise ConfigError("Invalid ssl_min_version. Use help to see valid options.")
+        if not 1024 <= self.ssl_wbuf_size <= SSL_WBUF_MAX:
+            # memcached takes 0 and then writes nothing at all
+            raise ConfigError(f"ssl_wbuf_size must be 1 to {SSL_WBUF_MAX // 1024} kilobytes")
+        if not self.ssl_enabled:
+            return
+        from . import _engine
+        if not _engine.tls_built():
+            raise ConfigError("This server is not built with TLS support.", EX_USAGE)
+        if self.port == 0:
+            raise ConfigError("ERROR: You cannot enable SSL without a TCP port.", EX_USAGE)
+        refused = _engine.tls_check(self.engine_settings())
+        if refused is not None:
+            raise ConfigError(refused, EX_USAGE)
 
     def tcp_enabled(self):
         # As memcached: -s disables the network, -p 0 disables TCP.
@@ -278,4 +330,15 @@ ENGINE_KEYS = {
     "maxconns_fast": "maxconns_fast",
     "auth_file": lambda s: s.auth_file or "",
     "io_engine": "io_engine",
+    "ssl_enabled": "ssl_enabled",
+    "ssl_chain_cert": lambda s: s.ssl_chain_cert or "",
+    "ssl_key": lambda s: s.ssl_key or "",
+    "ssl_keyformat": "ssl_keyformat",
+    "ssl_verify_mode": "ssl_verify_mode",
+    "ssl_ciphers": lambda s: s.ssl_ciphers or "",
+    "ssl_ca_cert": lambda s: s.ssl_ca_cert or "",
+    "ssl_wbuf_size": "ssl_wbuf_size",
+    "ssl_session_cache": "ssl_session_cache",
+    "ssl_kernel_tls": "ssl_kernel_tls",
+    "ssl_min_version": "ssl_min_version",
 }

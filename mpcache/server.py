@@ -36,7 +36,7 @@ import stat
 import threading
 import weakref
 
-from .config import EX_OSERR, LISTENERS_MAX, MB, ConfigError, Settings, parse_size
+from .config import EX_OSERR, LISTENERS_MAX, MB, NOTLS_PREFIX, ConfigError, Settings, parse_size
 from .log import logger
 
 # How long stop() waits for a channel thread to return before giving up on
@@ -123,7 +123,7 @@ class Server:
             raise TypeError("pass either a Settings or keyword arguments, not both")
         self.settings = settings
         self.warnings = settings.validate()
-        self._tcp = []            # (sock, channel, family, sockaddr)
+        self._tcp = []            # (sock, channel, family, sockaddr, tls)
         self._unix = None         # (sock, path, inode)
         self._engine = None
         self._threads = []
@@ -183,7 +183,17 @@ class Server:
         for entry in s.listen:
             if not entry.strip():
                 continue
-            host, port = parse_listen(entry, s.port)
+            tls = s.ssl_enabled
+            spec = entry
+            if entry.startswith(NOTLS_PREFIX):
+                if not s.ssl_enabled:
+                    # memcached's words, then its vperror line (errno 0)
+                    raise ListenError("'notls' option is valid only when SSL is enabled\n"
+                                      "failed to listen on one of interface(s) "
+                                      f"{','.join(s.listen)}: Success")
+                tls = False
+                spec = entry[len(NOTLS_PREFIX):]
+            host, port = parse_listen(spec, s.port)
             if port in (-1, 0):
                 port = chosen or 0
             gai_host = None if host in ("", "*") else host
@@ -200,7 +210,7 @@ class Server:
                     continue
                 seen.add((family, sockaddr))
                 try:
-                    actual = self._bind_partitions(family, socktype, proto, sockaddr, entry)
+                    actual = self._bind_partitions(family, socktype, proto, sockaddr, entry, tls)
                 except OSError as e:
                     if e.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
                         continue   # e.g. no IPv6 in this container: as memcached
@@ -216,7 +226,7 @@ class Server:
         if self._tcp:
             self.port = self.addresses[0][1]
 
-    def _bind_partitions(self, family, socktype, proto, sockaddr, entry):
+    def _bind_partitions(self, family, socktype, proto, sockaddr, entry, tls=False):
         """One socket per channel on sockaddr, all on the same port."""
         host, port = sockaddr[0], sockaddr[1]
 
@@ -260,7 +270,7 @@ class Server:
             except BaseException:
                 sock.close()
                 raise
-            self._tcp.append((sock, ch, family, addr))
+            self._tcp.append((sock, ch, family, addr, tls))
         self.addresses.append((host, port))
         return port
 
@@ -323,7 +333,7 @@ class Server:
     def listen_report(self):
         """[(family name, port)] per TCP address, for the port file."""
         seen = []
-        for sock, ch, family, addr in self._tcp:
+        for sock, ch, family, addr, _ in self._tcp:
             if ch == 0:
                 seen.append((_family_name(family), addr[1]))
         return seen
@@ -348,8 +358,8 @@ class Server:
                 self._state = "stopped"
                 raise ConfigError(str(e)) from None
             try:
-                for sock, ch, family, addr in self._tcp:
-                    self._engine.add_listener(ch, sock.fileno(), False)
+                for sock, ch, family, addr, tls in self._tcp:
+                    self._engine.add_listener(ch, sock.fileno(), False, tls)
                 if self._unix is not None:
                     for ch in range(self._engine.nchannels):
                         self._engine.add_listener(ch, self._unix[0].fileno(), True)

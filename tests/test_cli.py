@@ -242,7 +242,6 @@ REFUSED_BY_MPCACHE = [
     (["-a", "999"], 64, 'Invalid unix socket mask "999" (octal, e.g. 700)'),
     (["-B", "binary"], 64, "mpcache serves the text protocol only: -B binary is not supported"),
     (["-S"], 64, "This server is not built with SASL support."),
-    (["-Z"], 64, "This server is not built with TLS support."),
     (["--io-engine", "fast"], 64, "Invalid io engine 'fast': one of auto, uring, epoll"),
     (["-t", "5000"], 1, "Number of threads must be at most 1024"),
     (["-l", "[::1"], 71, 'Invalid IPV6 address: "[::1"'),

@@ -50,7 +50,7 @@ cdef extern from "engine.h" nogil:
 
     mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen)
     void mp_engine_destroy(mp_engine *eng)
-    int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix)
+    int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
     int mp_channel_run(mp_engine *eng, int ch)
     void mp_engine_stop(mp_engine *eng)
     int mp_engine_reload_auth(mp_engine *eng, char *err, size_t errlen)
@@ -64,6 +64,11 @@ cdef extern from "engine.h" nogil:
     const char *const mp_channel_buffer_names[]
     int mp_engine_channel_buffers(mp_engine *eng, int ch, uint64_t *out)
     const char *mp_command_name(int cmd)
+
+
+cdef extern from "tls.h" nogil:
+    bint mp_tls_built()
+    int mp_tls_check(const mp_settings *s, char *err, size_t errlen)
 
 
 cdef extern from "latency.h" nogil:
