@@ -22,7 +22,7 @@ BUILD_DEPS := "setuptools>=77" "Cython>=3.0" wheel
 # memcached refuses to run as root without -u; so does mpcache.
 RUN_AS := $(shell [ "$$(id -u)" = 0 ] && echo "-u root")
 
-.PHONY: all run test build venv clean packages test-packages
+.PHONY: all run test test-tls build venv clean packages test-packages
 .PHONY: fuzz fuzz-short fuzz-packages sanitize sanitize-python sanitize-tsan
 
 all: build
@@ -67,9 +67,20 @@ SANITIZE ?= $(if $(filter tests,$(PYTEST_ARGS)),1,0)
 test: test-packages build $(VENV)/.test-deps
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 ifeq ($(SANITIZE),1)
+	$(MAKE) --no-print-directory test-tls
 	$(MAKE) --no-print-directory sanitize
 	$(MAKE) --no-print-directory fuzz-short
 endif
+
+# The protocol suites once more with every mpcache server speaking TLS (-Z)
+# and the reference memcached in plaintext (tests/support/certs.py).  Over
+# TLS refresh_certs answers OK where the plaintext expectation is
+# memcached's "Error TLS not enabled": that case is left out.
+TLS_TESTS ?= tests/differential tests/integration/test_protocol_corners.py tests/integration/test_meta.py
+
+test-tls: test-packages build $(VENV)/.test-deps
+	MPCACHE_TEST_TLS=1 MPCACHE_TEST_BACKENDS=mpcache-epoll,mpcache-uring \
+	  $(VPY) -m pytest -q $(TLS_TESTS) -k "not refresh_certs"
 
 # ---- fuzzing and sanitizers (fuzz/README.md) ----
 #

@@ -250,8 +250,20 @@ static void conn_flow(mp_channel *ch, mp_conn *c)
  * protocol over the plaintext, as mp_conn_input does. */
 static void tls_fed(mp_channel *ch, mp_conn *c, int r)
 {
-    if (r == MP_TLS_FAIL) {
+    if (r == MP_TLS_CLOSED && c->rend > c->rstart && !c->in_ready && !c->blocked_out) {
+        /* the requests that came with the close_notify are answered first
+         * (requests left past -R go unanswered) */
+        mp_conn_run(ch, c);
+        if (c->state != MP_CONN_OPEN)
+            return;
+    }
+    if (r == MP_TLS_FAIL || r == MP_TLS_CLOSED) {
         c->state = MP_CONN_CLOSING;
+        /* a close_notify is answered with ours (sealing nothing but it) */
+        if (r == MP_TLS_CLOSED && !mp_tls_seal(ch, c, c->wend - c->wstart)) {
+            ch->be->close(ch, c);
+            return;
+        }
         ch->be->flush(ch, c);
         return;
     }
@@ -284,6 +296,13 @@ static void tls_input(mp_channel *ch, mp_conn *c, const char *data, size_t n)
                 return;
             }
             ready_push(ch, c);
+            /* and it stops being read meanwhile: level-triggered, it would
+             * fill every epoll_wait in the meantime */
+            if (!c->input_paused) {
+                c->input_paused = true;
+                ch->stats.input_pauses++;
+                ch->be->pause_input(ch, c);
+            }
             return;
         }
         ch->tls_budget--;

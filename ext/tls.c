@@ -521,8 +521,12 @@ int mp_tls_feed(mp_channel *ch, mp_conn *c, const char *data, size_t n)
             c->rend += (uint32_t)k;
             continue;
         }
-        /* anything but "needs more": close_notify, an alert, a bad record */
-        if (SSL_get_error(ssl, k) != SSL_ERROR_WANT_READ)
+        /* anything but "needs more" ends the connection: a close_notify
+         * (what came before it is still answered), an alert, a bad record */
+        int e = SSL_get_error(ssl, k);
+        if (e == SSL_ERROR_ZERO_RETURN)
+            r = MP_TLS_CLOSED;
+        else if (e != SSL_ERROR_WANT_READ)
             r = MP_TLS_FAIL;
         break;
     }

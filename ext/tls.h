@@ -79,6 +79,8 @@ enum {
     MP_TLS_AGAIN,    /* handshake under way: nothing for the protocol */
     MP_TLS_DATA,     /* handshake done; plaintext (if any) behind c->rend */
     MP_TLS_FAIL,     /* close (after sending what c's output holds: an alert) */
+    MP_TLS_CLOSED,   /* the client's close_notify, after the plaintext (if
+                      * any) behind c->rend: answer it, then close */
 };
 
 /* Was the engine built with OpenSSL? */

@@ -21,12 +21,17 @@ import time
 import pytest
 from pymemcache.client.base import Client
 
+from tests.support.certs import SUITE_TLS
 from tests.support.raw import RawConn
 from tests.support.servers import BACKENDS, HOST, ROOT, free_port
 from tests.support.tls import (OPENSSL, TLSRawConn, TLSServerProcess, client_context, make_certs,
                                tls_flags, tls_stats)
 
-pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI makes the certificates")
+pytestmark = [
+    pytest.mark.skipif(OPENSSL is None, reason="the openssl CLI makes the certificates"),
+    # it starts its own TLS servers, with plaintext beside them
+    pytest.mark.skipif(SUITE_TLS, reason="not under MPCACHE_TEST_TLS=1"),
+]
 
 
 def _engine_has_tls():
@@ -409,6 +414,18 @@ def test_reset_mid_record(tls_server):
     m.reset()
     with TLSRawConn(tls_server.addr, tls_server.context) as c:
         assert c.call(b"get r\r\nversion\r\n") == b"END\r\nVERSION 1.6.18\r\n"
+
+
+def test_requests_before_close_notify_are_answered(tls_server):
+    m = ManualTLS(tls_server.addr, tls_server.context)
+    records = m.seal(b"set cn 0 0 2\r\nok\r\n")
+    with pytest.raises(ssl.SSLWantReadError):
+        m.obj.unwrap()   # queues the close_notify
+    m.sock.sendall(records + m.outgoing.read())
+    assert read_until_closed(m.sock) is not None
+    m.sock.close()
+    with TLSRawConn(tls_server.addr, tls_server.context) as c:
+        assert c.call(b"get cn\r\n") == b"VALUE cn 0 2\r\nok\r\nEND\r\n"
 
 
 def test_corrupt_record_closes(tls_server):

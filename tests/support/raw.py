@@ -9,6 +9,8 @@ Requests that close the connection are read until EOF instead.
 import socket
 import time
 
+from tests.support.certs import suite_wrap
+
 MARKER = b"mn\r\n"
 MARKER_REPLY = b"MN\r\n"
 EOF_TAG = b"<EOF>"
@@ -61,6 +63,8 @@ class RawConn:
         self.timeout = timeout
         self.sock = socket.create_connection(addr, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # MPCACHE_TEST_TLS=1: over TLS (tests/support/certs.py)
+        self.sock = suite_wrap(self.sock)
 
     def close(self):
         if self.sock is not None:

@@ -21,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from tests.support.certs import suite_flags, suite_wrap
+
 HOST = "127.0.0.1"
 # This suite's ports: other suites and engineers use other ranges.
 PORT_RANGE = (24000, 25000)
@@ -61,7 +63,9 @@ class Backend:
         if os.geteuid() == 0:
             # memcached refuses to run as root without -u; mpcache takes the flag too.
             cmd += ["-u", "root"]
-        return cmd + list(extra)
+        # MPCACHE_TEST_TLS=1: mpcache gets -Z and a certificate (tests/support/certs.py)
+        tls = suite_flags(port) if self.is_mpcache else ()
+        return cmd + list(tls) + list(extra)
 
 
 _MPCACHE = (sys.executable, "-m", "mpcache")
@@ -227,7 +231,7 @@ class ServerProcess:
                     f"{self.name} exited with status {rc} before accepting connections\n"
                     f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}")
             try:
-                with socket.create_connection(self.addr, timeout=1.0) as s:
+                with suite_wrap(socket.create_connection(self.addr, timeout=1.0)) as s:
                     s.sendall(b"version\r\n")
                     reply = _recv_line(s)
                     # a server started with -Y answers before authentication
@@ -236,7 +240,7 @@ class ServerProcess:
                     raise ServerStartError(
                         f"{self.name} answered {reply!r} to version\ncommand: {' '.join(self.cmd)}"
                         f"\noutput:\n{self.output()}")
-            except OSError:
+            except OSError:   # ssl.SSLError too: not listening yet
                 pass
             if time.monotonic() > deadline:
                 raise ServerStartError(
@@ -271,7 +275,7 @@ class ServerProcess:
     def connect(self, timeout=5.0):
         s = socket.create_connection(self.addr, timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
+        return suite_wrap(s)
 
     def __enter__(self):
         return self.start()

@@ -1,106 +1,20 @@
-"""TLS for the test suites: certificates made with the openssl CLI at test
-time, servers started with -Z (memcached's and mpcache's flags are the same),
-and clients that speak TLS to them.
+"""Servers started with -Z (memcached's and mpcache's flags are the same)
+and clients that speak TLS to them; the certificates are tests/support/certs.py's.
 
-  make_certs(dir)        a CA, a server certificate for 127.0.0.1 and a second
-                         one (refresh_certs), a client certificate, and an
-                         untrusted CA with a server and a client certificate
   TLSServerProcess       a ServerProcess whose TCP port speaks TLS, with an
                          optional plaintext notls: port beside it
   TLSRawConn             tests.support.raw.RawConn over TLS
 """
 
-import os
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass, field
 
+from tests.support.certs import (OPENSSL, Certs, client_context, make_certs,  # noqa: F401
+                                 tls_flags)
 from tests.support.raw import RawConn
 from tests.support.servers import HOST, START_TIMEOUT, ServerProcess, ServerStartError, free_port
-
-OPENSSL = shutil.which("openssl")
-
-
-@dataclass
-class Certs:
-    dir: str
-    ca: str = ""                 # the CA clients and the server trust
-    server_crt: str = ""         # signed by ca, for 127.0.0.1 and localhost
-    server_key: str = ""
-    server2_crt: str = ""        # another one (refresh_certs)
-    server2_key: str = ""
-    client_crt: str = ""         # signed by ca
-    client_key: str = ""
-    untrusted_ca: str = ""       # nobody trusts it
-    untrusted_crt: str = ""      # a server certificate it signed
-    untrusted_key: str = ""
-    untrusted_client_crt: str = ""
-    untrusted_client_key: str = ""
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-
-def _openssl(*args, cwd):
-    subprocess.run([OPENSSL, *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _ca(d, name):
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-             "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}", cwd=d)
-
-
-def _signed(d, ca, name, cn, server):
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-    ext = f"{name}.ext"
-    with open(os.path.join(d, ext), "w") as f:
-        if server:
-            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-        else:
-            f.write("extendedKeyUsage=clientAuth\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile", ext, cwd=d)
-
-
-def make_certs(d):
-    """Every certificate the TLS tests use, in directory d."""
-    os.makedirs(d, exist_ok=True)
-    _ca(d, "ca")
-    _ca(d, "untrusted_ca")
-    _signed(d, "ca", "server", "127.0.0.1", True)
-    _signed(d, "ca", "server2", "127.0.0.1", True)
-    _signed(d, "ca", "client", "mpcache test client", False)
-    _signed(d, "untrusted_ca", "untrusted", "127.0.0.1", True)
-    _signed(d, "untrusted_ca", "untrusted_client", "stranger", False)
-    c = Certs(d)
-    for attr, name in (("ca", "ca.crt"), ("server_crt", "server.crt"), ("server_key", "server.key"),
-                       ("server2_crt", "server2.crt"), ("server2_key", "server2.key"),
-                       ("client_crt", "client.crt"), ("client_key", "client.key"),
-                       ("untrusted_ca", "untrusted_ca.crt"), ("untrusted_crt", "untrusted.crt"),
-                       ("untrusted_key", "untrusted.key"),
-                       ("untrusted_client_crt", "untrusted_client.crt"),
-                       ("untrusted_client_key", "untrusted_client.key")):
-        setattr(c, attr, os.path.join(d, name))
-    return c
-
-
-def client_context(certs, cert=None, key=None, ca=None):
-    """A client's SSLContext trusting certs.ca (or ca), with a client
-    certificate when given."""
-    ctx = ssl.create_default_context(cafile=ca or certs.ca)
-    if cert is not None:
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
-def tls_flags(crt, key, *more):
-    """-Z and its -o options: the certificate, key and more "name=value"."""
-    return ("-Z", "-o", ",".join([f"ssl_chain_cert={crt}", f"ssl_key={key}", *more]))
 
 
 @dataclass
