@@ -11,8 +11,10 @@ MPCACHE_TEST_TLS=1 runs the suites over TLS: every mpcache server
 tests/support/servers.py starts gets tls_flags, and every connection it and
 tests/support/raw.py make to one speaks TLS (suite_flags, suite_wrap).  The
 reference memcached stays in plaintext: what it answers does not depend on
-the transport, and memcached 1.6.18 over TLS hangs swallowing a value too
-large to store (it reads the rest of the value from the socket, below TLS).
+the transport, and memcached 1.6.18 over TLS stops answering a connection
+that sent a value too large to store: it swallows the value in reads smaller
+than a record, and seems to wait for the socket while the rest of a record
+sits decrypted inside OpenSSL.
 The certificates are made once per test process.
 """
 
