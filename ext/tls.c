@@ -554,7 +554,11 @@ bool mp_tls_seal(mp_channel *ch, mp_conn *c, uint32_t sealed)
     if (from < c->wend || c->wrefs.n > 0) {
         size_t plain = (size_t)(c->wend - from) + c->wrefs.bytes;
         size_t wbuf = ch->eng->settings.ssl_wbuf_size;
-        size_t est = sealed + plain + (plain / MP_TLS_RECORD_MAX + 1) * MP_TLS_RECORD_OVERHEAD;
+        size_t record = wbuf < MP_TLS_RECORD_MAX ? wbuf : MP_TLS_RECORD_MAX;
+        /* a record per ssl_wbuf_size (or 16 KiB), and one more per piece
+         * written where it lies */
+        size_t est = sealed + plain +
+                     (plain / record + 2 * MP_OUT_REFS + 2) * MP_TLS_RECORD_OVERHEAD;
         /* records go to a fresh buffer behind the ciphertext already queued:
          * the plaintext they come from is in the way in c->wbuf */
         t->sink = mp_buf_get(ch, est, &t->sink_size, MP_BUF_OUT);

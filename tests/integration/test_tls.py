@@ -10,6 +10,7 @@ handshakes per turn) or cannot be measured the same way (memory).
 
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -110,8 +111,13 @@ class ManualTLS:
     handshake runs over memory BIOs, and sealed bytes can be sent whole,
     cut, or not at all."""
 
-    def __init__(self, addr, context, timeout=10.0):
-        self.sock = socket.create_connection(addr, timeout=timeout)
+    def __init__(self, addr, context, timeout=10.0, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            # a small receive buffer makes "does not read" bite early
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = context.wrap_bio(self.incoming, self.outgoing, server_hostname=addr[0])
         while True:
@@ -133,6 +139,32 @@ class ManualTLS:
     def reset(self):
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+    def send_until_blocked(self, plaintext, seconds):
+        """Sends plaintext sealed over and over, never reading, for up to
+        `seconds`, stopping once the server has stopped taking it for a
+        while.  Returns the bytes sent."""
+        self.sock.setblocking(False)
+        pending, sent = b"", 0
+        deadline = time.monotonic() + seconds
+        stalled_since = None
+        while time.monotonic() < deadline:
+            if not pending:
+                pending = self.seal(plaintext)
+            _, w, _ = select.select([], [self.sock], [], 0.2)
+            if not w:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break
+                continue
+            stalled_since = None
+            try:
+                n = self.sock.send(pending)
+            except BlockingIOError:
+                continue
+            pending = pending[n:]
+            sent += n
+        return sent
 
 
 def stat_int(srv, name, group=b""):
@@ -516,6 +548,73 @@ def test_memory_stays_bounded_over_tls_churn(tls_factory):
     assert rss() - base < 24 * 1024 * 1024, (base, rss())
 
 
+# ---- flow control over TLS ----
+
+MB = 1024 * 1024
+
+
+def rss(srv):
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) * 1024
+
+
+@pytest.mark.mpcache_only
+def test_unread_multigets_over_tls_memory_is_bounded(tls_factory):
+    """20 TLS clients each ask for 100 x 500 KB and never read: the server
+    holds about one output mark of records per client, and serves others."""
+    srv = tls_factory(memory_mb=64)
+    value = os.urandom(500 * 1000)
+    first = client(srv)
+    assert first.set("bigv", value, noreply=False)
+    first.close()
+    base_rss, base_conns = rss(srv), stat_int(srv, "curr_connections")
+    request = b"get" + b" bigv" * 100 + b"\r\n"
+    readers = []
+    for _ in range(20):
+        m = ManualTLS(srv.addr, srv.context, rcvbuf=64 * 1024)
+        m.sock.sendall(m.seal(request))
+        readers.append(m)
+    time.sleep(2.0)
+    grown = rss(srv) - base_rss
+    t0 = time.monotonic()
+    with TLSRawConn(srv.addr, srv.context) as c:
+        assert c.call(b"version\r\n") == b"VERSION 1.6.18\r\n"
+    waited = time.monotonic() - t0
+    for m in readers:
+        m.reset()
+    assert wait_for(lambda: stat_int(srv, "curr_connections") <= base_conns)
+    assert grown <= 64 * MB, f"RSS grew {grown / MB:.0f} MB"
+    assert waited < 1.0
+    assert client(srv).get("bigv") == value
+
+
+@pytest.mark.mpcache_only
+def test_unread_pipelined_gets_over_tls_push_back(tls_factory):
+    """8 TLS clients pipeline `get big` (100 KB values) without reading: the
+    server stops taking their records instead of decrypting and buffering
+    them."""
+    srv = tls_factory(memory_mb=64)
+    first = client(srv)
+    assert first.set("big", os.urandom(100 * 1000), noreply=False)
+    first.close()
+    base_rss, base_conns = rss(srv), stat_int(srv, "curr_connections")
+    base_read = stat_int(srv, "bytes_read")
+    chunk = b"get big\r\n" * 7000
+    senders = [ManualTLS(srv.addr, srv.context, rcvbuf=64 * 1024) for _ in range(8)]
+    sent = 0
+    deadline = time.monotonic() + 15
+    for m in senders:
+        sent += m.send_until_blocked(chunk, max(0.5, min(5.0, deadline - time.monotonic())))
+    grown = rss(srv) - base_rss
+    taken = stat_int(srv, "bytes_read") - base_read
+    for m in senders:
+        m.reset()
+    assert wait_for(lambda: stat_int(srv, "curr_connections") <= base_conns)
+    assert grown <= 64 * MB, f"RSS grew {grown / MB:.0f} MB"
+    # records included, what the server took is bounded by its own buffers
+    assert taken <= 8 * 4 * MB, f"took {taken / MB:.0f} MB of {sent / MB:.0f} MB sent"
+
+
 # ---- start-up ----
 
 def _start_up(backend_argv, args, certs):
@@ -582,3 +681,38 @@ def test_unix_socket_stays_plaintext_under_z(certs, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ---- the embedded API and the command line ----
+
+def test_embedded_server_over_tls(certs):
+    if not _engine_has_tls():
+        pytest.skip("mpcache built without OpenSSL")
+    import mpcache
+    with mpcache.Server(port=0, ssl_enabled=True, ssl_chain_cert=certs.server_crt,
+                        ssl_key=certs.server_key, listen=["127.0.0.1"]) as srv:
+        c = Client(srv.address, tls_context=client_context(certs), timeout=10)
+        assert c.set("e", b"mbedded", noreply=False)
+        assert c.get("e") == b"mbedded"
+        c.close()
+        assert srv.stats()["ssl_handshake_errors"] == 0
+    with pytest.raises(mpcache.ConfigError, match="Error loading the key: "):
+        mpcache.Server(port=0, ssl_enabled=True, ssl_chain_cert=certs.server_crt,
+                       ssl_key=certs.client_key)
+
+
+@pytest.mark.parametrize("option,field,value", [
+    ("ssl_wbuf_size=32", "ssl_wbuf_size", 32768),
+    ("ssl_verify_mode=2", "ssl_verify_mode", 2),
+    ("ssl_min_version= 3", "ssl_min_version", 3),
+    ("ssl_keyformat=2", "ssl_keyformat", 2),
+    ("ssl_session_cache", "ssl_session_cache", True),
+    ("ssl_kernel_tls", "ssl_kernel_tls", True),
+    ("ssl_ciphers=HIGH:!aNULL", "ssl_ciphers", "HIGH:!aNULL"),
+    ("ssl_ca_cert=ca.pem", "ssl_ca_cert", "ca.pem"),
+])
+def test_ssl_options_parse_as_memcached(option, field, value):
+    from mpcache.cli import parse_args
+    s = parse_args(["-o", option]).settings
+    assert getattr(s, field) == value
+    assert not s.ssl_enabled   # -o alone does not enable TLS, as in memcached
