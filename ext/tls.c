@@ -545,6 +545,51 @@ static bool write_plain(SSL *ssl, const char *p, size_t len)
     return SSL_write(ssl, p, (int)len) == (int)len;
 }
 
+/* The plaintext src[start, end) with the values of refs woven in, in
+ * SSL_writes of up to ssl_wbuf_size: pieces (the output between referenced
+ * values, the values) are gathered into the channel's stage as memcached's
+ * ssl_sendmsg gathers its iovecs; a piece that fills a write alone, or the
+ * last one, is written where it lies. */
+static bool encrypt_output(mp_channel *ch, SSL *ssl, const char *src, uint32_t start,
+                           uint32_t end, const mp_refs *refs)
+{
+    size_t wbuf = ch->eng->settings.ssl_wbuf_size;
+    if (ch->tls_stage == NULL) {
+        ch->tls_stage = malloc(wbuf);
+        if (ch->tls_stage == NULL) {
+            ch->stats.malloc_fails++;
+            return false;
+        }
+    }
+    struct iovec iov[2 * MP_OUT_REFS + 1];
+    int niov = mp_out_iov(src, start, end, refs, iov);
+    size_t staged = 0;
+    for (int i = 0; i < niov; i++) {
+        const char *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        while (len > 0) {
+            size_t k;
+            if (staged == 0 && (len >= wbuf || i == niov - 1)) {
+                k = len < wbuf ? len : wbuf;
+                if (!write_plain(ssl, p, k))
+                    return false;
+            } else {
+                k = wbuf - staged < len ? wbuf - staged : len;
+                memcpy(ch->tls_stage + staged, p, k);
+                staged += k;
+                if (staged == wbuf) {
+                    if (!write_plain(ssl, ch->tls_stage, staged))
+                        return false;
+                    staged = 0;
+                }
+            }
+            p += k;
+            len -= k;
+        }
+    }
+    return staged == 0 || write_plain(ssl, ch->tls_stage, staged);
+}
+
 bool mp_tls_seal(mp_channel *ch, mp_conn *c, uint32_t sealed)
 {
     mp_tls *t = c->tls;
@@ -552,66 +597,48 @@ bool mp_tls_seal(mp_channel *ch, mp_conn *c, uint32_t sealed)
     uint32_t from = c->wstart + sealed;
     bool ok = true;
     if (from < c->wend || c->wrefs.n > 0) {
-        size_t plain = (size_t)(c->wend - from) + c->wrefs.bytes;
-        size_t wbuf = ch->eng->settings.ssl_wbuf_size;
-        size_t record = wbuf < MP_TLS_RECORD_MAX ? wbuf : MP_TLS_RECORD_MAX;
-        /* a record per ssl_wbuf_size (or 16 KiB), and one more per piece
-         * written where it lies */
-        size_t est = sealed + plain +
-                     (plain / record + 2 * MP_OUT_REFS + 2) * MP_TLS_RECORD_OVERHEAD;
-        /* records go to a fresh buffer behind the ciphertext already queued:
-         * the plaintext they come from is in the way in c->wbuf */
-        t->sink = mp_buf_get(ch, est, &t->sink_size, MP_BUF_OUT);
-        if (t->sink == NULL)
-            return false;
-        memcpy(t->sink, c->wbuf + c->wstart, sealed);
-        t->sink_len = sealed;
-        if (ch->tls_stage == NULL) {
-            ch->tls_stage = malloc(wbuf);
-            if (ch->tls_stage == NULL) {
-                ch->stats.malloc_fails++;
-                ok = false;
-            }
+        /* The records cannot be written over the plaintext they come from:
+         * whichever is smaller moves.  Usually nothing is queued ahead, and
+         * the records go to a fresh buffer; while a long queue of records
+         * waits (a send in flight), the plaintext moves aside and the records
+         * go behind the queue, so a queue is never copied again and again. */
+        uint32_t inbuf = c->wend - from;
+        if (sealed > inbuf) {
+            uint32_t size;
+            char *moved = mp_buf_get(ch, inbuf, &size, MP_BUF_OUT);
+            if (moved == NULL)
+                return false;
+            memcpy(moved, c->wbuf + from, inbuf);
+            mp_refs refs = c->wrefs;
+            for (uint32_t i = 0; i < refs.n; i++)
+                refs.r[i].at -= from;
+            c->wend = from;
+            ok = encrypt_output(ch, ssl, moved, 0, inbuf, &refs);
+            mp_buf_put(ch, moved, size, MP_BUF_OUT);
+        } else {
+            size_t plain = (size_t)inbuf + c->wrefs.bytes;
+            size_t wbuf = ch->eng->settings.ssl_wbuf_size;
+            size_t record = wbuf < MP_TLS_RECORD_MAX ? wbuf : MP_TLS_RECORD_MAX;
+            /* a record per ssl_wbuf_size (or 16 KiB), and one more per piece
+             * written where it lies */
+            size_t est = sealed + plain +
+                         (plain / record + 2 * MP_OUT_REFS + 2) * MP_TLS_RECORD_OVERHEAD;
+            t->sink = mp_buf_get(ch, est, &t->sink_size, MP_BUF_OUT);
+            if (t->sink == NULL)
+                return false;
+            memcpy(t->sink, c->wbuf + c->wstart, sealed);
+            t->sink_len = sealed;
+            ok = encrypt_output(ch, ssl, c->wbuf, from, c->wend, &c->wrefs);
+            mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
+            c->wbuf = t->sink;
+            c->wsize = t->sink_size;
+            c->wstart = 0;
+            c->wend = t->sink_len;
+            t->sink = NULL;
+            t->sink_size = t->sink_len = 0;
         }
-        /* pieces (the output between referenced values, the values) are
-         * gathered up to ssl_wbuf_size per write, as memcached's
-         * ssl_sendmsg gathers its iovecs; a piece that fills a write alone,
-         * or the last, is written where it lies */
-        struct iovec iov[2 * MP_OUT_REFS + 1];
-        int niov = mp_out_iov(c->wbuf, from, c->wend, &c->wrefs, iov);
-        size_t staged = 0;
-        for (int i = 0; i < niov && ok; i++) {
-            const char *p = iov[i].iov_base;
-            size_t len = iov[i].iov_len;
-            while (len > 0 && ok) {
-                if (staged == 0 && (len >= wbuf || i == niov - 1)) {
-                    size_t k = len < wbuf ? len : wbuf;
-                    ok = write_plain(ssl, p, k);
-                    p += k;
-                    len -= k;
-                    continue;
-                }
-                size_t k = wbuf - staged < len ? wbuf - staged : len;
-                memcpy(ch->tls_stage + staged, p, k);
-                staged += k;
-                p += k;
-                len -= k;
-                if (staged == wbuf) {
-                    ok = write_plain(ssl, ch->tls_stage, staged);
-                    staged = 0;
-                }
-            }
-        }
-        if (staged > 0 && ok)
-            ok = write_plain(ssl, ch->tls_stage, staged);
+        /* the values have been read: their items may go */
         mp_refs_release(ch->eng->store, &c->wrefs);
-        mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
-        c->wbuf = t->sink;
-        c->wsize = t->sink_size;
-        c->wstart = 0;
-        c->wend = t->sink_len;
-        t->sink = NULL;
-        t->sink_size = t->sink_len = 0;
     }
     if (ok && c->state == MP_CONN_CLOSING && !t->shutdown_sent) {
         /* quit: close_notify goes out behind the last reply, as memcached's

@@ -212,6 +212,22 @@ def test_pipelining_in_one_write(tls_server):
         assert c.call(reqs, pieces=range(0, len(reqs), 97), timeout=20) == expect
 
 
+def test_pipelined_big_replies_past_the_output_mark(tls_server):
+    """20 MB of replies to one write of gets: the connection stops at the
+    output mark and goes on as records leave, many times over."""
+    values = {f"v{i}": os.urandom(5000 + i * 1500) for i in range(8)}
+    c = client(tls_server)
+    for k, v in values.items():
+        assert c.set(k, v, noreply=False)
+    c.close()
+    keys = [f"v{i % 8}" for i in range(1500)]
+    reqs = b"".join(b"get %s\r\n" % k.encode() for k in keys)
+    expect = b"".join(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (k.encode(), len(values[k]), values[k])
+                      for k in keys)
+    with TLSRawConn(tls_server.addr, tls_server.context, timeout=30) as conn:
+        assert conn.call(reqs, timeout=60) == expect
+
+
 def test_many_connections(tls_server):
     errors = []
 
