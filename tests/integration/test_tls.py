@@ -404,6 +404,29 @@ def test_no_session_cache_no_new_sessions_line(tls_server):
     assert st["ssl_handshake_errors"] == "0"
 
 
+def test_session_cache_resumes_and_counts(tls_factory, certs):
+    """Sessions resume over TLS 1.3 (tickets) and 1.2 (the server's cache),
+    and ssl_new_sessions counts what memcached counts."""
+    srv = tls_factory(options=("ssl_session_cache",))
+    tls12 = client_context(certs)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    reused = []
+    for ctx in (client_context(certs), tls12):
+        session = None
+        for _ in range(3):
+            raw = socket.create_connection(srv.addr, timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname=HOST, session=session)
+            s.sendall(b"version\r\n")
+            assert s.recv(100) == b"VERSION 1.6.18\r\n"
+            reused.append(s.session_reused)
+            session = s.session
+            s.close()
+    assert reused == [False, True, True, False, True, True]
+    # six sessions' worth of tickets and cache entries, and the stats
+    # connection's own
+    assert tls_stats(srv.addr, srv.context)["ssl_new_sessions"] == "8"
+
+
 def test_min_version_refuses_older_clients(tls_factory, certs):
     srv = tls_factory(options=("ssl_min_version=3",))
     old = client_context(certs)
