@@ -19,7 +19,8 @@ from includes.engine cimport (
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
     MP_CHANNEL_BUFFER_KINDS, mp_channel_buffer_names, mp_engine_channel_buffers,
-    MP_MAX_SHARDS, mp_store_lock_stats, mp_tls_built, mp_tls_check,
+    MP_MAX_SHARDS, mp_store_lock_stats, mp_tls_built, mp_tls_check, mp_tls_prepare,
+    mp_tls_prepared_free, mp_engine_create_tls,
 )
 from libc.stdlib cimport malloc
 from libc.stdint cimport (
@@ -152,16 +153,41 @@ def tls_check(dict settings):
     return err.decode(errors="replace").rstrip("\r\n")
 
 
+cdef class TLSContext:
+    """-Z's context made from `settings` (every field of mp_settings) ahead
+    of the engine: the daemon makes it before it drops privileges, as
+    memcached loads its key as root.  Raises ValueError with memcached's
+    message when the files do not load."""
+
+    cdef void *ctx
+
+    def __cinit__(self, dict settings):
+        cdef mp_settings s
+        cdef char err[4608]
+        mp_settings_init(&s)
+        _fill_settings(&s, settings)
+        err[0] = 0
+        self.ctx = mp_tls_prepare(&s, err, sizeof(err))
+        if self.ctx == NULL:
+            raise ValueError(err.decode(errors="replace").rstrip("\r\n"))
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            mp_tls_prepared_free(self.ctx)
+            self.ctx = NULL
+
+
 cdef class Engine:
     """Channels, store and settings of one server (several may share a process).
 
     `settings` names every field of mp_settings (settings_table()), or is
-    None for the C defaults."""
+    None for the C defaults; `tls` is -Z's context made ahead (TLSContext),
+    else the engine loads the files named in `settings` itself."""
 
     cdef mp_engine *eng
     cdef object _running
 
-    def __cinit__(self, dict settings=None):
+    def __cinit__(self, dict settings=None, TLSContext tls=None):
         cdef mp_settings s
         # room for memcached's longest start-up message: a 1023-byte line
         # (its vperror's buffer) and errno's text, or -Z's: a path of up to
@@ -171,7 +197,7 @@ cdef class Engine:
         if settings is not None:
             _fill_settings(&s, settings)
         err[0] = 0
-        self.eng = mp_engine_create(&s, err, sizeof(err))
+        self.eng = mp_engine_create_tls(&s, tls.ctx if tls is not None else NULL, err, sizeof(err))
         if self.eng == NULL:
             raise ValueError(err.decode(errors="replace") or "cannot create engine")
         self._running = set()

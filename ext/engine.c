@@ -100,6 +100,12 @@ static int pow2_at_least(int n)
 
 mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen)
 {
+    return mp_engine_create_tls(settings, NULL, err, errlen);
+}
+
+mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char *err,
+                                size_t errlen)
+{
     mp_clock_init();
     mp_engine *eng = calloc(1, sizeof(*eng));
     if (eng == NULL) {
@@ -120,7 +126,7 @@ mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errle
             goto fail;
     }
     /* -Z: the certificates load now, or the server does not start */
-    if (mp_tls_server_create(eng, err, errlen) < 0)
+    if (mp_tls_server_create(eng, tls_ctx, err, errlen) < 0)
         goto fail;
     eng->control_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (eng->control_fd < 0) {

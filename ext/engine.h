@@ -41,6 +41,10 @@ typedef struct mp_engine {
 } mp_engine;
 
 mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen);
+/* The same with -Z's context made ahead (tls.h, mp_tls_prepare): the
+ * engine takes its own reference; NULL makes one from the files. */
+mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char *err,
+                                size_t errlen);
 void mp_engine_destroy(mp_engine *eng);
 
 /* Gives channel `ch` a listening socket (already bound, listening,

@@ -26,8 +26,17 @@ int mp_tls_check(const mp_settings *s, char *err, size_t errlen)
     return -1;
 }
 
-int mp_tls_server_create(mp_engine *eng, char *err, size_t errlen)
+void *mp_tls_prepare(const mp_settings *s, char *err, size_t errlen)
 {
+    mp_tls_check(s, err, errlen);
+    return NULL;
+}
+
+void mp_tls_prepared_free(void *ctx) { (void)ctx; }
+
+int mp_tls_server_create(mp_engine *eng, void *prepared, char *err, size_t errlen)
+{
+    (void)prepared;
     return eng->settings.ssl_enabled ? mp_tls_check(&eng->settings, err, errlen) : 0;
 }
 
@@ -236,6 +245,16 @@ int mp_tls_check(const mp_settings *s, char *err, size_t errlen)
     return 0;
 }
 
+void *mp_tls_prepare(const mp_settings *s, char *err, size_t errlen)
+{
+    return make_ctx(s, err, errlen);
+}
+
+void mp_tls_prepared_free(void *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
 /* Can the kernel take over the record layer (the "tls" upper-layer
  * protocol)?  Asked once, of a throwaway loopback connection: 0, or the
  * errno (ENOENT: no tls module). */
@@ -263,7 +282,7 @@ static int ktls_probe(void)
     return rc;
 }
 
-int mp_tls_server_create(mp_engine *eng, char *err, size_t errlen)
+int mp_tls_server_create(mp_engine *eng, void *prepared, char *err, size_t errlen)
 {
     if (!eng->settings.ssl_enabled)
         return 0;
@@ -272,7 +291,10 @@ int mp_tls_server_create(mp_engine *eng, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    srv->ctx = make_ctx(&eng->settings, err, errlen);
+    if (prepared != NULL && SSL_CTX_up_ref(prepared))
+        srv->ctx = prepared;
+    else
+        srv->ctx = make_ctx(&eng->settings, err, errlen);
     if (srv->ctx == NULL) {
         free(srv);
         return -1;

@@ -91,9 +91,17 @@ bool mp_tls_built(void);
  * 0, or -1 with memcached's message in err. */
 int mp_tls_check(const mp_settings *s, char *err, size_t errlen);
 
-/* The engine's context, made at engine creation when -Z is given (a
- * refusal as mp_tls_check's), freed with the engine. */
-int mp_tls_server_create(struct mp_engine *eng, char *err, size_t errlen);
+/* A context made from the settings ahead of the engine (an SSL_CTX *): the
+ * daemon makes it while it is still root, as memcached loads its key before
+ * it drops privileges, and the engine takes it.  NULL with err as
+ * mp_tls_check's. */
+void *mp_tls_prepare(const mp_settings *s, char *err, size_t errlen);
+void mp_tls_prepared_free(void *ctx);
+
+/* The engine's context when -Z is given: `prepared` (the engine takes its
+ * own reference), or one made now from the files (a refusal as
+ * mp_tls_check's); freed with the engine. */
+int mp_tls_server_create(struct mp_engine *eng, void *prepared, char *err, size_t errlen);
 void mp_tls_server_free(struct mp_engine *eng);
 
 /* "refresh_certs": a new context from the same files, swapped in for the

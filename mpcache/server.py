@@ -36,7 +36,8 @@ import stat
 import threading
 import weakref
 
-from .config import EX_OSERR, LISTENERS_MAX, MB, NOTLS_PREFIX, ConfigError, Settings, parse_size
+from .config import (EX_OSERR, EX_USAGE, LISTENERS_MAX, MB, NOTLS_PREFIX, ConfigError, Settings,
+                     parse_size)
 from .log import logger
 
 # How long stop() waits for a channel thread to return before giving up on
@@ -126,6 +127,7 @@ class Server:
         self._tcp = []            # (sock, channel, family, sockaddr, tls)
         self._unix = None         # (sock, path, inode)
         self._engine = None
+        self._tls = None          # -Z's context, made by bind() (_engine.TLSContext)
         self._threads = []
         self._stopping = False
         self._state = "new"
@@ -167,6 +169,16 @@ class Server:
         if ntcp + (self._unix is not None) > LISTENERS_MAX:
             self._close_sockets()
             raise ListenError(f"Too many listening addresses ({ntcp}); at most {LISTENERS_MAX}")
+        if self.settings.ssl_enabled:
+            # -Z's certificate and key are read now, before privileges are
+            # dropped, as memcached reads them as root (refresh_certs later
+            # reads them as the user we run as, in both)
+            from ._engine import TLSContext
+            try:
+                self._tls = TLSContext(self.settings.engine_settings())
+            except ValueError as e:
+                self._close_sockets()
+                raise ConfigError(str(e), EX_USAGE) from None
         if self.settings.metrics_listen is not None:
             from .metrics import MetricsServer
             try:
@@ -318,6 +330,7 @@ class Server:
             os.chown(self._unix[1], uid, gid)
 
     def _close_sockets(self):
+        self._tls = None
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
@@ -352,7 +365,8 @@ class Server:
             _raise_fd_limit(self.settings.max_conns, self.settings.backlog)
             from ._engine import Engine
             try:
-                self._engine = Engine(self.settings.engine_settings(bound_port=self.port or 0))
+                self._engine = Engine(self.settings.engine_settings(bound_port=self.port or 0),
+                                      tls=self._tls)
             except ValueError as e:
                 self._close_sockets()
                 self._state = "stopped"

@@ -49,6 +49,8 @@ cdef extern from "engine.h" nogil:
         int curr_conns
 
     mp_engine *mp_engine_create(const mp_settings *settings, char *err, size_t errlen)
+    mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char *err,
+                                    size_t errlen)
     void mp_engine_destroy(mp_engine *eng)
     int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
     int mp_channel_run(mp_engine *eng, int ch)
@@ -69,6 +71,8 @@ cdef extern from "engine.h" nogil:
 cdef extern from "tls.h" nogil:
     bint mp_tls_built()
     int mp_tls_check(const mp_settings *s, char *err, size_t errlen)
+    void *mp_tls_prepare(const mp_settings *s, char *err, size_t errlen)
+    void mp_tls_prepared_free(void *ctx)
 
 
 cdef extern from "latency.h" nogil:

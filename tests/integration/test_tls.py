@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -362,6 +363,35 @@ def test_refresh_certs_while_clients_stay(tls_factory, certs, tmp_path):
     # mpcache loads into a new context: the one in use stays whole
     with TLSRawConn(srv.addr, srv.context) as c:
         assert c.call(b"version\r\n") == b"VERSION 1.6.18\r\n"
+
+
+def test_key_is_read_before_privileges_are_dropped(tls_factory, certs):
+    """A key only root may read, -u nobody: it loads at start (as root, as
+    memcached loads it), and refresh_certs, which runs as nobody, says it
+    cannot read it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    try:
+        import pwd
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    d = tempfile.mkdtemp(prefix="mpcache-tls-key-")
+    try:
+        os.chmod(d, 0o711)
+        crt, key = os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+        shutil.copy(certs.server_crt, crt)
+        shutil.copy(certs.server_key, key)
+        os.chmod(crt, 0o644)
+        os.chmod(key, 0o600)
+        srv = tls_factory(crt=crt, key=key, extra=("-u", "nobody"))
+        with TLSRawConn(srv.addr, srv.context) as c:
+            assert c.call(b"version\r\n") == b"VERSION 1.6.18\r\n"
+            assert c.call(b"refresh_certs\r\n") == (
+                b"Error loading the key: " + key.encode() +
+                b" : error:8000000D:system library::Permission denied\r\n")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_refresh_certs_missing_file(tls_factory, certs, tmp_path):
