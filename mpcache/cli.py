@@ -193,7 +193,7 @@ def _extended(s, warnings, text):
             s.maxconns_fast = True
         elif key == "no_maxconns_fast":
             s.maxconns_fast = False
-        elif key.startswith("ssl_") and key in _SSL_OPTIONS:
+        elif key in _SSL_OPTIONS:
             _ssl_option(s, key, value if eq else None)
         elif key in MEMCACHED_EXTENDED_KEYS:
             warnings.append(f"WARNING: -o {key} is a memcached tuning option mpcache does not "
