@@ -1,6 +1,6 @@
 """TLS (-Z), against memcached 1.6.18 -Z and both mpcache engines.
 
-Certificates are made at test time with the openssl CLI (tests/support/tls.py):
+Certificates are made at test time with the openssl CLI (tests/support/certs.py):
 a CA the clients trust, server and client certificates it signed, and an
 untrusted CA with its own.  Every test that takes `backend` runs against
 memcached first, so what it expects is what memcached does; the tests marked
