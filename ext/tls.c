@@ -145,11 +145,29 @@ static int min_version(int v)
     }
 }
 
-/* A file not given is NULL, as memcached passes it to OpenSSL (whose
- * error is then EFAULT's) and glibc prints it: "(null)". */
-static const char *path_or_null(const char *s)
+/* A file not given: memcached passes NULL to OpenSSL, whose fopen(NULL)
+ * fails with EFAULT on glibc; NULL is no file name to fopen (undefined, and
+ * AddressSanitizer's fopen faults on it), so the same error is raised here
+ * without the call and the message stays memcached's.  glibc prints the
+ * name as "(null)". */
+static int no_file(void)
 {
-    return s[0] ? s : NULL;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    ERR_raise(ERR_LIB_SYS, EFAULT);
+#else
+    ERR_put_error(ERR_LIB_SYS, SYS_F_FOPEN, EFAULT, __FILE__, __LINE__);
+#endif
+    return 0;
+}
+
+static int use_chain_file(SSL_CTX *ctx, const char *path)
+{
+    return path[0] ? SSL_CTX_use_certificate_chain_file(ctx, path) : no_file();
+}
+
+static int use_key_file(SSL_CTX *ctx, const char *path, int type)
+{
+    return path[0] ? SSL_CTX_use_PrivateKey_file(ctx, path, type) : no_file();
 }
 
 static const char *shown(const char *s)
@@ -163,13 +181,13 @@ static const char *shown(const char *s)
 static bool load_certificates(SSL_CTX *ctx, const mp_settings *s, char *err, size_t errlen)
 {
     char why[256];
-    if (!SSL_CTX_use_certificate_chain_file(ctx, path_or_null(s->ssl_chain_cert))) {
+    if (!use_chain_file(ctx, s->ssl_chain_cert)) {
         ssl_error_text(why, sizeof(why));
         snprintf(err, errlen, "Error loading the certificate chain: %s : %s\r\n",
                  shown(s->ssl_chain_cert), why);
         return false;
     }
-    if (!SSL_CTX_use_PrivateKey_file(ctx, path_or_null(s->ssl_key), s->ssl_keyformat)) {
+    if (!use_key_file(ctx, s->ssl_key, s->ssl_keyformat)) {
         ssl_error_text(why, sizeof(why));
         snprintf(err, errlen, "Error loading the key: %s : %s\r\n", shown(s->ssl_key), why);
         return false;
