@@ -96,20 +96,32 @@ test-tls: test-packages build $(VENV)/.test-deps
 #                    under TSan (its threaded parts, ref_threads among them,
 #                    are what TSan is for)
 #
-# About 5 minutes for make sanitize (the ASan build 50 s when ext/ changed,
-# engine and integration 80 s, differential and compat 130 s, TSan 40 s) and
-# 35 s for fuzz-short on the project's 2-core machine, within the 15 minutes
-# make test's sanitizer stage may take: nothing is trimmed.  tests/stress is
+# About 7 minutes for make sanitize (the ASan build a minute when ext/
+# changed, the four suites 5 to 6 minutes, TSan 40 s) and 35 s for
+# fuzz-short on the project's 2-core machine, within the 15 minutes make
+# test's sanitizer stage may take: nothing is trimmed.  tests/stress is
 # left out: it bounds memory and time, which ASan changes.
-# Any sanitizer report fails the run: the code is built with
-# -fno-sanitize-recover, and a report written by any process (a server the
-# tests spawned included) is a failure even when the tests passed.
+# Any sanitizer report of ours fails the run: the code is built with
+# -fno-sanitize-recover, and a report written by any Python process (the
+# servers the tests spawn included: mpcache runs only in Python) is a
+# failure even when the tests passed.  Reports of other programs are listed
+# and not counted: they are not ours to fix.
 
 FUZZ_TIME ?= 60
 FUZZ_SHORT_TIME ?= 30
 FUZZ_DIR := build/fuzz
 SAN_DIR := build/sanitize
 SANITIZE_TESTS ?= tests/engine tests/integration tests/differential tests/compat
+# The programs the tests compare with or drive run as installed, outside
+# the sanitizers' runtimes (memcached under ASan faults where it otherwise
+# fails with a message the tests compare).
+SANITIZE_PLAIN := memcached memccapable openssl
+# Tests that bound a server's RSS: ASan's shadow memory and quarantine are
+# counted in it.
+SANITIZE_DESELECT ?= \
+	--deselect tests/integration/test_tls.py::test_memory_stays_bounded_over_tls_churn \
+	--deselect tests/integration/test_tls.py::test_unread_multigets_over_tls_memory_is_bounded \
+	--deselect tests/integration/test_tls.py::test_unread_pipelined_gets_over_tls_push_back
 # The engine's C sources, without what Cython writes beside its .pyx files.
 ENGINE_C = $(filter-out ext/_engine.c ext/parser_py.c,$(wildcard ext/*.c))
 SAN_FLAGS := -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -158,15 +170,22 @@ sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
 	CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
 	  $(VPY) setup.py -q build_ext -j2 --build-lib $(SAN_DIR)/lib --build-temp $(SAN_DIR)/tmp
 	@rm -rf $(SAN_DIR)/tree $(SAN_DIR)/logs && mkdir -p $(SAN_DIR)/tree $(SAN_DIR)/logs
-	@tar -cf - --exclude='*.so' --exclude=__pycache__ mpcache tests | tar -xf - -C $(SAN_DIR)/tree
+	@tar -cf - --exclude='*.so' --exclude=__pycache__ pyproject.toml mpcache tests | \
+	  tar -xf - -C $(SAN_DIR)/tree
 	cp $(SAN_DIR)/lib/mpcache/*.so $(SAN_DIR)/tree/mpcache/
-	cd $(SAN_DIR)/tree && \
+	@rm -rf $(SAN_DIR)/bin && mkdir -p $(SAN_DIR)/bin && for p in $(SANITIZE_PLAIN); do \
+	  real=$$(command -v $$p) || continue; \
+	  printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$$@"\n' "$$real" >$(SAN_DIR)/bin/$$p; \
+	  chmod +x $(SAN_DIR)/bin/$$p; done
+	cd $(SAN_DIR)/tree && PATH=$(CURDIR)/$(SAN_DIR)/bin:$$PATH \
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/ubsan \
-	  $(CURDIR)/$(VPY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS) || failed=1; \
-	  if [ -n "$$(ls $(CURDIR)/$(SAN_DIR)/logs)" ]; then \
-	    head -n 80 $(CURDIR)/$(SAN_DIR)/logs/*; echo "make sanitize: sanitizer reports above"; exit 1; fi; \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/ubsan \
+	  $(CURDIR)/$(VPY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS) $(SANITIZE_DESELECT) || failed=1; \
+	  cd $(CURDIR)/$(SAN_DIR)/logs; \
+	  others=$$(ls | grep -v '^[a-z]*\.python' || true); ours=$$(ls | grep '^[a-z]*\.python' || true); \
+	  [ -z "$$others" ] || echo "make sanitize: not counted, reports of programs that are not mpcache:" $$others; \
+	  if [ -n "$$ours" ]; then head -n 80 $$ours; echo "make sanitize: sanitizer reports above"; exit 1; fi; \
 	  [ -z "$$failed" ]
 
 sanitize-tsan: fuzz-packages
