@@ -147,10 +147,11 @@ class Server:
             name, port, memory_mb, arrangement["threads"])
         env = dict(os.environ)
         env.update(SERVERS[name]["env"])
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        root = SERVERS[name].get("root", ROOT)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.log = tempfile.TemporaryFile()
         # taskset execs the server: the pid is the server's own, for /proc/PID/task
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root)
         deadline = time.monotonic() + START_TIMEOUT
         while not _port_open(port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -539,11 +540,17 @@ def main(argv=None):
                     help="comma-separated servers, memcached first (default: memcached and mpcache if it imports)")
     ap.add_argument("--no-syscalls", action="store_true", help="skip the perf system-call counts")
     ap.add_argument("--strace", action="store_true", help="also a per-call breakdown by strace -c -f")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="an older mpcache checkout, built in place: adds the servers baseline-uring and "
+                         "baseline-epoll, so a change is measured against it in the same run")
     ap.add_argument("--port-base", type=int, default=PORT_BASE)
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     ap.add_argument("--list", action="store_true", help="list workloads and exit")
     args = ap.parse_args(argv)
 
+    if args.baseline:
+        for engine in ("uring", "epoll"):
+            SERVERS["baseline-" + engine] = dict(SERVERS["mpcache-" + engine], root=os.path.abspath(args.baseline))
     wls = workloads()
     if args.list:
         for n, s in wls.items():
