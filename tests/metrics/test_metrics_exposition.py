@@ -586,3 +586,23 @@ def test_help_lists_the_flag():
     r = run_mpcache("-h")
     assert r.returncode == 0
     assert "    --metrics-listen=<addr:port> serve Prometheus metrics on" in r.stdout
+
+
+def test_shard_lock_series():
+    """One mpcache_shard_lock_{acquisitions,waits}_total series per shard (4
+    per channel), counting the locks the traffic took."""
+    mpc = Mpcache(threads=2).start()
+    try:
+        with socket.create_connection(mpc.addr, timeout=5) as c:
+            for i in range(200):
+                c.sendall(b"set k%d 0 0 1\r\nx\r\n" % i)
+                assert c.recv(64) == b"STORED\r\n"
+        text = http_get(mpc.metrics_url)[2].decode()
+        acquired = samples(text, "mpcache_shard_lock_acquisitions_total")
+        waits = samples(text, "mpcache_shard_lock_waits_total")
+        shards = {dict(k)["shard"] for k in acquired}
+        assert shards == {str(i) for i in range(8)}
+        assert {dict(k)["shard"] for k in waits} == shards
+        assert sum(acquired.values()) >= 200
+    finally:
+        mpc.close()
