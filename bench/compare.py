@@ -182,18 +182,20 @@ class Server:
         want = ("version", "libevent", "mpcache_io_engine", "mpcache_channels", "threads")
         out = {}
         try:
-            with socket.create_connection((HOST, self.port), timeout=2) as s:
-                s.sendall(b"stats\r\n")
-                buf = b""
-                while not buf.endswith(b"END\r\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            for line in buf.decode(errors="replace").split("\r\n"):
-                f = line.split(" ", 2)
-                if len(f) == 3 and f[0] == "STAT" and f[1] in want:
-                    out[f[1]] = f[2]
+            # mpcache's own lines are in "stats mpcache" (memcached: ERROR)
+            for cmd in (b"stats\r\n", b"stats mpcache\r\n"):
+                with socket.create_connection((HOST, self.port), timeout=2) as s:
+                    s.sendall(cmd)
+                    buf = b""
+                    while not buf.endswith((b"END\r\n", b"ERROR\r\n")):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                for line in buf.decode(errors="replace").split("\r\n"):
+                    f = line.split(" ", 2)
+                    if len(f) == 3 and f[0] == "STAT" and f[1] in want:
+                        out[f[1]] = f[2]
         except OSError as e:
             out["error"] = str(e)
         return out

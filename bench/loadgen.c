@@ -1095,6 +1095,8 @@ static int fetch_stats(struct stats_snap *s)
     s->n = 0;
     if (fetch_stats_cmd("stats\r\n", s, NULL) < 0)
         return -1;
+    /* mpcache's own totals (mpcache_syscalls, ...); memcached answers ERROR */
+    fetch_stats_cmd("stats mpcache\r\n", s, NULL);
     /* mpcache's per-channel counters; memcached answers this with nothing useful */
     for (int i = 0; i < s->n; i++)
         if (strncmp(s->name[i], "mpcache_", 8) == 0) {

@@ -19,7 +19,7 @@ from includes.engine cimport (
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
     MP_CHANNEL_BUFFER_KINDS, mp_channel_buffer_names, mp_engine_channel_buffers,
-    MP_MAX_SHARDS, mp_store_lock_stats, mp_tls_built, mp_tls_check, mp_tls_prepare,
+    MP_MAX_SHARDS, mp_store_lock_stats, mp_own_totals, mp_tls_built, mp_tls_check, mp_tls_prepare,
     mp_tls_prepared_free, mp_engine_create_tls,
 )
 from libc.stdlib cimport malloc
@@ -131,6 +131,18 @@ def settings_table():
     return tuple((mp_setting_descs[i].name.decode(), _load_setting(&s, &mp_setting_descs[i]),
                   mp_setting_descs[i].doc.decode())
                  for i in range(mp_setting_count))
+
+
+def own_totals():
+    """mpcache's own totals (MP_OWN_TOTALS in ext/stats.h) as (name, help)
+    tuples: "stats mpcache" shows each as mpcache_<name>, /metrics as the
+    counter mpcache_<name>_total; each is a field of channel_stats()."""
+    cdef int i = 0
+    out = []
+    while mp_own_totals[i].name != NULL:
+        out.append((mp_own_totals[i].name.decode(), mp_own_totals[i].help.decode()))
+        i += 1
+    return tuple(out)
 
 
 def tls_built():

@@ -96,6 +96,18 @@ typedef struct mp_conn {
     mp_proto proto;           /* parser/executor state, owned by proto.c */
 } mp_conn;
 
+/* The number a connection shows as in "stats conns" and the -vv log: its
+ * descriptor, as in memcached.  An io_uring direct descriptor is an index
+ * into its channel's own table, not a process descriptor: it shows above
+ * any real one, per channel (env->fixed_id_base), so every number is
+ * unique. */
+static inline unsigned long long mp_conn_number(const mp_conn *c)
+{
+    if (!c->fixed)
+        return (unsigned long long)c->fd;
+    return c->env->fixed_id_base + (unsigned)c->fd;
+}
+
 /* Grows wbuf so that n more bytes fit, with memory from c->env->alloc (in a
  * server the channel's pool, else malloc): never call it with a shard lock
  * held.  Returns false when memory is exhausted,

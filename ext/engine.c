@@ -46,9 +46,13 @@ static void hook_shutdown(void *eng, bool graceful)
     mp_engine_request_shutdown(eng, graceful);
 }
 
-static void hook_set_verbosity(void *eng, int level)
+static void hook_set_verbosity(void *owner, int level)
 {
-    ((mp_engine *)eng)->settings.verbose = level;
+    mp_engine *eng = owner;
+    eng->settings.verbose = level;
+    /* each channel's copy, read racily as the setting is (proto_env.h) */
+    for (int i = 0; i < eng->nchannels; i++)
+        __atomic_store_n(&eng->channels[i]->env.verbose, level, __ATOMIC_RELAXED);
 }
 
 static void hook_set_memlimit(void *owner, size_t bytes)
@@ -87,6 +91,9 @@ static void fill_env(mp_engine *eng, mp_channel *ch)
         .hooks = &engine_hooks,
         .owner = eng,
         .auth = eng->auth != NULL ? &eng->auth : NULL,
+        .shared = &eng->shared,
+        .verbose = eng->settings.verbose,
+        .fixed_id_base = (uint64_t)(ch->id + 1) << 24,
     };
 }
 

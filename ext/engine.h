@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "proto_env.h"
 #include "settings.h"
 #include "stats.h"
 #include "store.h"
@@ -36,6 +37,13 @@ typedef struct mp_engine {
     int control_fd;              /* eventfd: readable when "shutdown" was received */
     volatile int curr_conns;     /* atomic */
     mp_thread_stats reset_base;  /* counters at the last "stats reset" */
+    /* the store keeps monotonic totals: "stats reset" records them here
+     * and stats.c subtracts (per engine, so embedded servers in one
+     * process never share a baseline) */
+    mp_store_stats store_base;
+    mp_slab_class_stats class_base[MP_MAX_SLAB_CLASSES];
+    bool reset_listeners;        /* the listeners' share of total_connections went too */
+    mp_proto_shared shared;      /* what commands change server-wide (proto_env.h) */
     mp_auth *auth;               /* -Y: the password table in use, else NULL */
     struct mp_tls_server *tls;   /* -Z: the context connections get (tls.c), else NULL */
 } mp_engine;

@@ -741,14 +741,12 @@ static int cmd_lru(mp_conn *c, const mp_request *r)
 }
 
 /* "lru_crawler enable|disable": memcached's crawler thread, as it is once a
- * stop has taken effect (memcached stops it asynchronously).  Process-wide:
- * embedded engines in one process share it; only these replies and "stats
- * settings" can observe it. */
-static volatile int lru_crawler_off;
-
-bool mp_lru_crawler_enabled(void)
+ * stop has taken effect (memcached stops it asynchronously).  Server-wide
+ * (env->shared, one per engine); only these replies and "stats" /
+ * "stats settings" can observe it. */
+static bool crawler_enabled(const mp_conn *c)
 {
-    return !__atomic_load_n(&lru_crawler_off, __ATOMIC_RELAXED);
+    return !__atomic_load_n(&c->env->shared->lru_crawler_off, __ATOMIC_RELAXED);
 }
 
 /* memcached's class list: "all", or comma-separated ids in [1, 63] */
@@ -779,7 +777,7 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens == 3 && TOK_IS(r, 1, "crawl")) {
         bool any;
-        if (!mp_lru_crawler_enabled())
+        if (!crawler_enabled(c))
             REPLY(c, R_CRAWLER_OFF);
         else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), &any))
             REPLY(c, R_CRAWLER_BADCLASS);
@@ -788,7 +786,7 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
         else
             REPLY(c, R_OKAY);   /* expiry is swept continuously anyway */
     } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
-        if (!mp_lru_crawler_enabled())
+        if (!crawler_enabled(c))
             REPLY(c, R_CRAWLER_OFF);
         else
             REPLY(c, R_METADUMP_OFF);
@@ -801,13 +799,13 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
         else
             REPLY(c, R_OKAY);
     } else if (r->ntokens == 2 && TOK_IS(r, 1, "enable")) {
-        if (__atomic_exchange_n(&lru_crawler_off, 0, __ATOMIC_RELAXED) == 0)
+        if (__atomic_exchange_n(&c->env->shared->lru_crawler_off, 0, __ATOMIC_RELAXED) == 0)
             REPLY(c, R_CRAWLER_START);
         else
             REPLY(c, R_OKAY);
     } else if (r->ntokens == 2 && TOK_IS(r, 1, "disable")) {
         /* stopping a stopped crawler succeeds in memcached */
-        __atomic_store_n(&lru_crawler_off, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->env->shared->lru_crawler_off, 1, __ATOMIC_RELAXED);
         REPLY(c, R_OKAY);
     } else {
         REPLY(c, R_ERROR);

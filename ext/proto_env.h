@@ -57,6 +57,13 @@ typedef struct mp_proto_hooks {
     int (*refresh_certs)(void *owner, char *err, size_t errlen);
 } mp_proto_hooks;
 
+/* What commands change for the whole server rather than one connection:
+ * one per engine, shared by its channels (a test has its own).  Written by
+ * any channel with relaxed atomics. */
+typedef struct mp_proto_shared {
+    int lru_crawler_off;             /* "lru_crawler disable" */
+} mp_proto_shared;
+
 typedef struct mp_proto_env {
     struct mp_store *store;
     const mp_settings *settings;
@@ -69,6 +76,13 @@ typedef struct mp_proto_env {
     /* -Y: where the current password table is published (auth.h; read
      * with an acquire load, a reload replaces it); NULL without -Y */
     struct mp_auth *const *auth;
+    mp_proto_shared *shared;
+    /* settings->verbose, copied here for the one branch the request path
+     * pays while logging is off (log.h); the verbosity hook updates it */
+    int verbose;
+    /* an io_uring direct descriptor's number in "stats conns" and the log:
+     * this plus its index (mp_conn_number, conn.h) */
+    uint64_t fixed_id_base;
 } mp_proto_env;
 
 #endif

@@ -5,9 +5,11 @@
  * Names, order and meaning are memcached 1.6.18's (as Debian builds it, with
  * extstore and TLS), so tools that parse memcached's stats keep working.
  * Counters memcached keeps for machinery we do not have (segmented LRU,
- * crawler, logger, response objects) are printed with the value they have
- * here: zero, or the constant memcached's defaults give.  mpcache's own
- * figures follow under an "mpcache_" prefix memcached does not use.
+ * slab mover, logger) are printed with the value they have here: zero, or
+ * the constant memcached's defaults give.  A line memcached prints only
+ * under a flag or a state (idle_kicks, rejected_connections, the crawler's,
+ * ssl_*) is printed under the same one.  mpcache's own figures are in
+ * groups memcached does not have: "stats mpcache" and "stats channels".
  *
  * No shard lock is held while composing: the store's stats functions take
  * each lock briefly and return copies.
@@ -66,56 +68,59 @@ static void stat_linef(mp_conn *c, const char *fmt, ...)
 
 /* ---- "stats reset" for the store's counters ----
  * The store keeps monotonic totals and has no reset of its own, so a reset
- * records a baseline that later reads subtract (as the engine does for the
- * per-channel counters).  Kept here per engine; a baseline larger than the
- * current total means the engine was recreated at the same address. */
-#define MP_RESET_SLOTS 8
-static struct {
-    const mp_engine *eng;
-    mp_store_stats base;
-} store_reset[MP_RESET_SLOTS];
-
-static mp_store_stats *store_base(const mp_engine *eng, bool create)
-{
-    for (int i = 0; i < MP_RESET_SLOTS; i++)
-        if (store_reset[i].eng == eng)
-            return &store_reset[i].base;
-    if (!create)
-        return NULL;
-    for (int i = 0; i < MP_RESET_SLOTS; i++) {
-        if (store_reset[i].eng == NULL) {
-            store_reset[i].eng = eng;
-            return &store_reset[i].base;
-        }
-    }
-    store_reset[0].eng = eng;
-    return &store_reset[0].base;
-}
-
+ * records a baseline in the engine that later reads subtract, as the engine
+ * does for the per-channel counters.  Read racily against a concurrent
+ * reset, as memcached's stats are: a total below its baseline shows 0. */
 #define MP_STORE_RESETTABLE(X) \
     X(total_items) X(evictions) X(reclaimed) X(expired_unfetched) \
-    X(evicted_unfetched) X(evicted_active) X(crawler_reclaimed) X(slab_reassigns)
+    X(evicted_unfetched) X(evicted_active) X(crawler_reclaimed) \
+    X(crawler_items_checked) X(lrutail_reflocked) X(slab_reassigns)
+
+/* memcached's item_stats_reset and the slab stats of threadlocal_stats_reset:
+ * every per-class counter (evicted_time goes back to 0 with evicted) */
+#define MP_CLASS_RESETTABLE(X) \
+    X(evicted) X(evicted_nonzero) X(outofmemory) X(reclaimed) X(expired_unfetched) \
+    X(evicted_unfetched) X(evicted_active) X(crawler_reclaimed) X(crawler_items_checked) \
+    X(lrutail_reflocked) X(get_hits) X(cmd_set) X(delete_hits) X(incr_hits) X(decr_hits) \
+    X(cas_hits) X(cas_badval) X(touch_hits)
+
+#define MP_SUB_BASE(f) out->f = out->f >= b->f ? out->f - b->f : 0;
 
 static void store_stats(mp_engine *eng, mp_store_stats *out)
 {
     mp_store_get_stats(eng->store, out);
-    mp_store_stats *b = store_base(eng, false);
-    if (b == NULL)
-        return;
-#define MP_SUB(f) out->f = out->f >= b->f ? out->f - b->f : out->f;
-    MP_STORE_RESETTABLE(MP_SUB)
-#undef MP_SUB
+    const mp_store_stats *b = &eng->store_base;
+    MP_STORE_RESETTABLE(MP_SUB_BASE)
+}
+
+static void class_rebase(const mp_engine *eng, int i, mp_slab_class_stats *out)
+{
+    const mp_slab_class_stats *b = &eng->class_base[i];
+    MP_CLASS_RESETTABLE(MP_SUB_BASE)
+    if (out->evicted == 0)
+        out->evicted_time = 0;
 }
 
 void mp_stats_reset(mp_engine *eng)
 {
     mp_engine_reset_stats(eng);
-    mp_store_stats now;
-    mp_store_get_stats(eng->store, &now);
-    mp_store_stats *b = store_base(eng, true);
-#define MP_SET(f) b->f = now.f;
-    MP_STORE_RESETTABLE(MP_SET)
-#undef MP_SET
+    mp_store_get_stats(eng->store, &eng->store_base);
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(eng->store, cls, MP_MAX_SLAB_CLASSES);
+    for (int i = 0; i < n && i < MP_MAX_SLAB_CLASSES; i++) {
+        mp_slab_class_stats *b = &eng->class_base[i];
+#define MP_SET_BASE(f) b->f = cls[i].f;
+        MP_CLASS_RESETTABLE(MP_SET_BASE)
+#undef MP_SET_BASE
+    }
+    /* memcached counts its listening connections in total_conns, and a
+     * reset zeroes that too */
+    eng->reset_listeners = 1;
+}
+
+static bool crawler_enabled(const mp_engine *eng)
+{
+    return !__atomic_load_n(&eng->shared.lru_crawler_off, __ATOMIC_RELAXED);
 }
 
 /* ---- "stats" ---- */
@@ -170,8 +175,9 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     stat_linef(c, "STAT rusage_system %ld.%06ld", (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
     STAT_U64(c, "max_connections", set->maxconns);
     STAT_U64(c, "curr_connections", curr);
-    STAT_U64(c, "total_connections", t.total_conns + (unsigned)nl);
-    STAT_U64(c, "rejected_connections", t.rejected_conns);
+    STAT_U64(c, "total_connections", t.total_conns + (eng->reset_listeners ? 0u : (unsigned)nl));
+    if (set->maxconns_fast)
+        STAT_U64(c, "rejected_connections", t.rejected_conns);
     STAT_U64(c, "connection_structures", curr + nl);
     STAT_U64(c, "response_obj_oom", t.response_obj_oom);
     STAT_U64(c, "response_obj_count", b.count[MP_BUF_OUT]);
@@ -229,8 +235,11 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "slab_reassign_busy_deletes", 0);
     STAT_U64(c, "slab_reassign_running", 0);
     STAT_U64(c, "slabs_moved", s.slab_reassigns);
-    STAT_U64(c, "lru_crawler_running", 0);
-    STAT_U64(c, "lru_crawler_starts", 0);
+    /* "lru_crawler disable" takes these away, as in memcached */
+    if (crawler_enabled(eng)) {
+        STAT_U64(c, "lru_crawler_running", 0);
+        STAT_U64(c, "lru_crawler_starts", 0);
+    }
     STAT_U64(c, "lru_maintainer_juggles", 0);
     STAT_U64(c, "malloc_fails", t.malloc_fails);
     STAT_U64(c, "log_worker_dropped", 0);
@@ -256,21 +265,33 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "evictions", s.evictions);
     STAT_U64(c, "reclaimed", s.reclaimed);
     STAT_U64(c, "crawler_reclaimed", s.crawler_reclaimed);
-    STAT_U64(c, "crawler_items_checked", 0);
-    STAT_U64(c, "lrutail_reflocked", 0);
+    STAT_U64(c, "crawler_items_checked", s.crawler_items_checked);
+    STAT_U64(c, "lrutail_reflocked", s.lrutail_reflocked);
     STAT_U64(c, "moves_to_cold", 0);
     STAT_U64(c, "moves_to_warm", 0);
     STAT_U64(c, "moves_within_lru", 0);
     STAT_U64(c, "direct_reclaims", 0);
     STAT_U64(c, "lru_bumps_dropped", 0);
-    /* mpcache's own: the MegaPipe mechanics */
-    STAT_STR(c, "mpcache_io_engine", set->io_engine);
+}
+
+/* ---- "stats mpcache": mpcache's own figures, the MegaPipe mechanics ---- */
+
+const mp_own_total mp_own_totals[] = {
+#define MP_OWN_ROW(name, help) {#name, help},
+    MP_OWN_TOTALS(MP_OWN_ROW)
+#undef MP_OWN_ROW
+    {NULL, NULL},
+};
+
+static void compose_mpcache(mp_engine *eng, mp_conn *c)
+{
+    mp_thread_stats t;
+    mp_engine_thread_stats(eng, &t);
+    STAT_STR(c, "mpcache_io_engine", eng->settings.io_engine);
     STAT_U64(c, "mpcache_channels", eng->nchannels);
-    STAT_U64(c, "mpcache_requests", t.requests);
-    STAT_U64(c, "mpcache_syscalls", t.syscalls);
-    STAT_U64(c, "mpcache_loop_turns", t.loop_turns);
-    STAT_U64(c, "mpcache_events", t.events);
-    STAT_U64(c, "mpcache_accepts", t.accepts);
+#define MP_OWN_LINE(name, help) STAT_U64(c, "mpcache_" #name, t.name);
+    MP_OWN_TOTALS(MP_OWN_LINE)
+#undef MP_OWN_LINE
 }
 
 /* ---- "stats settings" ---- */
@@ -298,8 +319,9 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "reqs_per_event", s->reqs_per_event);
     STAT_YESNO(c, "cas_enabled", s->use_cas);
     STAT_U64(c, "tcp_backlog", s->backlog);
-    /* the binary protocol is not served: what memcached prints for -B ascii */
-    STAT_STR(c, "binding_protocol", "ascii");
+    /* -B auto negotiates each connection from its first byte, as memcached
+     * does; the binary protocol is not built, so it is always ascii */
+    STAT_STR(c, "binding_protocol", s->binding_ascii ? "ascii" : "auto-negotiate");
     STAT_YESNO(c, "auth_enabled_sasl", false);
     /* memcached prints at most 126 bytes of a longer path, then whatever
      * its stack holds after them; here the path, up to MP_STAT_LINE_MAX */
@@ -313,13 +335,13 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "slab_automove_window", 30);
     /* memcached keeps 512 KiB chunks and refuses a smaller -I */
     STAT_U64(c, "slab_chunk_max", s->item_size_max < 524288 ? s->item_size_max : 524288);
-    STAT_YESNO(c, "lru_crawler", mp_lru_crawler_enabled());
+    STAT_YESNO(c, "lru_crawler", crawler_enabled(eng));
     STAT_U64(c, "lru_crawler_sleep", 100);
     STAT_U64(c, "lru_crawler_tocrawl", 0);
     STAT_U64(c, "tail_repair_time", 0);
     STAT_YESNO(c, "flush_enabled", s->flush_enabled);
     STAT_YESNO(c, "dump_enabled", false);   /* no cachedump / metadump */
-    STAT_STR(c, "hash_algorithm", "murmur3");
+    STAT_STR(c, "hash_algorithm", MP_HASH_NAME);   /* the store's own (store.h) */
     STAT_YESNO(c, "lru_maintainer_thread", true);
     STAT_YESNO(c, "lru_segmented", true);
     STAT_U64(c, "hot_lru_pct", 20);
@@ -362,7 +384,6 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_STR(c, "ssl_min_version", tls_versions[s->ssl_min_version & 3]);
     STAT_STR(c, "num_napi_ids", "(null)");
     STAT_STR(c, "memory_file", "(null)");
-    STAT_STR(c, "mpcache_io_engine", s->io_engine);
 }
 
 /* ---- "stats items" and "stats slabs" ---- */
@@ -371,7 +392,11 @@ static int slab_stats(mp_engine *eng, mp_slab_class_stats *cls)
 {
     memset(cls, 0, sizeof(mp_slab_class_stats) * MP_MAX_SLAB_CLASSES);
     int n = mp_store_get_slab_stats(eng->store, cls, MP_MAX_SLAB_CLASSES);
-    return n > MP_MAX_SLAB_CLASSES ? MP_MAX_SLAB_CLASSES : n;
+    if (n > MP_MAX_SLAB_CLASSES)
+        n = MP_MAX_SLAB_CLASSES;
+    for (int i = 0; i < n; i++)
+        class_rebase(eng, i, &cls[i]);
+    return n;
 }
 
 static void compose_items(mp_engine *eng, mp_conn *c)
@@ -402,9 +427,9 @@ static void compose_items(mp_engine *eng, mp_conn *c)
         ITEM_STAT("expired_unfetched", k->expired_unfetched);
         ITEM_STAT("evicted_unfetched", k->evicted_unfetched);
         ITEM_STAT("evicted_active", k->evicted_active);
-        ITEM_STAT("crawler_reclaimed", 0);
-        ITEM_STAT("crawler_items_checked", 0);
-        ITEM_STAT("lrutail_reflocked", 0);
+        ITEM_STAT("crawler_reclaimed", k->crawler_reclaimed);
+        ITEM_STAT("crawler_items_checked", k->crawler_items_checked);
+        ITEM_STAT("lrutail_reflocked", k->lrutail_reflocked);
         ITEM_STAT("moves_to_cold", 0);
         ITEM_STAT("moves_to_warm", 0);
         ITEM_STAT("moves_within_lru", 0);
@@ -508,17 +533,6 @@ static const char *conn_state_name(const mp_conn *c, const mp_conn *self)
     return c->proto.seen_cmd ? "conn_read" : "conn_new_cmd";
 }
 
-/* The number a connection shows as: its descriptor, as in memcached.  An
- * io_uring direct descriptor is an index into its channel's own table, not a
- * process descriptor: it shows above any real one, per channel, so every
- * connection's number is unique. */
-static unsigned long long conn_id(const mp_conn *c)
-{
-    if (!c->fixed)
-        return (unsigned long long)c->fd;
-    return ((unsigned long long)(c->ch->id + 1) << 24) + (unsigned)c->fd;
-}
-
 /* One connection's lines; false once the output is past its mark, so a
  * server with many connections streams its answer (the connection is then
  * visited again when the client has read). */
@@ -533,7 +547,7 @@ static bool visit_conn(mp_conn *c, void *arg)
     sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
     mp_rel_time now = mp_current_time;
     mp_rel_time last = c->last_cmd;
-    unsigned long long id = conn_id(c);
+    unsigned long long id = mp_conn_number(c);
     stat_linef(out, "STAT %llu:addr %s", id, addr);
     stat_linef(out, "STAT %llu:listen_addr %s", id, laddr);
     stat_linef(out, "STAT %llu:state %s", id, conn_state_name(c, out));
@@ -648,6 +662,8 @@ int mp_stats_compose(mp_engine *eng, mp_conn *c, const char *group, size_t glen)
     }
     else if (group_is(group, glen, "channels"))
         compose_channels(eng, c);
+    else if (group_is(group, glen, "mpcache"))
+        compose_mpcache(eng, c);
     else if (group_is(group, glen, "sizes"))
         STAT_STR(c, "sizes_status", "disabled");
     else

@@ -33,7 +33,25 @@ typedef struct mp_thread_stats {
 #undef MP_STAT_FIELD
 } mp_thread_stats;
 
-/* "lru_crawler enable|disable" as "stats settings" reports it (executor.c). */
-bool mp_lru_crawler_enabled(void);
+/* "stats mpcache": mpcache's own totals, kept out of "stats" so that it
+ * carries memcached's names only.  Each is a per-channel counter above,
+ * summed: the group shows it as mpcache_<name> (rebased by "stats reset",
+ * like every stats line), /metrics as the counter mpcache_<name>_total
+ * with this help (raw, from the channels; mpcache/metrics.py reads the
+ * list through mpcache._engine.own_totals()).  X(name, help) */
+#define MP_OWN_TOTALS(X) \
+    X(requests, "Requests executed, all channels.") \
+    X(syscalls, "System calls made by the channels' loops.") \
+    X(loop_turns, "Event loop turns, all channels.") \
+    X(events, "Events (epoll) or completions (io_uring) handled, all channels.") \
+    X(accepts, "Connections accepted, all channels.")
+
+typedef struct mp_own_total {
+    const char *name;   /* a field of mp_thread_stats */
+    const char *help;
+} mp_own_total;
+
+/* MP_OWN_TOTALS as a table, ended by a NULL name (stats.c). */
+extern const mp_own_total mp_own_totals[];
 
 #endif

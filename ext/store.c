@@ -108,6 +108,7 @@
 typedef struct class_stats {
     uint64_t evicted, evicted_nonzero, evicted_unfetched, evicted_active;
     uint64_t reclaimed, expired_unfetched, crawler_reclaimed, outofmemory;
+    uint64_t crawler_items_checked, lrutail_reflocked;
     mp_rel_time evicted_time;
     uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
              cas_badval, touch_hits;
@@ -464,9 +465,11 @@ static void item_evict_or_reclaim(mp_shard *s, mp_item *it)
 static int judge_item(void *ctx, mp_item *it)
 {
     mp_shard *s = ctx;
-    /* memcached's lru_pull_tail skips refcounted items too */
-    if (it->refs != 0)
+    /* memcached's lru_pull_tail skips refcounted items too, and counts them */
+    if (it->refs != 0) {
+        s->cs[it->clsid].lrutail_reflocked++;
         return MP_S3_SKIP;
+    }
     if (item_expired(it) || item_flushed(s->st, it))
         return MP_S3_DEAD;
     return MP_S3_LIVE;
@@ -483,10 +486,14 @@ static int class_make_room(mp_shard *s, int cls)
     for (int f = 0; f < 2; f++) {
         mp_item *it = fifos[f]->tail;
         for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = it->qprev) {
-            if (it->refs == 0 && (item_expired(it) || item_flushed(s->st, it))) {
-                item_reclaim(s, it);
-                return 1;
+            if (!(item_expired(it) || item_flushed(s->st, it)))
+                continue;
+            if (it->refs != 0) {
+                s->cs[cls].lrutail_reflocked++;
+                continue;
             }
+            item_reclaim(s, it);
+            return 1;
         }
     }
     if (!s->st->evict_to_free)
@@ -1387,8 +1394,9 @@ static void shard_sweep(mp_shard *s)
         while (it != NULL) {
             mp_item *next = it->hnext;
             bool flushed = item_flushed(s->st, it);
+            class_stats *cs = &s->cs[it->clsid];
+            cs->crawler_items_checked++;
             if (flushed || item_expired(it)) {
-                class_stats *cs = &s->cs[it->clsid];
                 cs->crawler_reclaimed++;
                 if (!(it->iflags & MP_IT_FETCHED) && !flushed)
                     cs->expired_unfetched++;
@@ -1470,6 +1478,8 @@ void mp_store_get_stats(mp_store *st, mp_store_stats *out)
             out->evicted_unfetched += cs->evicted_unfetched;
             out->evicted_active += cs->evicted_active;
             out->crawler_reclaimed += cs->crawler_reclaimed;
+            out->crawler_items_checked += cs->crawler_items_checked;
+            out->lrutail_reflocked += cs->lrutail_reflocked;
         }
         buckets += MP_HT_SIZE(s->ht.power);
         out->hash_bytes += mp_ht_bytes(&s->ht);
@@ -1528,6 +1538,9 @@ int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max)
             o->expired_unfetched += cs->expired_unfetched;
             o->evicted_unfetched += cs->evicted_unfetched;
             o->evicted_active += cs->evicted_active;
+            o->crawler_reclaimed += cs->crawler_reclaimed;
+            o->crawler_items_checked += cs->crawler_items_checked;
+            o->lrutail_reflocked += cs->lrutail_reflocked;
             o->get_hits += cs->get_hits;
             o->cmd_set += cs->cmd_set;
             o->delete_hits += cs->delete_hits;

@@ -73,6 +73,10 @@ void mp_store_destroy(mp_store *st);
 int mp_store_nshards(const mp_store *st);
 
 /* ---- hashing and locking ---- */
+/* The store's key hash (hash.c): one 64x64->128-bit multiply folded to 64
+ * bits per 16 bytes of key; neither of memcached's (murmur3, jenkins).
+ * "stats settings" shows this name as hash_algorithm. */
+#define MP_HASH_NAME "mulfold64"
 uint64_t mp_hash(const char *key, size_t nkey);
 mp_shard *mp_store_shard(mp_store *st, uint64_t hv);
 mp_shard *mp_store_shard_at(mp_store *st, int index);
@@ -263,7 +267,7 @@ int mp_store_lock_stats(const mp_store *st, uint64_t *acquires, uint64_t *waits,
 typedef struct mp_store_stats {
     uint64_t curr_items, total_items, bytes;
     uint64_t evictions, reclaimed, expired_unfetched, evicted_unfetched;
-    uint64_t evicted_active, crawler_reclaimed;
+    uint64_t evicted_active, crawler_reclaimed, crawler_items_checked, lrutail_reflocked;
     uint64_t store_too_large, store_no_memory;
     uint64_t total_malloced, limit_maxbytes;
     uint64_t hash_power_level, hash_bytes, hash_is_expanding;
@@ -281,7 +285,8 @@ typedef struct mp_slab_class_stats {
     uint64_t number;           /* items linked */
     uint64_t age;              /* seconds since oldest item's last access */
     uint64_t evicted, evicted_nonzero, evicted_time, outofmemory, reclaimed,
-             expired_unfetched, evicted_unfetched, evicted_active;
+             expired_unfetched, evicted_unfetched, evicted_active, crawler_reclaimed,
+             crawler_items_checked, lrutail_reflocked;
     uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
              cas_badval, touch_hits;
 } mp_slab_class_stats;

@@ -298,6 +298,7 @@ def apply_option(s, warnings, opt, value, listen_given):
         if value not in ("ascii", "auto", "binary"):
             raise UsageError(f"Invalid value for binding protocol: {value}\n"
                              " -- should be one of auto, binary, or ascii")
+        s.protocol = value
     elif name == "I":
         s.max_item_size = parse_size(value)
     elif name == "S":

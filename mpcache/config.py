@@ -161,6 +161,9 @@ class Settings:
     chunk_size: int = 48
     idle_timeout: int = 0
     maxconns_fast: bool = True
+    # -B: "auto" negotiates each connection's protocol from its first byte
+    # (always the text protocol here), "ascii" starts it so (as -Y does)
+    protocol: str = "auto"
     relaxed_privileges: bool = False
     io_engine: str = field(default_factory=default_io_engine)
     daemonize: bool = False
@@ -328,6 +331,7 @@ ENGINE_KEYS = {
     "shutdown_command": "enable_shutdown",
     "flush_enabled": "flush_enabled",
     "maxconns_fast": "maxconns_fast",
+    "binding_ascii": lambda s: s.protocol == "ascii" or s.auth_file is not None,
     "auth_file": lambda s: s.auth_file or "",
     "io_engine": "io_engine",
     "ssl_enabled": "ssl_enabled",

@@ -5,8 +5,9 @@
                                             |  at scrape time only
                                             v
         StatsCollector.collect()  --->  Engine.stats(b""), (b"settings"),
-                                        (b"items"), (b"slabs"): the bytes a
-                                        client's "stats <group>" gets; the GIL
+                                        (b"items"), (b"slabs"), (b"mpcache"):
+                                        the bytes a client's
+                                        "stats <group>" gets; the GIL
                                         is released and no lock a channel
                                         waits on is held, except each shard
                                         lock briefly for the store's totals
@@ -19,9 +20,11 @@ The memcached_* series carry the names, labels and types of the Prometheus
 project's memcached_exporter (v0.16), derived from the same stats keys the
 way it derives them, so dashboards and alerts written for memcached work
 unchanged and nobody needs to run the exporter beside mpcache (it still
-works: `stats` keeps memcached's format).  The mpcache_* series show what
-memcached has no words for: the MegaPipe mechanics per channel and
-server-side latency per command.
+works: `stats` carries memcached's names only).  The mpcache_* series show
+what memcached has no words for: the MegaPipe mechanics per channel (from
+"stats mpcache" and the engine's accessors; the totals' names and help come
+from the engine's one list, MP_OWN_TOTALS) and server-side latency per
+command.
 
 Why our own text encoder: the exporter is a Go program and serves the
 classic text format (0.0.4), where some counters have no `_total` suffix
@@ -348,14 +351,14 @@ def exporter_families(st):
 
 # ---- mpcache's own series ----
 
-TOTALS = [
-    ("mpcache_requests", "mpcache_requests_total", "Requests executed, all channels."),
-    ("mpcache_syscalls", "mpcache_syscalls_total", "System calls made by the channels' loops."),
-    ("mpcache_loop_turns", "mpcache_loop_turns_total", "Event loop turns, all channels."),
-    ("mpcache_events", "mpcache_events_total",
-     "Events (epoll) or completions (io_uring) handled, all channels."),
-    ("mpcache_accepts", "mpcache_accepts_total", "Connections accepted, all channels."),
-]
+def own_totals():
+    """mpcache's own totals, (name, help) from the engine's one list
+    (MP_OWN_TOTALS in ext/stats.h): "stats mpcache" shows mpcache_<name>,
+    /metrics serves mpcache_<name>_total, summed from the channels' raw
+    counters (channel_stats()), which "stats reset" does not move."""
+    from ._engine import own_totals as engine_totals
+    return engine_totals()
+
 
 # Engine.channel_stats() field -> (metric, help); one series per channel.
 CHANNEL_COUNTERS = [
@@ -382,16 +385,20 @@ CHANNEL_COUNTERS = [
 
 
 def mpcache_families(engine, st):
+    """mpcache's own series: what "stats mpcache" says (the engine in use,
+    the channels) and what the engine's accessors give, when it has them."""
     f = _Families()
-    g = st.general
+    own = Stats()
+    try:
+        own.add(engine.stats(b"mpcache"))
+    except KeyError:
+        pass   # an engine without the group: its series are left out
+    g = own.general
     f.add("mpcache_info", "gauge", "mpcache's version and the I/O engine in use.", 1,
           {"version": __version__, "io_engine": g.get("mpcache_io_engine", "unknown")})
     if "mpcache_channels" in g:
         f.add("mpcache_channels", "gauge", "Channels (threads with their own event loop).",
               float(g["mpcache_channels"]))
-    for key, name, doc in TOTALS:
-        if key in g:
-            f.add(name, "counter", doc, float(g[key]))
     # The engine's own accessors, where it has them.  A shape this module
     # does not expect costs those series only, never the exporter's.
     for accessor, add in (("channel_stats", _channel_families),
@@ -410,7 +417,15 @@ def mpcache_families(engine, st):
     return f
 
 
+def _total_families(f, channels):
+    for name, doc in own_totals():
+        if any(name in ch for ch in channels):
+            f.add(f"mpcache_{name}_total", "counter", doc,
+                  sum(ch.get(name, 0) for ch in channels))
+
+
 def _channel_families(f, channels):
+    _total_families(f, channels)
     for i, ch in enumerate(channels):
         lab = {"channel": str(i)}
         for key, name, doc in CHANNEL_COUNTERS:

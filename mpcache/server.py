@@ -439,7 +439,7 @@ class Server:
         if self._engine is None:
             return self.settings.io_engine
         try:
-            st = parse_stats(self._engine.stats(b"settings"))
+            st = parse_stats(self._engine.stats(b"mpcache"))
         except Exception:
             return self.settings.io_engine
         return str(st.get("mpcache_io_engine", self.settings.io_engine))

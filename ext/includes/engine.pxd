@@ -32,6 +32,10 @@ cdef extern from "settings.h" nogil:
 cdef extern from "stats.h" nogil:
     ctypedef struct mp_thread_stats:
         pass
+    ctypedef struct mp_own_total:
+        const char *name
+        const char *help
+    const mp_own_total mp_own_totals[]
 
 
 cdef extern from "store.h" nogil:

@@ -132,8 +132,11 @@ static void count_put(void *pool, char *buf, uint32_t size)
 
 static const mp_out_alloc counted_heap = {count_get, count_put};
 
+static mp_proto_shared shared;
+
 static mp_proto_env env = {
     .settings = &set,
+    .shared = &shared,
     .stats = &stats,
     .latency = &latency,
     .alloc = &counted_heap,
@@ -154,6 +157,7 @@ static void world_fresh(void)
     memset(&stats, 0, sizeof(stats));
     memset(&latency, 0, sizeof(latency));
     memset(&seen, 0, sizeof(seen));
+    memset(&shared, 0, sizeof(shared));
 }
 
 static void settings_default(void)

@@ -76,7 +76,7 @@ def test_auto_falls_back_to_epoll_when_io_uring_is_denied():
     backend = Backend("mpcache-no-io-uring", (sys.executable, NO_IO_URING, sys.executable, "-m", "mpcache"),
                       env=(("MPCACHE_IO_ENGINE", "auto"),))
     with ServerProcess(backend, threads=2) as srv:
-        st = stats(srv.addr)
+        st = stats(srv.addr, b"mpcache")
         assert st["mpcache_io_engine"] == "epoll"
         assert set_get(srv.addr, b"fallback", b"served")
         assert srv.alive()
@@ -195,7 +195,7 @@ def test_ten_thousand_idle_connections(engine):
                 stats(srv.addr)["curr_connections"]
             assert set_get(srv.addr, b"busy", b"served")
             held = open_fds(srv.proc.pid)
-            if stats(srv.addr)["mpcache_io_engine"] == "uring":
+            if stats(srv.addr, b"mpcache")["mpcache_io_engine"] == "uring":
                 # lwsockets: direct descriptors never enter the process's file table
                 assert held == fds, (held, fds)
             else:
@@ -217,8 +217,8 @@ def test_stats_channels_shows_the_mechanics_per_channel(engine):
             want = b"STORED\r\n" + b"VALUE k 0 1\r\nx\r\nEND\r\n" * n
             assert recv_exact(s, len(want)) == want
         st = stats(srv.addr, b"channels")
-        general = stats(srv.addr)
-        assert st["engine"] == general["mpcache_io_engine"]
+        own = stats(srv.addr, b"mpcache")
+        assert st["engine"] == own["mpcache_io_engine"]
         assert st["channels"] == "2"
         if st["engine"] == "uring":
             assert set(st["features"].split(",")) >= {

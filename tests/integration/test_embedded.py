@@ -46,7 +46,7 @@ def test_embedded_server_serves_clients(io_engine):
             assert stats["curr_items"] == 2
             assert stats["threads"] == 1
             assert stats["limit_maxbytes"] == 64 * 1024 * 1024
-            assert srv.stats("settings")["mpcache_io_engine"] == io_engine
+            assert srv.stats("mpcache")["mpcache_io_engine"] == io_engine
         finally:
             mc.close()
     assert not srv.running

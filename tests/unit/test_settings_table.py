@@ -55,10 +55,11 @@ def test_every_field_reaches_the_engine():
                  threads=3, memory_mb=128, max_conns=77, max_item_size=512 * 1024, verbose=2,
                  enable_shutdown=True, reqs_per_event=7, use_cas=False, evict_to_free=False,
                  flush_enabled=False, backlog=99, factor=1.5, chunk_size=64, idle_timeout=9,
-                 maxconns_fast=False, io_engine="epoll")
+                 maxconns_fast=False, io_engine="epoll", protocol="ascii")
     eng = Engine(s.engine_settings())
     try:
         st = settings_stats(eng)
+        own = eng.stats(b"mpcache").decode()
         assert eng.nchannels == 3
     finally:
         eng.close()
@@ -67,7 +68,8 @@ def test_every_field_reaches_the_engine():
     assert (st["inter"], st["domain_socket"], st["umask"]) == ("127.0.0.2,::1", "NULL", "640")
     assert (st["verbosity"], st["tcp_backlog"], st["reqs_per_event"]) == ("2", "99", "7")
     assert (st["item_size_max"], st["growth_factor"], st["chunk_size"]) == ("524288", "1.50", "64")
-    assert (st["idle_timeout"], st["mpcache_io_engine"]) == ("9", "epoll")
+    assert (st["idle_timeout"], st["binding_protocol"]) == ("9", "ascii")
+    assert "STAT mpcache_io_engine epoll\r\n" in own
     assert (st["cas_enabled"], st["evictions"], st["shutdown_command"]) == ("no", "off", "yes")
     assert (st["flush_enabled"], st["maxconns_fast"]) == ("no", "no")
 
