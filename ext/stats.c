@@ -500,16 +500,17 @@ static void format_addr(const struct sockaddr_storage *ss, socklen_t len, bool i
     }
 }
 
-static void sock_name(int fd, bool is_unix, char *out, size_t outlen)
+static bool sock_name(int fd, bool is_unix, char *out, size_t outlen)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
         snprintf(out, outlen, "unknown");
-        return;
+        return false;
     }
     format_addr(&ss, len, is_unix, out, outlen);
+    return true;
 }
 
 struct conns_ctx {
@@ -544,7 +545,13 @@ static bool visit_conn(mp_conn *c, void *arg)
         return false;
     char addr[160], laddr[160];
     format_addr(&c->peer, c->peerlen, c->is_unix, addr, sizeof(addr));
-    sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
+    /* memcached shows the connection's own address (on a wildcard listener,
+     * the address the client reached); a direct descriptor has no
+     * getsockname, and shows its listener's.  Read racily, as the rest: a
+     * descriptor closed meanwhile shows its listener's, or, reused at once,
+     * another socket's, for this one reply. */
+    if (c->fixed || !sock_name(c->fd, c->is_unix, laddr, sizeof(laddr)))
+        sock_name(c->listen_fd, c->is_unix, laddr, sizeof(laddr));
     mp_rel_time now = mp_current_time;
     mp_rel_time last = c->last_cmd;
     unsigned long long id = mp_conn_number(c);

@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,15 @@
 /* Sends with values by reference per io_uring_enter; more submit early. */
 #define MP_URING_MSGS 64
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL, OP_PEER };
+
+/* A direct descriptor has no getpeername, and a multishot accept cannot
+ * return each connection's address: it is asked of the socket with
+ * IORING_OP_URING_CMD's getsockopt (Linux 6.7), SOL_SOCKET / SO_PEERNAME,
+ * which the kernel runs inline at submission, writing c->peer.  One more
+ * submission per connection, in the same io_uring_enter as its receive, and
+ * no completion when it succeeds.  Older kernels' headers lack the names. */
+#define MP_SOCKET_URING_OP_GETSOCKOPT 2
 
 #define UD(op, gen, slot) (((uint64_t)(op) << 56) | (((uint64_t)(gen) & 0xffffff) << 32) | (slot))
 #define UD_OP(u)   ((unsigned)((u) >> 56))
@@ -61,6 +70,10 @@ struct mp_uring {
     bool accept_dead[MP_MAX_LISTENERS];   /* failed for good: not re-armed */
     uint64_t stop_val;
     bool skip_cqe;               /* IOSQE_CQE_SKIP_SUCCESS is supported */
+    bool peer_cmd;               /* SO_PEERNAME by IORING_OP_URING_CMD works */
+    /* the peer address length of each listener's connections (SO_PEERNAME
+     * wants no more than the kernel has); 0: not asked (a Unix socket) */
+    uint8_t peer_len[MP_MAX_LISTENERS];
     /* sendmsg headers of this turn's sends with values held by reference:
      * read by the kernel when it consumes the SQE (IORING_FEAT_SUBMIT_STABLE),
      * so they are reused after every io_uring_enter */
@@ -134,6 +147,35 @@ static void arm_accept(mp_channel *ch, int i)
     else
         sqe->accept_flags = SOCK_CLOEXEC;
     sqe->user_data = UD(OP_ACCEPT, 0, (uint32_t)i);
+}
+
+/* c's peer address into c->peer (see MP_SOCKET_URING_OP_GETSOCKOPT). */
+static void ask_peer(mp_channel *ch, mp_conn *c, unsigned len)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_URING_CMD;
+    set_fd(sqe, c);
+    sqe->cmd_op = MP_SOCKET_URING_OP_GETSOCKOPT;
+    /* the union over addr: level in its low word, optname in its high one */
+    sqe->addr = ((uint64_t)SO_PEERNAME << 32) | (uint32_t)SOL_SOCKET;
+    sqe->file_index = len;                          /* optlen */
+    sqe->addr3 = (uint64_t)(uintptr_t)&c->peer;     /* optval */
+    sqe->user_data = UD(OP_PEER, c->gen, c->slot);
+    if (ch->uring->skip_cqe)
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    c->peerlen = len;
+}
+
+static void on_peer(mp_channel *ch, mp_conn *c, int res)
+{
+    if (res >= 0)
+        return;
+    /* the address stays unknown; a kernel without the command is not
+     * asked again */
+    c->peerlen = 0;
+    memset(&c->peer, 0, sizeof(c->peer));
+    if (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOTSOCK)
+        ch->uring->peer_cmd = false;
 }
 
 static void arm_recv(mp_channel *ch, mp_conn *c)
@@ -380,6 +422,8 @@ static void on_accept(mp_channel *ch, uint32_t idx, int res, unsigned flags)
     }
     mp_conn *c = mp_conn_open(ch, res, &ch->listeners[idx], NULL, 0);
     c->fixed = ch->uring->direct;
+    if (ch->uring->peer_cmd && ch->uring->peer_len[idx] != 0)
+        ask_peer(ch, c, ch->uring->peer_len[idx]);
     arm_recv(ch, c);
 }
 
@@ -476,15 +520,27 @@ static int uring_setup(mp_channel *ch)
         want = (unsigned)nofile.rlim_cur;
     u->direct = register_files(&u->ring, want) >= 0;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
+    u->peer_cmd = mp_ring_probe_op(&u->ring, IORING_OP_URING_CMD);
+    for (int i = 0; i < ch->nlisteners; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (ch->listeners[i].is_unix || getsockname(ch->listeners[i].fd, (struct sockaddr *)&ss, &len) < 0)
+            continue;
+        if (ss.ss_family == AF_INET)
+            u->peer_len[i] = sizeof(struct sockaddr_in);
+        else if (ss.ss_family == AF_INET6)
+            u->peer_len[i] = sizeof(struct sockaddr_in6);
+    }
     /* the channels' rings are alike: channel 0 describes them for all, so
      * no two threads write the description at once */
     if (ch->id == 0)
         snprintf(ch->eng->engine_desc, sizeof(ch->eng->engine_desc),
-                 "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s",
+                 "%s%s%s,multishot_accept,multishot_recv,provided_buffers,sendmsg_by_reference%s%s",
                  u->direct ? "direct_descriptors" : "regular_descriptors",
                  (u->ring.flags & IORING_SETUP_SINGLE_ISSUER) ? ",single_issuer" : "",
                  (u->ring.flags & IORING_SETUP_DEFER_TASKRUN) ? ",defer_taskrun" : "",
-                 u->skip_cqe ? ",cqe_skip_success" : "");
+                 u->skip_cqe ? ",cqe_skip_success" : "",
+                 u->peer_cmd ? ",peer_by_uring_cmd" : "");
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
@@ -579,7 +635,8 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
         ch->stopping = 1;
         return;
     case OP_RECV:
-    case OP_SEND: {
+    case OP_SEND:
+    case OP_PEER: {
         uint32_t slot = UD_SLOT(ud);
         if (slot >= ch->nslots)
             return;
@@ -588,8 +645,10 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
             return;
         if (op == OP_RECV)
             on_recv(ch, c, cqe->res, cqe->flags);
-        else
+        else if (op == OP_SEND)
             on_send(ch, c, cqe->res);
+        else
+            on_peer(ch, c, cqe->res);
         return;
     }
     default:

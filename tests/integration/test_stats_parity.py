@@ -142,6 +142,28 @@ def test_mpcache_lines_are_in_their_own_group():
             assert [n for n in own][2:] == ["mpcache_" + n for n, _ in own_totals()]
 
 
+def test_stats_conns_shows_every_client_address(server):
+    """Each client's own address, on io_uring too (asked of the direct
+    descriptor with IORING_OP_URING_CMD: SO_PEERNAME), and the address it
+    reached as listen_addr."""
+    clients = [server.connect() for _ in range(3)]
+    try:
+        for c in clients:
+            c.sendall(b"version\r\n")
+            assert c.recv(64).startswith(b"VERSION ")
+        conns = stats(server.addr, b"conns")
+        addrs = {v for k, v in conns.items() if k.endswith(":addr")}
+        for c in clients:
+            host, port = c.getsockname()
+            assert f"tcp:{host}:{port}" in addrs
+        local = {v for k, v in conns.items() if k.endswith(":listen_addr")}
+        assert local == {"tcp:%s:%d" % server.addr}
+        assert "unknown" not in addrs
+    finally:
+        for c in clients:
+            c.close()
+
+
 # ---- the counters move, on every backend ----
 
 def _fill(srv, n, size, ttl=0, prefix=b"k"):
