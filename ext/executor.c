@@ -8,7 +8,6 @@
  *
  * Locking: see executor.h, one style for every command.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -636,7 +635,7 @@ static bool parse_double(const char *p, size_t len, double *out)
     double d = strtod(buf, &end);
     if (errno == ERANGE || end == buf)
         return false;
-    if (*end != '\0' && !isspace((unsigned char)*end))
+    if (*end != '\0' && !mp_isspace((unsigned char)*end))
         return false;
     *out = d;
     return true;

@@ -1,6 +1,6 @@
 /* What the text commands (executor.c) and the meta commands (meta.c) share:
- * reply helpers, token access, number formatting, and the meta handlers the
- * command table of executor.c dispatches to.  Private to those two files.
+ * reply helpers, token access, and the meta handlers the command table of
+ * executor.c dispatches to.  Private to those two files.
  *
  * The protocol's world is the connection and c->env (proto_env.h): the
  * store, the settings, this thread's counters and latency, an allocator for
@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "decimal.h"
 #include "proto.h"
 #include "proto_env.h"
 #include "replies.h"
@@ -69,20 +70,6 @@ static inline void count_miss_reason(mp_conn *c, int why)
         STATS(c).get_expired++;
     else if (why == MP_MISS_FLUSHED)
         STATS(c).get_flushed++;
-}
-
-/* Writes the decimal digits of v at p; returns the end. */
-static inline char *u64_to_dec(char *p, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
 }
 
 /* memcached's EXPTIME_TO_POSITIVE_TIME then realtime(): a negative exptime

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "decimal.h"
 #include "proto.h"
 #include "replies.h"
 #include "settings.h"
@@ -123,38 +124,11 @@ mp_parse_status mp_parse_line(const char *buf, size_t len, mp_request *req, size
 
 /* ---- numbers: the C library's strto* grammar, on a counted token ---- */
 
-static inline bool c_isspace(unsigned char ch)
-{
-    return ch == ' ' || (ch >= '\t' && ch <= '\r');
-}
-
-/* Scans [space][sign]digits and checks what follows the digits as
- * memcached's safe_strto* do.  *mag saturates on overflow (*range set). */
+/* memcached's safe_strto*: a number, then the end or white space. */
 static bool scan_decimal(const char *p, size_t len, bool *neg, uint64_t *mag, bool *range)
 {
-    size_t i = 0;
-    while (i < len && c_isspace((unsigned char)p[i]))
-        i++;
-    *neg = false;
-    if (i < len && (p[i] == '+' || p[i] == '-')) {
-        *neg = p[i] == '-';
-        i++;
-    }
-    size_t digits = i;
-    uint64_t v = 0;
-    *range = false;
-    while (i < len && p[i] >= '0' && p[i] <= '9') {
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            *range = true;
-        else
-            v = v * 10 + d;
-        i++;
-    }
-    if (i == digits)
-        return false;        /* strto* sets endptr = str: not a number */
-    *mag = v;
-    return i == len || c_isspace((unsigned char)p[i]);
+    size_t end = mp_scan_decimal(p, len, neg, mag, range);
+    return end != 0 && (end == len || mp_isspace((unsigned char)p[end]));
 }
 
 bool mp_parse_u32(const char *p, size_t len, uint32_t *out)

@@ -51,11 +51,11 @@
  *   5. c has nothing to evict: empty a slab/page of another class of s;
  *   6. s has nothing to give: take a page from another shard (trylock).
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "decimal.h"
 #include "evict.h"
 #include "hash.h"
 #include "slabs.h"
@@ -1138,35 +1138,18 @@ bool mp_item_touch(mp_shard *s, const char *key, size_t nkey, uint64_t hv, mp_re
 
 /* ---- incr / decr (memcached's do_add_delta) ---- */
 
-/* memcached's safe_strtoull over the value bytes: leading white space and a
- * sign allowed, digits, then white space or the end; a "negative" result
- * (minus sign with the top bit set) is refused.  An all-blank value is
- * refused too (memcached reads past the value there). */
+/* memcached's safe_strtoull over the value bytes, which ends at a NUL as
+ * a C string does; a "negative" result (minus sign with the top bit set) is
+ * refused.  An all-blank value is refused too (memcached reads past the
+ * value there). */
 static bool value_to_u64(const char *p, size_t len, uint64_t *out)
 {
-    size_t i = 0;
-    while (i < len && isspace((unsigned char)p[i]))
-        i++;
-    if (i == len)
+    bool neg, range;
+    uint64_t v;
+    size_t end = mp_scan_decimal(p, len, &neg, &v, &range);
+    if (end == 0 || range)
         return false;
-    bool neg = false;
-    if (p[i] == '+' || p[i] == '-') {
-        neg = p[i] == '-';
-        i++;
-    }
-    size_t start = i;
-    uint64_t v = 0;
-    bool overflow = false;
-    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++) {
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            overflow = true;
-        else
-            v = v * 10 + d;
-    }
-    if (i == start || overflow)
-        return false;
-    if (i < len && !isspace((unsigned char)p[i]) && p[i] != '\0')
+    if (end < len && !mp_isspace((unsigned char)p[end]) && p[end] != '\0')
         return false;
     if (neg) {
         v = (uint64_t)0 - v;
@@ -1175,20 +1158,6 @@ static bool value_to_u64(const char *p, size_t len, uint64_t *out)
     }
     *out = v;
     return true;
-}
-
-static size_t u64_to_dec(uint64_t v, char *buf)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    buf[n] = '\0';
-    return n;
 }
 
 mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
@@ -1217,7 +1186,8 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
         s->cs[it->clsid].incr_hits++;
     else
         s->cs[it->clsid].decr_hits++;
-    size_t len = u64_to_dec(value, buf);
+    size_t len = (size_t)(u64_to_dec(buf, value) - buf);
+    buf[len] = '\0';
     bool fits = len + 2 <= it->nbytes;
     if (fits && it->refs == 0) {
         /* in place, blank-padded to the old length, with a new cas */
