@@ -18,6 +18,7 @@
 #include "channel.h"
 #include "clock.h"
 #include "conn.h"
+#include "replies.h"
 
 /* epoll user data: tag in the top two bits, then the slot's generation, then
  * the slot, so an event for a slot closed and reused within one batch is
@@ -28,7 +29,7 @@
 #define TAG_SHIFT    62
 #define GEN_MASK     0x3fffffffULL
 
-static const char too_many_conns[] = "ERROR Too many open connections\r\n";
+static const char too_many_conns[] = R_TOO_MANY_CONNS "\r\n";
 
 static inline uint64_t conn_token(const mp_conn *c)
 {

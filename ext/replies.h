@@ -51,6 +51,8 @@
 #define R_SLAB_NOSPARE     "NOSPARE source class has no spare pages"
 #define R_LRU_PCTS         "ERROR hot and warm pcts must not exceed 80"
 #define R_LRU_FACTORS      "ERROR hot/warm age factors must be greater than 0"
+/* a connection over -c, before it is closed (the backends send it) */
+#define R_TOO_MANY_CONNS   "ERROR Too many open connections"
 
 /* before authentication (-Y) */
 #define R_UNAUTHENTICATED  "CLIENT_ERROR unauthenticated"

@@ -30,6 +30,7 @@
 #include "channel.h"
 #include "clock.h"
 #include "conn.h"
+#include "replies.h"
 #include "ring.h"
 
 /* Submission queue size: a busy turn queues a send per connection plus
@@ -85,7 +86,7 @@ struct mp_uring {
     struct io_uring_sqe sink;
 };
 
-static const char too_many_conns[] = "ERROR Too many open connections\r\n";
+static const char too_many_conns[] = R_TOO_MANY_CONNS "\r\n";
 
 /* ---- submission helpers ---- */
 
