@@ -644,12 +644,11 @@ static bool parse_double(const char *p, size_t len, double *out)
 /* memcached's slabs_init: the number of its largest slab class, which
  * bounds "slabs reassign" (chunks grow by -f from 48 + -n bytes, 8-aligned,
  * up to its fixed 512 KiB slab_chunk_max) */
-#define MP_MC_ITEM_HEADER 48
 #define MP_MC_CHUNK_ALIGN 8
 #define MP_MC_SLAB_CHUNK_MAX (512 * 1024)
 static int mc_power_largest(const mp_settings *s)
 {
-    unsigned size = MP_MC_ITEM_HEADER + (unsigned)s->chunk_size;
+    unsigned size = MEMCACHED_ITEM_HEADER + (unsigned)s->chunk_size;
     int i = 0;
     while (++i < MP_MC_SLAB_CLASSES - 1) {
         if (size >= MP_MC_SLAB_CHUNK_MAX / s->factor)

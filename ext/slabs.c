@@ -18,13 +18,6 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* memcached's item header size, which its -I check and chunk sizes assume. */
-#define MEMCACHED_ITEM_HEADER 48
-
-/* How many candidates a victim scan looks at: enough to find a cheap page or
- * slab, few enough to keep the scan short under the lock. */
-#define MP_VICTIM_SCAN 32
-
 /* ---- circular lists threaded through the metadata arrays (links are
  * index + 1, 0 = none) ---- */
 
@@ -467,11 +460,5 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     free_push(c, it);
     POISON(it->data, a->chunk_size[it->clsid] - offsetof(mp_item, data));
     if (m->used == 0)
-        slab_release(a, sl, u);
-}
-
-void mp_slab_detach(mp_arena *a, mp_slabs *sl, uint32_t u)
-{
-    if (a->slabs[u].clsid != 0 && a->slabs[u].used == 0)
         slab_release(a, sl, u);
 }

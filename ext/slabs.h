@@ -156,9 +156,6 @@ static inline uint32_t mp_page_of_unit(const mp_arena *a, uint32_t u)
     return u / a->units_per_page;
 }
 
-/* Removes an emptied slab (every carved chunk free) from its class and makes
- * its unit(s) free in the shard. */
-void mp_slab_detach(mp_arena *a, mp_slabs *sl, uint32_t u);
 /* Moves an empty page (all units free, kind SPLIT) from shard `from` to `to`. */
 void mp_page_transfer(mp_arena *a, mp_slabs *from, mp_slabs *to, uint32_t pg);
 /* The same in two steps, for a caller that cannot hold both shard locks: the

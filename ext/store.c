@@ -89,6 +89,8 @@
  * items holds. */
 #define MP_GHOST_BYTES_PER_ENTRY 512
 #define MP_GHOST_MIN_BUCKETS 64
+/* How many candidates a victim scan looks at: enough to find a cheap page or
+ * slab, few enough to keep the scan short under the lock. */
 #define MP_VICTIM_SCAN 32
 /* memcached's ITEM_UPDATE_INTERVAL: an item's access time is refreshed at
  * most this often (seconds). */
@@ -269,11 +271,6 @@ mp_shard *mp_store_shard(mp_store *st, uint64_t hv)
     if (st->shard_bits == 0)
         return &st->shards[0];
     return &st->shards[hv >> (64 - st->shard_bits)];
-}
-
-mp_shard *mp_store_shard_at(mp_store *st, int index)
-{
-    return &st->shards[index];
 }
 
 /* Contention is counted where it happens: a lock that was free costs one

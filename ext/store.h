@@ -52,13 +52,17 @@ _Static_assert(offsetof(mp_item, data) == 56, "mp_item header grew");
 #define MP_ITEM_key(it)   ((it)->data)
 #define MP_ITEM_value(it) ((it)->data + (it)->nkey + 1)
 
+/* memcached's item header without the cas (sizeof(item) in 1.6.18), which
+ * its sizes count from: -I, "bytes", the slab classes. */
+#define MEMCACHED_ITEM_HEADER 48
+
 /* memcached's accounting of an item's size (ITEM_ntotal in 1.6.18): used for
  * the "object too large" decision and for the "bytes" statistic, so both match
  * memcached exactly whatever our own header size is. */
 static inline size_t mp_item_ntotal_memcached(size_t nkey, size_t nbytes_with_crlf,
                                               uint32_t flags, bool use_cas)
 {
-    return 48 + (use_cas ? 8 : 0) + nkey + 1 + (flags ? 4 : 0) + nbytes_with_crlf;
+    return MEMCACHED_ITEM_HEADER + (use_cas ? 8 : 0) + nkey + 1 + (flags ? 4 : 0) + nbytes_with_crlf;
 }
 
 typedef struct mp_shard mp_shard;
@@ -79,7 +83,6 @@ int mp_store_nshards(const mp_store *st);
 #define MP_HASH_NAME "mulfold64"
 uint64_t mp_hash(const char *key, size_t nkey);
 mp_shard *mp_store_shard(mp_store *st, uint64_t hv);
-mp_shard *mp_store_shard_at(mp_store *st, int index);
 void mp_shard_lock(mp_shard *s);
 void mp_shard_unlock(mp_shard *s);
 
