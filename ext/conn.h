@@ -93,7 +93,7 @@ typedef struct mp_conn {
     socklen_t peerlen;
     int listen_fd;            /* for "stats conns" */
 
-    mp_proto proto;           /* parser/executor state, owned by proto.c */
+    mp_proto proto;           /* the protocol's state (executor.c, meta.c) */
 } mp_conn;
 
 /* The number a connection shows as in "stats conns" and the -vv log: its
