@@ -36,6 +36,8 @@ TARGETS = [
     ("churn-1", "cpu_us_per_request", 0.67, "le", "server CPU per request, churn-1"),
     ("get", "cpu_us_per_request", 0.9, "le", "server CPU per request, persistent get"),
     ("pipeline-16", "cpu_us_per_request", 0.5, "le", "server CPU per request, pipelined get"),
+    ("tls-get", "cpu_us_per_request", 0.9, "le", "server CPU per request, persistent get over TLS"),
+    ("tls-churn-1", "cpu_us_per_request", 0.9, "le", "server CPU per request, churn-1 over TLS"),
     (None, "requests_per_s", 1.0, "ge", "requests/s on every workload"),
     (None, "p99_us", 1.0, "le", "p99 on every workload"),
     (None, "syscalls", 0.25, "le", "system calls per request on every workload"),

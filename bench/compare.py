@@ -28,8 +28,15 @@ beside it when the server has one).  ``--strace`` adds a per-call breakdown
 from ``strace -c -f``, which slows the server tenfold, so only counts from it
 mean anything.
 
+The ``tls-`` workloads run both servers with ``-Z`` (a self-signed RSA-2048
+certificate made here with the openssl CLI) and a plaintext ``notls:``
+listener beside it, which preloads and reads ``stats``; bench/loadgen speaks
+TLS on every measured connection (``--tls``), a full handshake per churn
+connection.
+
 Needs: gcc and make (to build loadgen), memcached, util-linux's taskset,
-perf (Debian: ``apt-get install linux-perf``), optionally strace.  Nothing
+perf (Debian: ``apt-get install linux-perf``), optionally strace; for the
+``tls-`` workloads openssl and OpenSSL's headers (libssl-dev).  Nothing
 here needs Python packages beyond the standard library; bench/chart.py needs
 matplotlib.
 """
@@ -94,11 +101,33 @@ SERVERS = {
 REFERENCE = "memcached"
 
 
-def server_command(name, port, memory_mb, threads=1):
+def server_command(name, port, memory_mb, threads=1, plain_port=None):
+    """plain_port: -Z on port, and a plaintext notls: listener on plain_port."""
     spec = SERVERS[name]
+    tls = []
+    if plain_port:
+        crt, key = tls_certificate()
+        tls = ["-Z", "-o", f"ssl_chain_cert={crt},ssl_key={key}", "-l", f"notls:{HOST}:{plain_port}"]
     return spec["argv"] + [
         "-p", str(port), "-l", HOST, "-U", "0", "-t", str(spec.get("threads", threads)), "-m", str(memory_mb),
-    ] + _root_flags()
+    ] + _root_flags() + tls
+
+
+_certificate = None
+
+
+def tls_certificate():
+    """(certificate, key): one self-signed RSA-2048 pair per run, as a
+    server's usual certificate."""
+    global _certificate
+    if _certificate is None:
+        d = tempfile.mkdtemp(prefix="bench-tls-")
+        crt, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", f"/CN={HOST}", "-keyout", key, "-out", crt],
+                       check=True, capture_output=True)
+        _certificate = (crt, key)
+    return _certificate
 
 
 def _port_open(port):
@@ -141,10 +170,12 @@ def taskset(cpus):
 class Server:
     """One server process, on the arrangement's CPUs, listening on 127.0.0.1:port."""
 
-    def __init__(self, name, port, memory_mb, arrangement):
+    def __init__(self, name, port, memory_mb, arrangement, plain_port=None):
         self.name, self.port = name, port
+        # with TLS (plain_port), stats and preloading go to the plaintext listener
+        self.plain_port = plain_port or port
         self.cmd = taskset(arrangement["server_cpus"]) + server_command(
-            name, port, memory_mb, arrangement["threads"])
+            name, port, memory_mb, arrangement["threads"], plain_port)
         env = dict(os.environ)
         env.update(SERVERS[name]["env"])
         root = SERVERS[name].get("root", ROOT)
@@ -184,7 +215,7 @@ class Server:
         try:
             # mpcache's own lines are in "stats mpcache" (memcached: ERROR)
             for cmd in (b"stats\r\n", b"stats mpcache\r\n"):
-                with socket.create_connection((HOST, self.port), timeout=2) as s:
+                with socket.create_connection((HOST, self.plain_port), timeout=2) as s:
                     s.sendall(cmd)
                     buf = b""
                     while not buf.endswith((b"END\r\n", b"ERROR\r\n")):
@@ -245,6 +276,11 @@ def workloads():
     # keys keep the data set (128 MB) inside -m.
     w["value-131072"] = {"args": ["--keys", "1000", "--conns", "20", "--value-size", "131072"],
                          "preload": True, "desc": "persistent get of 128 KiB values, 20 connections"}
+    # TLS (-Z): the same persistent get and churn-1, every connection over TLS
+    w["tls-get"] = {"args": base + ["--conns", "50", "--value-size", "32"], "preload": True, "tls": True,
+                    "desc": "persistent get over TLS, 50 connections, 32 B values"}
+    w["tls-churn-1"] = {"args": base + ["--conns", "20", "--reqs-per-conn", "1"], "preload": True,
+                        "tls": True, "desc": "TLS connect (full handshake), 1 get, close; 20 slots"}
     # Key space about ten times what -m 64 holds at this value size.
     w["hitratio-m64"] = {"args": ["--keys", "1000000", "--value-size", "512", "--zipf", "0.99",
                                   "--conns", "50", "--fill-on-miss"],
@@ -254,7 +290,8 @@ def workloads():
 
 
 QUICK_WORKLOADS = ["get", "pipeline-16", "multiget-10", "churn-1", "churn-8", "churn-128", "set-heavy",
-                   "value-1", "value-4096", "value-16384", "value-131072", "hitratio-m64"]
+                   "value-1", "value-4096", "value-16384", "value-131072", "hitratio-m64",
+                   "tls-get", "tls-churn-1"]
 
 # ---------------------------------------------------------------- running
 
@@ -279,14 +316,20 @@ def loadgen(port, args, arrangement, pid=None, duration=None, warmup=None, stats
     return out
 
 
-def preload(port, spec, arrangement):
+def preload(server, spec, arrangement):
     if spec.get("preload"):
-        loadgen(port, spec["args"] + ["--preload-only"], arrangement, label="preload")
+        loadgen(server.plain_port, spec["args"] + ["--preload-only"], arrangement, label="preload")
 
 
-def run_args(spec):
+def run_args(spec, server):
     # A miss after the preload is an error (the key space fits in -m).
-    return spec["args"] + (["--preloaded"] if spec.get("preload") else [])
+    tls = ["--tls", "--stats-port", str(server.plain_port)] if spec.get("tls") else []
+    return spec["args"] + (["--preloaded"] if spec.get("preload") else []) + tls
+
+
+def start_server(name, ports, spec, arrangement):
+    plain = ports.take() if spec.get("tls") else None
+    return Server(name, ports.take(), spec.get("memory", 1024), arrangement, plain_port=plain)
 
 
 def measure_syscalls(server, spec, arrangement, seconds, use_strace):
@@ -299,7 +342,7 @@ def measure_syscalls(server, spec, arrangement, seconds, use_strace):
                                    "-o", out.name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.3)  # perf attaches
             try:
-                lg = loadgen(server.port, run_args(spec), arrangement, duration=seconds, warmup=0,
+                lg = loadgen(server.port, run_args(spec, server), arrangement, duration=seconds, warmup=0,
                              label="syscalls")
             finally:
                 pp.send_signal(signal.SIGINT)
@@ -323,8 +366,8 @@ def measure_syscalls(server, spec, arrangement, seconds, use_strace):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             try:
-                lg = loadgen(server.port, run_args(spec), arrangement, duration=min(seconds, 1.0), warmup=0,
-                             label="strace")
+                lg = loadgen(server.port, run_args(spec, server), arrangement, duration=min(seconds, 1.0),
+                             warmup=0, label="strace")
             finally:
                 sp.send_signal(signal.SIGINT)
                 sp.wait(10)
@@ -341,14 +384,13 @@ def measure_syscalls(server, spec, arrangement, seconds, use_strace):
     return result
 
 
-def one_run(name, port, spec, arrangement, duration, warmup):
-    memory = spec.get("memory", 1024)
-    with Server(name, port, memory, arrangement) as srv:
+def one_run(name, ports, spec, arrangement, duration, warmup):
+    with start_server(name, ports, spec, arrangement) as srv:
         info = srv.info()
-        preload(port, spec, arrangement)
+        preload(srv, spec, arrangement)
         # the hit-ratio workload must fill the cache before it is measured
         w = max(warmup, spec.get("warmup_min", 0))
-        out = loadgen(port, run_args(spec), arrangement, pid=srv.pid, duration=duration, warmup=w,
+        out = loadgen(srv.port, run_args(spec, srv), arrangement, pid=srv.pid, duration=duration, warmup=w,
                       stats=True, label=name)
     out["server_info"] = info
     return slim(out)
@@ -593,14 +635,16 @@ def main(argv=None):
     t_start = time.monotonic()
     for name in names:
         spec = wls[name]
-        wl = {"name": name, "desc": spec["desc"], "args": run_args(spec), "memory": spec.get("memory", 1024),
+        wl = {"name": name, "desc": spec["desc"], "memory": spec.get("memory", 1024),
+              "args": spec["args"] + (["--preloaded"] if spec.get("preload") else [])
+              + (["--tls"] if spec.get("tls") else []),
               "axis": spec.get("axis"), "runs": {s: [] for s in servers}, "raw": {s: [] for s in servers},
               "syscalls": {}}
         for rnd in range(rounds):
             # A B A B ...; the order flips every round so neither server always goes first.
             order = servers if rnd % 2 == 0 else list(reversed(servers))
             for s in order:
-                out = one_run(s, ports.take(), spec, arrangement, duration, warmup)
+                out = one_run(s, ports, spec, arrangement, duration, warmup)
                 wl["raw"][s].append(out)
                 wl["runs"][s].append(summarize_run(out))
                 print(f"  {name:<14} round {rnd + 1} {s:<14} {out['requests_per_s']:>10,.0f} req/s  "
@@ -609,8 +653,8 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
         if not args.no_syscalls:
             for s in servers:
-                with Server(s, ports.take(), spec.get("memory", 1024), arrangement) as srv:
-                    preload(srv.port, spec, arrangement)
+                with start_server(s, ports, spec, arrangement) as srv:
+                    preload(srv, spec, arrangement)
                     wl["syscalls"][s] = measure_syscalls(srv, spec, arrangement, min(duration, 2.0), args.strace)
         result["workloads"].append(wl)
         for s in servers:

@@ -20,6 +20,12 @@
  * `stats` are fetched (--stats) so the report can give CPU and counters per
  * request over exactly the window the requests were counted in.
  *
+ * --tls speaks TLS on every connection (OpenSSL, nonblocking; no certificate
+ * check, no session resumption: each churn connection is a full handshake, as
+ * a client without a session cache makes), with `stats` fetched from a
+ * plaintext --stats-port (mpcache's and memcached's notls: listener).  Built
+ * with LOADGEN_TLS where OpenSSL's headers are (bench/Makefile).
+ *
  * Exit status: 0 clean run, 1 errors, 2 usage or setup failure.
  */
 #define _GNU_SOURCE
@@ -45,6 +51,11 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -93,6 +104,8 @@ struct config {
     int stats;
     int max_error_msgs;
     const char *label;
+    int tls;
+    int stats_port;             /* 0: --port */
 };
 
 static struct config cfg = {
@@ -320,6 +333,9 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN };
 struct conn {
     int fd;
     int state;
+#ifdef LOADGEN_TLS
+    SSL *ssl;                   /* --tls */
+#endif
     int idx;
     int want_out;               /* EPOLLOUT registered */
     char *in;
@@ -341,6 +357,9 @@ struct conn {
 enum phase { PH_PRELOAD, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_DONE };
 
 static int ep;
+#ifdef LOADGEN_TLS
+static SSL_CTX *tls_ctx;
+#endif
 static struct conn *conns;
 static int nconns;
 static int phase;
@@ -710,10 +729,48 @@ static int parse_replies(struct conn *c, uint64_t now)
 
 /* ---------------------------------------------------------------- socket I/O */
 
+/* One send (or SSL_write): bytes taken, or -1 with errno (EAGAIN: later). */
+static ssize_t conn_send(struct conn *c, const char *p, size_t n)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        int r = SSL_write(c->ssl, p, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        errno = (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) ? EAGAIN : EPROTO;
+        return -1;
+    }
+#endif
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+/* One recv (or SSL_read): bytes, 0 at the end, or -1 with errno. */
+static ssize_t conn_recv(struct conn *c, char *p, size_t n)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        int r = SSL_read(c->ssl, p, (int)n);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+            return 0;
+        if (e == SSL_ERROR_SYSCALL)
+            return -1;
+        errno = (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? EAGAIN : EPROTO;
+        return -1;
+    }
+#endif
+    return recv(c->fd, p, n, 0);
+}
+
 static int conn_flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 want_out(c, 1);
@@ -754,6 +811,11 @@ static void conn_reset(struct conn *c)
 
 static void conn_close(struct conn *c)
 {
+#ifdef LOADGEN_TLS
+    /* no close_notify: the socket's close ends it, as most clients do */
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+#endif
     if (c->fd >= 0) {
         close(c->fd);   /* also leaves the epoll set */
         nlive--;
@@ -817,6 +879,23 @@ static void conn_open(struct conn *c)
         conn_close(c);
         return;
     }
+#ifdef LOADGEN_TLS
+    if (cfg.tls) {
+        c->ssl = SSL_new(tls_ctx);
+        if (c->ssl == NULL || !SSL_set_fd(c->ssl, fd)) {
+            error_at("SSL_new failed");
+            conn_close(c);
+            return;
+        }
+        SSL_set_connect_state(c->ssl);
+        /* the requests wait in the output for the handshake (handle_event) */
+        conn_fill(c, now);
+        c->want_out = 1;
+        if (epoll_set(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT) < 0)
+            error_at("epoll_ctl add: %s", strerror(errno));
+        return;
+    }
+#endif
     /*
      * On loopback the handshake has usually finished by the time connect()
      * returns, so try to send at once: this saves the EPOLLOUT round and an
@@ -874,6 +953,23 @@ static void handle_event(struct conn *c, uint32_t ev, uint64_t now)
         }
         if (!(ev & (EPOLLOUT | EPOLLIN)))
             return;
+#ifdef LOADGEN_TLS
+        if (c->ssl) {
+            int r = SSL_do_handshake(c->ssl);
+            if (r != 1) {
+                int e = SSL_get_error(c->ssl, r);
+                ERR_clear_error();
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                    want_out(c, e == SSL_ERROR_WANT_WRITE);
+                    return;
+                }
+                error_at("conn %d: TLS handshake failed (%d)", c->idx, e);
+                conn_fail(c, now);
+                return;
+            }
+            ev |= EPOLLOUT;   /* the requests queued meanwhile go now */
+        }
+#endif
         conn_established(c, now);
     }
     if (ev & EPOLLOUT) {
@@ -890,7 +986,7 @@ static void handle_event(struct conn *c, uint32_t ev, uint64_t now)
                 c->in_cap *= 2;
                 c->in = xrealloc(c->in, c->in_cap);
             }
-            ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+            ssize_t n = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
             if (n > 0) {
                 bytes_in += (uint64_t)n;
                 size_t room = c->in_cap - c->in_len;
@@ -899,8 +995,8 @@ static void handle_event(struct conn *c, uint32_t ev, uint64_t now)
                     conn_fail(c, now);
                     return;
                 }
-                if ((size_t)n == room)
-                    continue;   /* the buffer was filled: there may be more */
+                if ((size_t)n == room || cfg.tls)
+                    continue;   /* the buffer was filled (or OpenSSL holds more): there may be more */
                 break;
             }
             if (n == 0) {
@@ -1043,7 +1139,8 @@ static int fetch_stats_cmd(const char *cmd, struct stats_snap *s, const char *gr
         return -1;
     struct timeval tv = { .tv_sec = 2 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port) };
+    int port = cfg.stats_port ? cfg.stats_port : cfg.port;
+    struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     inet_pton(AF_INET, cfg.host, &dst.sin_addr);
     if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
         close(fd);
@@ -1407,14 +1504,16 @@ static void usage(FILE *f)
         "      --stats            fetch `stats` at the window's edges and report deltas\n"
         "      --label S          a name for the run, echoed in the JSON\n"
         "      --max-error-msgs N error messages printed (10)\n"
-        "      --json             JSON report on stdout\n",
+        "      --json             JSON report on stdout\n"
+        "      --tls              every connection over TLS (a build with OpenSSL)\n"
+        "      --stats-port PORT  fetch `stats` from this port (plaintext), not --port\n",
         MAX_VALUE);
 }
 
 int main(int argc, char **argv)
 {
     enum { O_PREFIX = 256, O_PRELOAD_ONLY, O_PRELOADED, O_FILL, O_ALLOW_MISS, O_SRC, O_LINGER0, O_NONODELAY, O_TIMEOUT,
-           O_SEED, O_PID, O_STATS, O_LABEL, O_MAXERR, O_JSON };
+           O_SEED, O_PID, O_STATS, O_LABEL, O_MAXERR, O_JSON, O_TLS, O_STATS_PORT };
     static const struct option opts[] = {
         {"host", required_argument, 0, 's'}, {"port", required_argument, 0, 'p'},
         {"conns", required_argument, 0, 'c'}, {"depth", required_argument, 0, 'D'},
@@ -1430,7 +1529,8 @@ int main(int argc, char **argv)
         {"timeout", required_argument, 0, O_TIMEOUT}, {"seed", required_argument, 0, O_SEED},
         {"server-pid", required_argument, 0, O_PID}, {"stats", no_argument, 0, O_STATS},
         {"label", required_argument, 0, O_LABEL}, {"max-error-msgs", required_argument, 0, O_MAXERR},
-        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"json", no_argument, 0, O_JSON}, {"tls", no_argument, 0, O_TLS},
+        {"stats-port", required_argument, 0, O_STATS_PORT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "s:p:c:D:K:R:g:v:k:z:d:w:Ph", opts, NULL)) != -1) {
@@ -1463,6 +1563,8 @@ int main(int argc, char **argv)
         case O_LABEL: cfg.label = optarg; break;
         case O_MAXERR: cfg.max_error_msgs = atoi(optarg); break;
         case O_JSON: cfg.json = 1; break;
+        case O_TLS: cfg.tls = 1; break;
+        case O_STATS_PORT: cfg.stats_port = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1484,6 +1586,11 @@ int main(int argc, char **argv)
     else if (cfg.fill_on_miss && (cfg.mget > 1 || cfg.depth > 1))
         bad = "--fill-on-miss works with single-key gets, one in flight per connection";
     else if (cfg.timeout <= 0) bad = "--timeout must be > 0";
+    else if (cfg.stats_port < 0 || cfg.stats_port > 65535) bad = "--stats-port out of range";
+    else if (cfg.tls && cfg.stats && !cfg.stats_port) bad = "--stats with --tls needs a plaintext --stats-port";
+#ifndef LOADGEN_TLS
+    else if (cfg.tls) bad = "--tls: this loadgen was built without OpenSSL";
+#endif
     if (bad) {
         fprintf(stderr, "loadgen: %s\n", bad);
         usage(stderr);
@@ -1530,6 +1637,18 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
+#ifdef LOADGEN_TLS
+    if (cfg.tls) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (tls_ctx == NULL) {
+            fprintf(stderr, "loadgen: SSL_CTX_new failed\n");
+            return 2;
+        }
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+#endif
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) {
         perror("epoll_create1");
