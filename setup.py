@@ -5,8 +5,10 @@ headers (Debian's libssl-dev) add TLS (-Z): when a one-line program using
 them compiles and links, the engine is built with MP_HAVE_TLS and linked
 with -lssl -lcrypto; without them it builds all the same and -Z is refused.
 MPCACHE_TLS=0 builds without TLS even where OpenSSL is installed.
-MPCACHE_DEBUG=1 compiles assertions in (release builds leave them out, as
-uvloop does)."""
+MPCACHE_DEBUG=1 compiles the engine's invariant checks in (MP_ASSERT and
+the maintenance walks of ext/debug.h), with -g -O0 for a debugger;
+MPCACHE_OPT=-O2 keeps the optimizer, as make sanitize does.  Release builds
+leave the checks out, as uvloop does."""
 
 import glob
 import os
@@ -20,12 +22,13 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("MPCACHE_DEBUG") == "1"
+OPT = os.environ.get("MPCACHE_OPT") or ("-O0" if DEBUG else "-O2")
 
-cflags = ["-std=gnu11", "-O2", "-pthread", "-fno-strict-aliasing",
+cflags = ["-std=gnu11", OPT, "-pthread", "-fno-strict-aliasing",
           "-Wall", "-Wno-unused-function"]
-macros = [] if DEBUG else [("NDEBUG", "1")]
+macros = [("MPCACHE_DEBUG", "1")] if DEBUG else [("NDEBUG", "1")]
 if DEBUG:
-    cflags += ["-g", "-O0"]
+    cflags += ["-g"]
 
 
 def have_openssl():

@@ -1,11 +1,13 @@
 #include <string.h>
 
+#include "debug.h"
 #include "evict.h"
 
 /* Queue links: qprev points toward the head (newer), qnext toward the tail. */
 
 static inline void fifo_push(mp_fifo *f, mp_item *it)
 {
+    MP_ASSERT(it->qprev == NULL && it->qnext == NULL && f->head != it);
     it->qprev = NULL;
     it->qnext = f->head;
     if (f->head != NULL)
@@ -16,8 +18,18 @@ static inline void fifo_push(mp_fifo *f, mp_item *it)
     f->n++;
 }
 
+/* An item unlinked from the queue it is not in would corrupt both: its
+ * neighbours must point back at it, or the queue's ends be it. */
+static inline void fifo_check_linked(const mp_fifo *f, const mp_item *it)
+{
+    MP_ASSERT(f->n > 0);
+    MP_ASSERT(it->qprev != NULL ? it->qprev->qnext == it : f->head == it);
+    MP_ASSERT(it->qnext != NULL ? it->qnext->qprev == it : f->tail == it);
+}
+
 static inline void fifo_unlink(mp_fifo *f, mp_item *it)
 {
+    fifo_check_linked(f, it);
     if (it->qprev != NULL)
         it->qprev->qnext = it->qnext;
     else
@@ -49,6 +61,7 @@ void mp_s3_remove(mp_s3 *q, mp_item *it)
 void mp_s3_replace(mp_s3 *q, mp_item *old, mp_item *n)
 {
     mp_fifo *f = (old->freq & MP_FREQ_MAIN) ? &q->main : &q->small;
+    fifo_check_linked(f, old);
     n->freq = old->freq;
     n->qprev = old->qprev;
     n->qnext = old->qnext;
@@ -132,6 +145,26 @@ mp_rel_time mp_s3_tail_time(const mp_s3 *q, bool *empty)
     *empty = !have;
     return t;
 }
+
+#ifdef MPCACHE_DEBUG
+static void fifo_check(const mp_fifo *f, int cls, bool main)
+{
+    uint32_t n = 0;
+    const mp_item *prev = NULL;
+    for (const mp_item *it = f->head; it != NULL; prev = it, it = it->qnext, n++) {
+        MP_ASSERT(n < f->n && it->qprev == prev && it->clsid == cls);
+        MP_ASSERT((it->iflags & (MP_IT_LINKED | MP_IT_FREE | MP_IT_PENDING)) == MP_IT_LINKED);
+        MP_ASSERT(((it->freq & MP_FREQ_MAIN) != 0) == main);
+    }
+    MP_ASSERT(n == f->n && f->tail == prev);
+}
+
+void mp_s3_check(const mp_s3 *q, int cls)
+{
+    fifo_check(&q->small, cls, false);
+    fifo_check(&q->main, cls, true);
+}
+#endif
 
 /* ---- ghost ---- */
 

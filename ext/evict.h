@@ -84,6 +84,13 @@ static inline uint32_t mp_s3_count(const mp_s3 *q)
     return q->small.n + q->main.n;
 }
 
+#ifdef MPCACHE_DEBUG
+/* Debug builds, shard lock held: both queues of class cls walked, every
+ * link and count checked, each item linked, of the class and in the queue
+ * its MP_FREQ_MAIN bit names (debug.h). */
+void mp_s3_check(const mp_s3 *q, int cls);
+#endif
+
 /* Ghost operations; fingerprints come from the key's 64-bit hash. */
 void mp_ghost_init(mp_ghost *g, uint64_t *slots, uint32_t nbuckets);
 void mp_ghost_add(mp_ghost *g, uint64_t hv);

@@ -25,6 +25,7 @@
 static void name##_add(type *m, uint32_t *head, uint32_t i, bool at_head)     \
 {                                                                             \
     uint32_t id = i + 1;                                                      \
+    MP_ASSERT(m[i].prev == MP_NONE);   /* on no list already */               \
     if (*head == MP_NONE) {                                                   \
         m[i].next = m[i].prev = id;                                           \
         *head = id;                                                           \
@@ -41,6 +42,8 @@ static void name##_add(type *m, uint32_t *head, uint32_t i, bool at_head)     \
 static void name##_del(type *m, uint32_t *head, uint32_t i)                   \
 {                                                                             \
     uint32_t id = i + 1;                                                      \
+    MP_ASSERT(*head != MP_NONE && m[i].next != MP_NONE && m[i].prev != MP_NONE); \
+    MP_ASSERT(m[m[i].prev - 1].next == id && m[m[i].next - 1].prev == id);    \
     if (m[i].next == id) {                                                    \
         *head = MP_NONE;                                                      \
     } else {                                                                  \
@@ -216,6 +219,7 @@ static uint32_t pool_take(mp_arena *a)
 static void pool_give(mp_arena *a, uint32_t pg)
 {
     pthread_mutex_lock(&a->pool_lock);
+    MP_ASSERT(a->in_use > 0);
     a->pages[pg].kind = MP_PAGE_FREE;
     a->pages[pg].shard = -1;
     a->pages[pg].prev = MP_NONE;
@@ -369,6 +373,9 @@ static inline void free_push(mp_slab_class *c, mp_item *it)
 
 static inline void free_unlink(mp_slab_class *c, mp_item *it)
 {
+    MP_ASSERT(c->nfree > 0 && it->iflags == MP_IT_FREE);
+    MP_ASSERT(it->qprev != NULL ? it->qprev->qnext == it : c->free == it);
+    MP_ASSERT(it->qnext == NULL || it->qnext->qprev == it);
     if (it->qprev != NULL)
         it->qprev->qnext = it->qnext;
     else
@@ -384,6 +391,7 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
     mp_slab_class *c = &sl->cls[cls];
     mp_item *it = c->free;
     if (it != NULL) {
+        MP_ASSERT(it->clsid == cls);
         free_unlink(c, it);
     } else if (c->cur != MP_NONE) {
         uint32_t u = c->cur - 1;
@@ -400,6 +408,7 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
     m->used++;
     if (pending)
         m->pinned++;
+    MP_ASSERT(m->clsid == cls && m->used <= m->carved && m->pinned <= m->used);
     c->used++;
     c->requested += size;
     it->clsid = (uint8_t)cls;
@@ -410,7 +419,9 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
 
 void mp_slab_unpend(mp_arena *a, mp_item *it)
 {
-    a->slabs[mp_slab_of(a, it)].pinned--;
+    mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
+    MP_ASSERT((it->iflags & MP_IT_PENDING) && m->pinned > 0);
+    m->pinned--;
     it->iflags &= (uint8_t)~MP_IT_PENDING;
 }
 
@@ -423,6 +434,7 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     int cls = m->clsid;
     mp_slab_class *c = &sl->cls[cls];
     char *base = mp_slab_base(a, u);
+    MP_ASSERT(m->used == 0 && m->pinned == 0);
     for (uint32_t k = 0; k < m->carved; k++)
         free_unlink(c, (mp_item *)(base + (size_t)k * a->chunk_size[cls]));
     slist_del(a->slabs, &c->slabs, u);
@@ -451,9 +463,13 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     uint32_t u = mp_slab_of(a, it);
     mp_slab_meta *m = &a->slabs[u];
     mp_slab_class *c = &sl->cls[it->clsid];
+    /* freed once, by its last holder: nothing links or references it */
+    MP_ASSERT(!(it->iflags & (MP_IT_FREE | MP_IT_LINKED)) && it->refs == 0);
+    MP_ASSERT(m->clsid == it->clsid && m->used > 0 && c->used > 0);
     m->used--;
     if (it->iflags & MP_IT_PENDING)
         m->pinned--;
+    MP_ASSERT(m->pinned <= m->used);
     c->used--;
     c->requested -= size;
     it->iflags = MP_IT_FREE;
@@ -462,3 +478,90 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     if (m->used == 0)
         slab_release(a, sl, u);
 }
+
+#ifdef MPCACHE_DEBUG
+/* ---- the whole-shard walk (debug builds, from maintenance) ---- */
+
+/* A circular list of slab metadata from head, every link checked, each
+ * entry of class cls (0: the free units); returns its length.  A cycle
+ * that never comes back to the head is caught by the bound. */
+static uint32_t slab_list_check(const mp_arena *a, uint32_t head, int cls)
+{
+    uint32_t n = 0, id = head, units = a->pages_reserved * a->units_per_page;
+    if (id == MP_NONE)
+        return 0;
+    do {
+        const mp_slab_meta *m = &a->slabs[id - 1];
+        MP_ASSERT(n < units && m->clsid == cls);
+        MP_ASSERT(m->next != MP_NONE && a->slabs[m->next - 1].prev == id);
+        id = m->next;
+        n++;
+    } while (id != head);
+    return n;
+}
+
+/* One slab of class cls: its counts against its chunks (a free chunk is
+ * exactly MP_IT_FREE; a pending item pins once, a referenced one once). */
+static void slab_check(const mp_arena *a, uint32_t u, int cls)
+{
+    const mp_slab_meta *m = &a->slabs[u];
+    MP_ASSERT(m->carved <= a->perslab[cls] && m->used <= m->carved && m->pinned <= m->used);
+    uint32_t used = 0, pinned = 0;
+    const char *base = mp_slab_base(a, u);
+    for (uint32_t k = 0; k < m->carved; k++) {
+        const mp_item *it = (const mp_item *)(base + (size_t)k * a->chunk_size[cls]);
+        MP_ASSERT(it->clsid == cls);
+        if (it->iflags == MP_IT_FREE)
+            continue;
+        MP_ASSERT(!(it->iflags & MP_IT_FREE));
+        used++;
+        pinned += ((it->iflags & MP_IT_PENDING) != 0) + (it->refs != 0);
+    }
+    MP_ASSERT(used == m->used && pinned == m->pinned);
+}
+
+void mp_slabs_check(const mp_arena *a, const mp_slabs *sl)
+{
+    uint32_t npages = 0, empty = 0, pg = sl->pages;
+    if (pg != MP_NONE) {
+        do {
+            const mp_page_meta *p = &a->pages[pg - 1];
+            MP_ASSERT(npages < a->pages_reserved && p->shard == sl->shard);
+            MP_ASSERT(p->next != MP_NONE && a->pages[p->next - 1].prev == pg);
+            if (p->kind == MP_PAGE_SPLIT) {
+                uint32_t u0 = (pg - 1) * a->units_per_page, nfree = 0;
+                for (uint32_t k = 0; k < a->units_per_page; k++)
+                    nfree += a->slabs[u0 + k].clsid == 0;
+                MP_ASSERT(nfree == p->free_units);
+                empty += nfree == a->units_per_page;
+            } else {
+                MP_ASSERT(p->kind == MP_PAGE_WHOLE && p->free_units == 0);
+            }
+            pg = p->next;
+            npages++;
+        } while (pg != sl->pages);
+    }
+    MP_ASSERT(npages == sl->npages && empty == sl->empty_pages);
+    MP_ASSERT(slab_list_check(a, sl->free_units, 0) == sl->nfree_units);
+    for (int cls = 1; cls <= a->nclasses; cls++) {
+        const mp_slab_class *c = &sl->cls[cls];
+        MP_ASSERT(slab_list_check(a, c->slabs, cls) == c->nslabs);
+        MP_ASSERT(c->cur == MP_NONE || a->slabs[c->cur - 1].clsid == cls);
+        uint64_t used = 0, nfree = 0;
+        uint32_t id = c->slabs;
+        for (uint32_t k = 0; k < c->nslabs; k++, id = a->slabs[id - 1].next) {
+            const mp_slab_meta *m = &a->slabs[id - 1];
+            slab_check(a, id - 1, cls);
+            used += m->used;
+            nfree += m->carved - m->used;
+        }
+        MP_ASSERT(used == c->used && nfree == c->nfree);
+        uint32_t n = 0;
+        for (const mp_item *it = c->free; it != NULL; it = it->qnext, n++) {
+            MP_ASSERT(n < c->nfree && it->iflags == MP_IT_FREE && it->clsid == cls);
+            MP_ASSERT(it->qnext == NULL || it->qnext->qprev == it);
+        }
+        MP_ASSERT(n == c->nfree);
+    }
+}
+#endif

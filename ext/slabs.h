@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "debug.h"
 #include "store.h"
 
 #define MP_UNIT_SHIFT 16
@@ -143,7 +144,9 @@ static inline void mp_slab_pin(mp_arena *a, const mp_item *it)
 
 static inline void mp_slab_unpin(mp_arena *a, const mp_item *it)
 {
-    a->slabs[mp_slab_of(a, it)].pinned--;
+    mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
+    MP_ASSERT(m->pinned > 0);
+    m->pinned--;
 }
 
 static inline char *mp_slab_base(const mp_arena *a, uint32_t u)
@@ -167,5 +170,12 @@ void mp_page_attach(mp_arena *a, mp_slabs *sl, uint32_t pg);
 void mp_page_release(mp_arena *a, mp_slabs *sl, uint32_t pg);
 /* An empty page of the shard, or UINT32_MAX. */
 uint32_t mp_slabs_empty_page(const mp_arena *a, const mp_slabs *sl);
+
+#ifdef MPCACHE_DEBUG
+/* Debug builds, shard lock held: every list of the shard's slab metadata
+ * walked, and each slab's used and pinned counts checked against its
+ * chunks (debug.h). */
+void mp_slabs_check(const mp_arena *a, const mp_slabs *sl);
+#endif
 
 #endif

@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "debug.h"
 #include "decimal.h"
 #include "evict.h"
 #include "hash.h"
@@ -321,6 +322,7 @@ static inline bool item_expired(const mp_item *it)
 static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, uint8_t inherit_freq)
 {
     mp_store *st = s->st;
+    MP_ASSERT(!(it->iflags & (MP_IT_LINKED | MP_IT_FREE)) && it->refs == 0);
     if (it->iflags & MP_IT_PENDING)
         mp_slab_unpend(&st->arena, it);
     it->iflags |= MP_IT_LINKED;
@@ -348,6 +350,7 @@ static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, u
 static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
 {
     mp_store *st = s->st;
+    MP_ASSERT(it->iflags & MP_IT_LINKED);
     mp_ht_remove(&s->ht, it, hv);
     mp_s3_remove(&s->q[it->clsid], it);
     s->curr_items--;
@@ -361,12 +364,14 @@ static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
 
 static inline void item_ref(mp_shard *s, mp_item *it)
 {
+    MP_ASSERT(!(it->iflags & MP_IT_FREE) && it->refs < UINT32_MAX);
     if (it->refs++ == 0)
         mp_slab_pin(&s->st->arena, it);
 }
 
 static inline void item_unref(mp_shard *s, mp_item *it)
 {
+    MP_ASSERT(it->refs > 0 && !(it->iflags & MP_IT_FREE));
     if (--it->refs != 0)
         return;
     mp_slab_unpin(&s->st->arena, it);
@@ -385,6 +390,7 @@ void mp_store_unref(mp_store *st, mp_item *it)
     /* the item's page is pinned, so its owner stays put: no lock needed to
      * read it (the item's own shard, as its key's hash would say) */
     uint32_t u = (uint32_t)(((const char *)it - a->base) >> MP_UNIT_SHIFT);
+    MP_ASSERT(a->pages[mp_page_of_unit(a, u)].shard >= 0);
     mp_shard *s = &st->shards[a->pages[mp_page_of_unit(a, u)].shard];
     mp_shard_lock(s);
     item_unref(s, it);
@@ -948,6 +954,7 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
 void mp_store_release(mp_store *st, mp_item *it, uint64_t hv)
 {
     mp_shard *s = mp_store_shard(st, hv);
+    MP_ASSERT(it->iflags & MP_IT_PENDING);
     mp_shard_lock(s);
     mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
     pthread_mutex_unlock(&s->lock);
@@ -1007,6 +1014,7 @@ mp_store_result mp_item_store(mp_shard *s, mp_item *it, uint64_t hv, mp_store_op
     mp_store_result res = MP_NOT_STORED;
     mp_item *stored = NULL;
 
+    MP_ASSERT(it->iflags & MP_IT_PENDING);
     if (opts & MP_STORE_KEY_BINARY)
         it->iflags |= MP_IT_KEY_BINARY;
     mp_item *old = shard_find(s, MP_ITEM_key(it), it->nkey, hv, NULL);
@@ -1377,6 +1385,23 @@ static void shard_sweep(mp_shard *s)
     s->sweep_pos = pos;
 }
 
+#ifdef MPCACHE_DEBUG
+/* What the O(1) checks on the request path cannot see, walked whole once
+ * per maintenance call (debug builds only): every queue, every slab list
+ * and slab, and the counts that tie them together (debug.h). */
+static void shard_check(mp_shard *s)
+{
+    mp_arena *a = &s->st->arena;
+    uint64_t queued = 0;
+    for (int cls = 1; cls <= a->nclasses; cls++) {
+        mp_s3_check(&s->q[cls], cls);
+        queued += mp_s3_count(&s->q[cls]);
+    }
+    MP_ASSERT(queued == s->curr_items && s->ht.count == s->curr_items);
+    mp_slabs_check(a, &s->slabs);
+}
+#endif
+
 void mp_store_maintain(mp_store *st, int shard_index)
 {
     mp_shard *s = &st->shards[shard_index];
@@ -1412,6 +1437,9 @@ void mp_store_maintain(mp_store *st, int shard_index)
         if (pg != UINT32_MAX)
             drain_page(s, pg);   /* the emptied page returns to the pool */
     }
+#ifdef MPCACHE_DEBUG
+    shard_check(s);
+#endif
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -8,7 +8,9 @@
                 process on a fake connection and a fake env (proto_env.h),
                 without channel.c, engine.c or a backend.
 
-Each program exits non-zero on any failed check.  The replies test_executor.c
+Each program exits non-zero on any failed check, and is built with the
+engine's invariant checks (MPCACHE_DEBUG, ext/debug.h), which abort on the
+first broken one.  The replies test_executor.c
 expects are memcached 1.6.18's: test_executor_cases_are_memcacheds replays
 its table of cases on a fresh memcached each and compares.  A missing compiler or a
 compile error fails the test: these parts must always build on their own.
@@ -50,7 +52,8 @@ def test_c_unit_tests(tmp_path, program):
     exe = tmp_path / program
     sources = [os.path.join(ROOT, "tests", "c", program + ".c"),
                *(os.path.join(EXT, name) for name in PROGRAMS[program])]
-    flags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Werror", "-pthread", "-I", EXT]
+    flags = ["-std=gnu11", "-O2", "-g", "-Wall", "-Werror", "-pthread", "-DMPCACHE_DEBUG=1",
+             "-I", EXT]
     if os.environ.get("MPCACHE_TEST_SANITIZE") == "1":
         flags += ["-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                   "-fno-sanitize-recover=undefined"]
