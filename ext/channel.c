@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "engine.h"
+#include "log.h"
 #include "proto.h"
 #include "store.h"
 #include "tls.h"
@@ -81,11 +82,16 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     if (slot == MP_NO_SLOT)
         return NULL;
     mp_conn *c = mp_conn_at(ch, slot);
+    /* the free list holds free slots, and a free slot holds nothing */
+    MP_ASSERT(slot < ch->nslots && c->slot == slot && c->state == MP_CONN_FREE);
+    MP_ASSERT(c->rbuf == NULL && c->wbuf == NULL && c->sbuf == NULL && c->tls == NULL &&
+              c->wrefs.n == 0 && c->srefs.n == 0 && ch->nopen < ch->nslots);
     ch->free_head = c->next_free;
     uint32_t gen = c->gen;
     memset(c, 0, offsetof(mp_conn, proto));
     memset(&c->proto, 0, sizeof(c->proto));
     c->fd = fd;
+    c->fixed = ch->fixed_fds;
     c->slot = slot;
     c->gen = gen;
     c->state = MP_CONN_OPEN;
@@ -106,6 +112,8 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     ch->nopen++;
     ch->stats.accepts++;
     ch->stats.total_conns++;
+    if (mp_log_on(&ch->env, MP_LOG_CONN))
+        mp_log_opened(c, ch->eng->settings.binding_ascii);
     return c;
 }
 
@@ -113,6 +121,9 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
 {
     if (c->state == MP_CONN_FREE)
         return;
+    /* not at shutdown, where memcached closes nothing one by one */
+    if (mp_log_on(&ch->env, MP_LOG_CONN) && !ch->stopping)
+        mp_log_closed(c);
     mp_proto_reset(c);
     if (c->tls != NULL) {
         ch->tls_handshakes -= c->tls->handshaking;
@@ -134,6 +145,7 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     c->gen++;
     c->in_ready = false;   /* the ready list skips free slots */
     c->next_free = ch->free_head;
+    MP_ASSERT(ch->nopen > 0 && mp_conn_at(ch, c->slot) == c);
     ch->free_head = c->slot;
     ch->nopen--;
     __atomic_sub_fetch(&ch->eng->curr_conns, 1, __ATOMIC_RELAXED);
@@ -145,6 +157,9 @@ static void ready_push(mp_channel *ch, mp_conn *c)
 {
     if (c->in_ready)
         return;
+    /* the arrays hold nslots entries: a slot goes on once per turn, and
+     * one closed and reopened within a turn has no input yet to yield */
+    MP_ASSERT(ch->nready < ch->nslots);
     c->in_ready = true;
     ch->ready[ch->nready++] = ((uint64_t)c->gen << 32) | c->slot;
 }
@@ -388,8 +403,10 @@ void mp_conn_received(mp_channel *ch, mp_conn *c, size_t n)
 void mp_conn_run(mp_channel *ch, mp_conn *c)
 {
     /* on TLS, the output up to here is ciphertext, what follows plaintext */
+    MP_ASSERT(c->state == MP_CONN_OPEN);   /* input after quit is never run */
     uint32_t sealed = c->wend - c->wstart;
     int r = mp_process(c, ch->eng->settings.reqs_per_event);
+    mp_out_check(c);
     if (r == MP_PROC_CLOSE) {
         if (!c->close_after_write) {
             mp_conn_drop_borrowed(c);
@@ -474,10 +491,41 @@ static void close_idle(mp_channel *ch, mp_rel_time now, mp_rel_time idle)
         if (c->state == MP_CONN_OPEN && mp_out_unsent(c) == 0 && !c->in_ready &&
             !c->blocked_out && now - c->last_cmd > idle) {
             ch->stats.idle_kicks++;
+            if (mp_log_on(&ch->env, MP_LOG_CONN))
+                mp_log_idle(c);
             ch->be->close(ch, c);
         }
     }
 }
+
+#ifdef MPCACHE_DEBUG
+/* The connection table walked whole at maintenance (debug builds): the
+ * free list links free slots only and ends, every other slot counts in
+ * nopen, no borrowed input outlives the call that lent it, the ready flags
+ * are backed by entries, and each connection's output is sound. */
+static void table_check(const mp_channel *ch)
+{
+    uint32_t nfree = 0, nused = 0, nready = 0;
+    for (uint32_t s = ch->free_head; s != MP_NO_SLOT; s = mp_conn_at(ch, s)->next_free) {
+        MP_ASSERT(s < ch->nslots && nfree < ch->nslots);
+        MP_ASSERT(mp_conn_at(ch, s)->state == MP_CONN_FREE);
+        nfree++;
+    }
+    for (uint32_t i = 0; i < ch->nslots; i++) {
+        const mp_conn *c = mp_conn_at(ch, i);
+        MP_ASSERT(c->slot == i);
+        if (c->state == MP_CONN_FREE) {
+            MP_ASSERT(!c->in_ready && c->rbuf == NULL && c->wbuf == NULL && c->sbuf == NULL);
+            continue;
+        }
+        nused++;
+        nready += c->in_ready;
+        MP_ASSERT(!c->rbuf_borrowed && c->rstart <= c->rend && c->rend <= c->rsize);
+        mp_out_check(c);
+    }
+    MP_ASSERT(nfree + nused == ch->nslots && nused == ch->nopen && nready <= ch->nready);
+}
+#endif
 
 static void channel_maintain(mp_channel *ch)
 {
@@ -489,6 +537,9 @@ static void channel_maintain(mp_channel *ch)
         close_idle(ch, mp_current_time, (mp_rel_time)eng->settings.idle_timeout);
     if (ch->tls_handshakes > 0)
         close_stalled_handshakes(ch, mp_current_time);
+#ifdef MPCACHE_DEBUG
+    table_check(ch);
+#endif
 }
 
 static uint64_t maintain_interval(const mp_channel *ch)

@@ -110,6 +110,7 @@ struct mp_channel {
 
     const mp_backend *be;
     mp_uring *uring;             /* the io_uring backend's state, NULL on epoll */
+    bool fixed_fds;              /* connections get io_uring direct descriptors */
     /* why the loop ended, when it failed: a negative errno and the call */
     int error;
     const char *error_what;

@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "engine.h"
 #include "latency.h"
+#include "log.h"
 #include "tls.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
@@ -97,6 +98,17 @@ static void fill_env(mp_engine *eng, mp_channel *ch)
     };
 }
 
+/* -vv: the slab classes, in memcached's format (slabs_init), with this
+ * store's sizes: chunks per 64 KiB slab for the small classes, per page for
+ * the others (what "stats slabs" calls chunks_per_page) */
+static void log_slab_classes(mp_store *st)
+{
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    for (int i = 1; i < n; i++)
+        mp_log_slab_class(i, cls[i].chunk_size, cls[i].chunks_per_page);
+}
+
 static int pow2_at_least(int n)
 {
     int p = 1;
@@ -159,6 +171,8 @@ mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char
     eng->store = mp_store_create(&eng->settings, nshards, err, errlen);
     if (eng->store == NULL)
         goto fail;
+    if (eng->settings.verbose > 1)
+        log_slab_classes(eng->store);
     eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));
     if (eng->channels == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -205,6 +219,8 @@ int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
+    if (eng->settings.verbose > 1)
+        mp_log_listening(fd, eng->settings.binding_ascii);
     /* a unix socket is plaintext, as memcached's under -Z */
     return mp_channel_add_listener(eng->channels[ch], fd, is_unix != 0,
                                    tls && !is_unix && eng->tls != NULL);

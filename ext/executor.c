@@ -75,6 +75,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
     if (it == NULL) {
         mp_shard_unlock(s);
+        if (mp_log_on(c->env, MP_LOG_STATE))
+            mp_log_lookup(c, key, nkey, why);
         if (touch) {
             STATS(c).touch_cmds++;
             STATS(c).touch_misses++;
@@ -108,6 +110,11 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         deferred = mp_out_value(c, p, s, it);
     }
     mp_shard_unlock(s);
+    if (mp_log_on(c->env, MP_LOG_CONN)) {
+        if (mp_log_on(c->env, MP_LOG_STATE))
+            mp_log_lookup(c, key, nkey, MP_MISS_NONE);
+        mp_log_sending_key(c, key, nkey);
+    }
     if (touch) {
         STATS(c).touch_cmds++;
         STATS(c).touch_hits++;
@@ -184,6 +191,9 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     }
     p->discard = false;
     if (res != GK_OK) {
+        /* memcached logs the END it then does not send */
+        if (mp_log_on(c->env, MP_LOG_CONN))
+            mp_log_reply(c, R_END, sizeof(R_END) - 1, false);
         /* memcached then culls every reply it has not sent yet: this get's
          * hits and the replies of the requests before it in the same batch */
         mp_out_cull(c);
@@ -260,8 +270,12 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
          * does: it queues the reply and only writes once it needs input */
         p->phase = MP_PS_SWALLOW;
         p->left = nbytes;
+        if (mp_log_on(c->env, MP_LOG_STATE))
+            mp_log_state_to(c, MP_LS_SWALLOW);
         return 0;
     }
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_state_to(c, MP_LS_NREAD);
     p->phase = MP_PS_NREAD;
     p->op = (uint8_t)op;
     p->item = it;
@@ -355,6 +369,8 @@ static bool data_phase(mp_conn *c)
         complete_swallow(c);
     p->phase = MP_PS_LINE;
     p->noreply = false;
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_state_to(c, MP_LS_NEW_CMD);
     return true;
 }
 
@@ -380,6 +396,8 @@ static int cmd_touch(mp_conn *c, const mp_request *r)
     mp_shard_lock(s);
     bool found = mp_item_touch(s, key, nkey, hv, exptime_rel(exptime));
     mp_shard_unlock(s);
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_lookup(c, key, nkey, found ? MP_MISS_NONE : MP_MISS_ABSENT);
     if (found) {
         STATS(c).touch_hits++;
         REPLY(c, R_TOUCHED);
@@ -414,6 +432,8 @@ static int cmd_delete(mp_conn *c, const mp_request *r)
     mp_shard_lock(s);
     bool found = mp_item_delete(s, key, nkey, hv);
     mp_shard_unlock(s);
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_lookup(c, key, nkey, found ? MP_MISS_NONE : MP_MISS_ABSENT);
     if (found) {
         STATS(c).delete_hits++;
         REPLY(c, R_DELETED);
@@ -446,6 +466,8 @@ static int arith_common(mp_conn *c, const mp_request *r, bool incr)
     mp_shard_lock(s);
     mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
     mp_shard_unlock(s);
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_lookup(c, key, nkey, res == MP_DELTA_NOT_FOUND ? MP_MISS_ABSENT : MP_MISS_NONE);
     switch (res) {
     case MP_DELTA_OK: {
         if (incr)
@@ -569,13 +591,14 @@ static int cmd_memlimit(mp_conn *c, const mp_request *r)
     return 0;
 }
 
-/* "stats [group]": the groups themselves are the engine's (stats.c) */
+/* "stats [group]": the groups themselves are the engine's (stats.c).  A
+ * listing's END is not one of memcached's out_string replies: unlogged. */
 static int cmd_stats(mp_conn *c, const mp_request *r)
 {
     const mp_proto_env *env = c->env;
     if (r->ntokens == 1) {
         env->hooks->stats(env->owner, c, "", 0);
-        REPLY(c, R_END);
+        REPLY_UNLOGGED(c, R_END);
         return 0;
     }
     if (TOK_IS(r, 1, "reset")) {
@@ -591,7 +614,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off"))
             REPLY(c, R_OKAY);
         else if (TOK_IS(r, 2, "dump"))
-            REPLY(c, R_END);
+            REPLY_UNLOGGED(c, R_END);
         else
             REPLY(c, R_DETAIL_USAGE);
         return 0;
@@ -599,7 +622,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
     if (TOK_IS(r, 1, "conns")) {
         if (!env->hooks->stats_conns(env->owner, c, &c->proto.resume))
             return MP_PROC_SUSPEND;
-        REPLY(c, R_END);
+        REPLY_UNLOGGED(c, R_END);
         return 0;
     }
     if (TOK_IS(r, 1, "cachedump")) {
@@ -612,7 +635,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         REPLY(c, R_ERROR);
         return 0;
     }
-    REPLY(c, R_END);
+    REPLY_UNLOGGED(c, R_END);
     return 0;
 }
 
@@ -1000,7 +1023,16 @@ static int dispatch(mp_conn *c, const mp_request *r)
     return rc;
 }
 
-int mp_process(mp_conn *c, int budget)
+/* -vv: the line about to run, and at -vvv the state it puts the connection
+ * in (memcached logs both in process_command_ascii) */
+static void log_command(mp_conn *c, size_t consumed)
+{
+    if (mp_log_on(c->env, MP_LOG_STATE))
+        mp_log_state_to(c, MP_LS_PARSE_CMD);
+    mp_log_command(c, c->rbuf + c->rstart, consumed);
+}
+
+static int process(mp_conn *c, int budget)
 {
     mp_proto *p = &c->proto;
     /* memcached sends its queued replies whenever it runs out of input or
@@ -1062,6 +1094,8 @@ int mp_process(mp_conn *c, int budget)
             STATS(c).requests++;
             p->seen_cmd = true;
             c->last_cmd = mp_current_time;
+            if (mp_log_on(c->env, MP_LOG_CONN))
+                log_command(c, consumed);
         }
         p->noreply = false;
         int rc = dispatch(c, &req);
@@ -1076,6 +1110,43 @@ int mp_process(mp_conn *c, int budget)
         if (rc == MP_PROC_CLOSE)
             return rc;
     }
+}
+
+/* mp_process at -vv and up: the protocol negotiated on the first input
+ * (memcached's try_read_command_negotiate; with -B ascii or -Y there is
+ * nothing to negotiate), and at -vvv the states around the batch. */
+static int process_logged(mp_conn *c, int budget)
+{
+    mp_proto *p = &c->proto;
+    bool input = c->rend > c->rstart;
+    if (input && !p->seen_cmd && !p->log_negotiated) {
+        p->log_negotiated = true;
+        if (!c->env->settings->binding_ascii)
+            mp_log_negotiated(c);
+    }
+    bool states = mp_log_on(c->env, MP_LOG_STATE);
+    if (states && input && p->phase == MP_PS_LINE)
+        mp_log_state_to(c, MP_LS_PARSE_CMD);
+    int rc = process(c, budget);
+    if (states) {
+        if (rc == MP_PROC_CLOSE) {
+            mp_log_state_to(c, MP_LS_CLOSING);
+        } else if (rc == MP_PROC_NEED_INPUT && p->phase == MP_PS_LINE) {
+            /* replies queued go out as the call returns, then the next
+             * command is awaited */
+            if (mp_out_pending(c) > 0)
+                mp_log_state_to(c, MP_LS_MWRITE);
+            mp_log_state_to(c, MP_LS_NEW_CMD);
+        }
+    }
+    return rc;
+}
+
+int mp_process(mp_conn *c, int budget)
+{
+    if (mp_log_on(c->env, MP_LOG_CONN))
+        return process_logged(c, budget);
+    return process(c, budget);
 }
 
 void mp_proto_reset(mp_conn *c)

@@ -34,6 +34,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "decimal.h"
+#include "log.h"
 #include "proto.h"
 #include "proto_env.h"
 #include "replies.h"
@@ -51,8 +52,9 @@ static inline bool tok_is(const mp_request *r, int i, const char *s, size_t n)
 }
 #define TOK_IS(r, i, lit) tok_is((r), (i), (lit), sizeof(lit) - 1)
 
-/* memcached's out_string: "noreply" swallows exactly one reply, errors too. */
-static inline void reply(mp_conn *c, const char *s, size_t n)
+/* A reply memcached writes without out_string (a stats listing's END):
+ * not logged. */
+static inline void reply_unlogged(mp_conn *c, const char *s, size_t n)
 {
     if (c->proto.noreply) {
         c->proto.noreply = false;
@@ -60,7 +62,17 @@ static inline void reply(mp_conn *c, const char *s, size_t n)
     }
     mp_out_write(c, s, n);
 }
+
+/* memcached's out_string: "noreply" swallows exactly one reply, errors too;
+ * -vv logs it (">N STORED", ">N NOREPLY STORED"). */
+static inline void reply(mp_conn *c, const char *s, size_t n)
+{
+    if (mp_log_on(c->env, MP_LOG_CONN))
+        mp_log_reply(c, s, n, c->proto.noreply);
+    reply_unlogged(c, s, n);
+}
 #define REPLY(c, lit) reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
+#define REPLY_UNLOGGED(c, lit) reply_unlogged((c), lit "\r\n", sizeof(lit "\r\n") - 1)
 
 /* A get that missed: memcached also counts why, when the item had expired
  * or been flushed (mp_item_find's *why_missing). */

@@ -37,10 +37,13 @@ _Static_assert(MP_META_LINE_MAX >= 3 + 10 + 2 + MP_BASE64_LEN(MP_KEY_MAX_LENGTH)
 
 /* ---- replies ---- */
 
-/* An error by number; errors are shown whatever q says. */
+/* An error by number; errors are shown whatever q says (and logged at
+ * -vv, memcached's out_errstring). */
 static void meta_error(mp_conn *c, int err)
 {
     const char *text = mp_meta_error_text(err);
+    if (mp_log_on(c->env, MP_LOG_CONN))
+        mp_log_reply(c, text, strlen(text), false);
     mp_out_write(c, text, strlen(text));
     mp_out_lit(c, "\r\n");
 }
@@ -463,6 +466,8 @@ void mp_meta_complete_nread(mp_conn *c, mp_item *it)
 void mp_meta_complete_swallow(mp_conn *c)
 {
     mp_proto *p = &c->proto;
+    if (mp_log_on(c->env, MP_LOG_CONN))
+        mp_log_reply(c, p->meta_err, strlen(p->meta_err), false);
     mp_out_write(c, p->meta_err, strlen(p->meta_err));
     mp_out_lit(c, "\r\n");
     p->meta_err = NULL;

@@ -143,6 +143,8 @@ typedef struct mp_proto {
     uint8_t op;              /* pending storage op */
     bool noreply;
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
+    bool log_negotiated;     /* -vv: "Client using the ascii protocol" said */
+    uint8_t log_state;       /* -vvv: the state last logged (log.h) */
     bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
     bool authenticated;      /* may run commands: -Y is off, or the client
                                 sent credentials (false until the first

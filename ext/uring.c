@@ -520,6 +520,7 @@ static int uring_setup(mp_channel *ch)
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < want)
         want = (unsigned)nofile.rlim_cur;
     u->direct = register_files(&u->ring, want) >= 0;
+    ch->fixed_fds = u->direct;
     u->skip_cqe = (u->ring.features & IORING_FEAT_CQE_SKIP) != 0;
     u->peer_cmd = mp_ring_probe_op(&u->ring, IORING_OP_URING_CMD);
     for (int i = 0; i < ch->nlisteners; i++) {

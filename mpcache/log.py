@@ -1,7 +1,11 @@
 """Logging to stderr, memcached style: bare lines, -v levels.
 
 Warnings and errors always print; -v adds start-up and shutdown notes
-(INFO), -vv and more add DEBUG detail."""
+(INFO), -vv and more add DEBUG detail.  This is the Python shell's side
+only: memcached's -vv and -vvv lines about connections, commands and
+replies ("<28 set a 0 0 1", ">28 STORED") are written by the engine's
+channel threads in C (ext/log.c), which never call into Python; the
+engine reads the level from Settings.verbose and the "verbosity" command."""
 
 import logging
 import sys

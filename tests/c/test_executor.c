@@ -3,7 +3,7 @@
  * (proto_env.h) filled by the test, no channel, engine, socket or backend.
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/executor.c \
- *      ext/meta.c ext/parser.c ext/conn.c ext/auth.c ext/store.c ext/slabs.c \
+ *      ext/meta.c ext/parser.c ext/conn.c ext/auth.c ext/log.c ext/store.c ext/slabs.c \
  *      ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call

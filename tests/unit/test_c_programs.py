@@ -37,7 +37,7 @@ STORE = ("store.c", "slabs.c", "hash.c", "evict.c", "clock.c", "settings.c")
 PROGRAMS = {
     "test_store": STORE,
     "test_out": ("conn.c",) + STORE,
-    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c", "auth.c") + STORE,
+    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c", "auth.c", "log.c") + STORE,
 }
 
 
