@@ -24,6 +24,7 @@ RUN_AS := $(shell [ "$$(id -u)" = 0 ] && echo "-u root")
 
 .PHONY: all run test test-tls build venv clean packages test-packages
 .PHONY: fuzz fuzz-short fuzz-packages sanitize sanitize-python sanitize-tsan
+.PHONY: debug test-debug
 
 all: build
 
@@ -106,6 +107,9 @@ test-tls: test-packages build $(VENV)/.test-deps
 # servers the tests spawn included: mpcache runs only in Python) is a
 # failure even when the tests passed.  Reports of other programs are listed
 # and not counted: they are not ours to fix.
+# Every build here (ASan, TSan, the fuzzer) also compiles the engine's
+# invariant checks in (MPCACHE_DEBUG, ext/debug.h): a broken invariant
+# aborts, which ASan reports (handle_abort) like any other error of ours.
 
 FUZZ_TIME ?= 60
 FUZZ_SHORT_TIME ?= 30
@@ -135,8 +139,9 @@ fuzz-packages:
 # checksums, instrumented, made every run three times slower and guide nothing.
 $(FUZZ_DIR)/fuzz_request: fuzz/fuzz_request.c $(ENGINE_C) $(wildcard ext/*.h) | fuzz-packages
 	@mkdir -p $(@D)
-	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -c fuzz/fuzz_request.c -o $(FUZZ_DIR)/harness.o
-	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -fsanitize=fuzzer \
+	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -DMPCACHE_DEBUG=1 -c fuzz/fuzz_request.c \
+	  -o $(FUZZ_DIR)/harness.o
+	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -DMPCACHE_DEBUG=1 -fsanitize=fuzzer \
 	  -Wl,--wrap=malloc,--wrap=calloc $(FUZZ_DIR)/harness.o $(ENGINE_C) -lm -o $@
 
 # run-fuzz <seconds> <corpus dirs>: libFuzzer's log goes to a file; on a
@@ -162,24 +167,31 @@ fuzz-short: $(FUZZ_DIR)/fuzz_request
 
 sanitize: sanitize-python sanitize-tsan
 
-# The extension goes to $(SAN_DIR)/lib, never over mpcache/*.so.  The tests
-# run in a copy of mpcache/ and tests/ holding it: the suites' servers run
-# `python -m mpcache` from their ROOT, the tree they are in, so they load it
-# too.  gcc's runtimes are preloaded into the uninstrumented Python.
-sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
-	CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
-	  $(VPY) setup.py -q build_ext -j2 --build-lib $(SAN_DIR)/lib --build-temp $(SAN_DIR)/tmp
-	@rm -rf $(SAN_DIR)/tree $(SAN_DIR)/logs && mkdir -p $(SAN_DIR)/tree $(SAN_DIR)/logs
+# ext-tree <dir>: <dir>/tree, a copy of mpcache/ and tests/ holding the
+# extension built into <dir>/lib, never over mpcache/*.so: the suites'
+# servers run `python -m mpcache` from their ROOT, the tree they are in, so
+# they load it too.
+define ext-tree
+	@rm -rf $(1)/tree && mkdir -p $(1)/tree
 	@tar -cf - --exclude='*.so' --exclude=__pycache__ pyproject.toml mpcache tests | \
-	  tar -xf - -C $(SAN_DIR)/tree
-	cp $(SAN_DIR)/lib/mpcache/*.so $(SAN_DIR)/tree/mpcache/
+	  tar -xf - -C $(1)/tree
+	cp $(1)/lib/mpcache/*.so $(1)/tree/mpcache/
+endef
+
+# At -O2 (MPCACHE_OPT), as the release build: the suites take minutes under
+# ASan already.  gcc's runtimes are preloaded into the uninstrumented Python.
+sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
+	MPCACHE_DEBUG=1 MPCACHE_OPT=-O2 CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+	  $(VPY) setup.py -q build_ext -j2 --build-lib $(SAN_DIR)/lib --build-temp $(SAN_DIR)/tmp
+	$(call ext-tree,$(SAN_DIR))
+	@rm -rf $(SAN_DIR)/logs && mkdir -p $(SAN_DIR)/logs
 	@rm -rf $(SAN_DIR)/bin && mkdir -p $(SAN_DIR)/bin && for p in $(SANITIZE_PLAIN); do \
 	  real=$$(command -v $$p) || continue; \
 	  printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$$@"\n' "$$real" >$(SAN_DIR)/bin/$$p; \
 	  chmod +x $(SAN_DIR)/bin/$$p; done
 	cd $(SAN_DIR)/tree && PATH=$(CURDIR)/$(SAN_DIR)/bin:$$PATH \
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_abort=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/ubsan \
 	  $(CURDIR)/$(VPY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS) $(SANITIZE_DESELECT) || failed=1; \
 	  cd $(CURDIR)/$(SAN_DIR)/logs; \
@@ -190,12 +202,36 @@ sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
 
 sanitize-tsan: fuzz-packages
 	@mkdir -p $(SAN_DIR)
-	gcc -std=gnu11 -O1 -g -pthread -fsanitize=thread -Iext tests/c/test_store.c \
+	gcc -std=gnu11 -O1 -g -pthread -fsanitize=thread -DMPCACHE_DEBUG=1 -Iext tests/c/test_store.c \
 	  ext/store.c ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm \
 	  -o $(SAN_DIR)/test_store_tsan
 	TSAN_OPTIONS=halt_on_error=1 $(SAN_DIR)/test_store_tsan >$(SAN_DIR)/test_store_tsan.log 2>&1 || \
 	  { tail -n 80 $(SAN_DIR)/test_store_tsan.log; exit 1; }
 	@tail -n 1 $(SAN_DIR)/test_store_tsan.log
+
+# ---- the debug build (ext/debug.h) ----
+#
+#   make debug       the extension with MPCACHE_DEBUG=1 (the engine's
+#                    invariant checks, -g -O0) in build/debug/tree, a copy of
+#                    mpcache/ and tests/; mpcache/*.so stays the release
+#                    build, which the benchmarks and everyone's other runs
+#                    load.  To serve with it:
+#                      cd build/debug/tree && ../../../.venv/bin/python -m mpcache
+#   make test-debug  DEBUG_TESTS (default: make sanitize's suites) on it
+#
+# CI runs the same checks through make sanitize (ASan, TSan), make
+# fuzz-short and the C unit tests, which all build with them.
+
+DEBUG_DIR := build/debug
+DEBUG_TESTS ?= $(SANITIZE_TESTS)
+
+debug: $(VPY)
+	MPCACHE_DEBUG=1 $(VPY) setup.py -q build_ext -j2 --build-lib $(DEBUG_DIR)/lib \
+	  --build-temp $(DEBUG_DIR)/tmp
+	$(call ext-tree,$(DEBUG_DIR))
+
+test-debug: test-packages debug $(VENV)/.test-deps
+	cd $(DEBUG_DIR)/tree && $(abspath $(VPY)) -m pytest -q -p no:cacheprovider $(DEBUG_TESTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

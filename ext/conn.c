@@ -67,6 +67,7 @@ bool mp_out_grow(mp_conn *c, size_t n)
     c->env->alloc->put(c->env->pool, c->wbuf, c->wsize);
     c->wbuf = nb;
     c->wsize = size;
+    MP_ASSERT(c->wsize - c->wend >= n);
     return true;
 }
 
@@ -74,6 +75,8 @@ bool mp_out_grow(mp_conn *c, size_t n)
 
 mp_item *mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
 {
+    /* p ends a line written into output reserved before the lock */
+    MP_ASSERT(c->wbuf != NULL && p >= c->wbuf + c->wend && p <= c->wbuf + c->wsize);
     if (!mp_out_by_ref(c, it->nbytes)) {
         if ((size_t)(c->wbuf + c->wsize - p) >= it->nbytes) {
             memcpy(p, MP_ITEM_value(it), it->nbytes);
@@ -156,6 +159,8 @@ void mp_out_sent(mp_store *st, uint32_t *start, mp_refs *refs, size_t n)
         refs->n -= done;
     }
     *start += (uint32_t)n;
+    /* whatever the kernel took, no reference is left behind the start */
+    MP_ASSERT(refs->n == 0 || refs->r[0].at >= *start);
 }
 
 void mp_refs_release(mp_store *st, mp_refs *refs)
@@ -168,6 +173,10 @@ void mp_refs_release(mp_store *st, mp_refs *refs)
 
 void mp_out_cull(mp_conn *c)
 {
+    /* output only grows between a mark and its cull (nothing is sent
+     * within mp_process) */
+    MP_ASSERT(c->proto.flush_mark <= c->wend - c->wstart &&
+              c->proto.flush_mark_refs <= c->wrefs.n);
     c->out_oom = false;
     c->wend = c->wstart + c->proto.flush_mark;
     mp_refs *w = &c->wrefs;
@@ -176,4 +185,32 @@ void mp_out_cull(mp_conn *c)
         w->bytes -= r->len;
         mp_store_unref(c->env->store, r->it);
     }
+    mp_out_check(c);
 }
+
+#ifdef MPCACHE_DEBUG
+/* The references of an output [start, end): at most MP_OUT_REFS, in order
+ * inside it, their lengths summing to `bytes` (what MP_OUT_HIGHWATER counts
+ * and mp_out_iov sends). */
+static void refs_check(const mp_refs *refs, uint32_t start, uint32_t end)
+{
+    MP_ASSERT(refs->n <= MP_OUT_REFS);
+    uint64_t bytes = 0;
+    uint32_t at = start;
+    for (uint32_t i = 0; i < refs->n; i++) {
+        const mp_out_ref *r = &refs->r[i];
+        MP_ASSERT(r->at >= at && r->at <= end && r->len > 0 && r->it != NULL);
+        at = r->at;
+        bytes += r->len;
+    }
+    MP_ASSERT(bytes == refs->bytes);
+}
+
+void mp_out_check(const mp_conn *c)
+{
+    MP_ASSERT(c->wstart <= c->wend && c->wend <= c->wsize && (c->wbuf != NULL || c->wsize == 0));
+    refs_check(&c->wrefs, c->wstart, c->wend);
+    MP_ASSERT(c->sstart <= c->send && c->send <= c->ssize && (c->sbuf != NULL || c->ssize == 0));
+    refs_check(&c->srefs, c->sstart, c->send);
+}
+#endif

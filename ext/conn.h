@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "debug.h"
 #include "proto.h"
 #include "proto_env.h"
 
@@ -130,6 +131,7 @@ static inline char *mp_out_reserve(mp_conn *c, size_t n)
 
 static inline void mp_out_commit(mp_conn *c, size_t n)
 {
+    MP_ASSERT(n <= c->wsize - c->wend);   /* within what was reserved */
     c->wend += (uint32_t)n;
 }
 
@@ -203,5 +205,17 @@ static inline void mp_out_mark(mp_conn *c)
 }
 
 void mp_out_cull(mp_conn *c);
+
+/* Debug builds: the output's invariants, the unsent [wstart, wend) within
+ * wsize and each reference inside it, in order (the same for the send in
+ * flight); nothing in a release build. */
+#ifdef MPCACHE_DEBUG
+void mp_out_check(const mp_conn *c);
+#else
+static inline void mp_out_check(const mp_conn *c)
+{
+    (void)c;
+}
+#endif
 
 #endif
