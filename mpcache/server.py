@@ -247,33 +247,35 @@ class Server:
                               f"failed to listen on one of interface(s) {entry}: "
                               f"{_fmt_addr(host, port)}") from None
 
-        # A probe without SO_REUSEPORT first: it fails if anything (a stale
-        # mpcache included) already listens there, where a SO_REUSEPORT bind
-        # would silently share the port with it; with port 0 it picks the port.
-        probe = socket.socket(family, socktype, proto)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as e:
-                fail(e, "bind")
-            port = probe.getsockname()[1]
-        finally:
-            probe.close()
-        addr = (host, port) + tuple(sockaddr[2:])
-        for ch in range(self.settings.threads):
+        def bound(addr, reuseport):
             sock = socket.socket(family, socktype, proto)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if reuseport:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     sock.bind(addr)
                 except OSError as e:
                     fail(e, "bind")
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        # A probe without SO_REUSEPORT first: it fails if anything (a stale
+        # mpcache included) already listens there, where a SO_REUSEPORT bind
+        # would silently share the port with it; with port 0 it picks the port.
+        probe = bound(sockaddr, reuseport=False)
+        try:
+            port = probe.getsockname()[1]
+        finally:
+            probe.close()
+        addr = (host, port) + tuple(sockaddr[2:])
+        for ch in range(self.settings.threads):
+            sock = bound(addr, reuseport=True)
+            try:
                 try:
                     sock.listen(self.settings.backlog)
                 except OSError as e:
