@@ -7,8 +7,9 @@ AddressSanitizer and UndefinedBehaviorSanitizer, so no clang is needed.
   fuzz/seeds/        the committed seed corpus, in one process, as a fuzzing
                      run goes through it (the store is kept across inputs).
 
-The harness aborts on a failed check of its own, a sanitizer on a memory or
-undefined-behaviour error; either fails the test with the output.
+The harness aborts on a failed check of its own, the engine on a broken
+invariant (built with MPCACHE_DEBUG, ext/debug.h), a sanitizer on a memory
+or undefined-behaviour error; any of them fails the test with the output.
 """
 
 import glob
@@ -40,7 +41,7 @@ def replay(tmp_path_factory):
                     if os.path.basename(p) not in GENERATED)
     flags = ["-std=gnu11", "-O1", "-g", "-pthread", "-Wall", "-Wno-unused-function",
              "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-             "-fno-sanitize-recover=all", "-I", os.path.join(ROOT, "ext")]
+             "-fno-sanitize-recover=all", "-DMPCACHE_DEBUG=1", "-I", os.path.join(ROOT, "ext")]
     sources = [os.path.join(FUZZ, "fuzz_request.c"), os.path.join(FUZZ, "replay.c"), *engine]
     # the harness fails allocations of its choosing (fuzz_request.c)
     wrap = ["-Wl,--wrap=malloc,--wrap=calloc"]
