@@ -193,7 +193,7 @@ sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_abort=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_exe_name=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/ubsan \
-	  $(CURDIR)/$(VPY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS) $(SANITIZE_DESELECT) || failed=1; \
+	  $(abspath $(VPY)) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS) $(SANITIZE_DESELECT) || failed=1; \
 	  cd $(CURDIR)/$(SAN_DIR)/logs; \
 	  others=$$(ls | grep -v '^[a-z]*\.python' || true); ours=$$(ls | grep '^[a-z]*\.python' || true); \
 	  [ -z "$$others" ] || echo "make sanitize: not counted, reports of programs that are not mpcache:" $$others; \
