@@ -133,16 +133,12 @@ static bool scan_decimal(const char *p, size_t len, bool *neg, uint64_t *mag, bo
 
 bool mp_parse_u32(const char *p, size_t len, uint32_t *out)
 {
-    bool neg, range;
-    uint64_t mag;
-    *out = 0;
-    if (!scan_decimal(p, len, &neg, &mag, &range) || range)
-        return false;
-    uint64_t l = neg ? (uint64_t)0 - mag : mag;     /* strtoul negates */
-    if ((int64_t)l < 0 && neg)
-        return false;
+    /* safe_strtoul is strtoul into an unsigned long, then an assignment
+     * that truncates: safe_strtoull's rules on 64 bits */
+    uint64_t l;
+    bool ok = mp_parse_u64(p, len, &l);
     *out = (uint32_t)l;
-    return true;
+    return ok;
 }
 
 bool mp_parse_i32(const char *p, size_t len, int32_t *out)
@@ -166,7 +162,7 @@ bool mp_parse_u64(const char *p, size_t len, uint64_t *out)
     *out = 0;
     if (!scan_decimal(p, len, &neg, &mag, &range) || range)
         return false;
-    uint64_t l = neg ? (uint64_t)0 - mag : mag;
+    uint64_t l = neg ? (uint64_t)0 - mag : mag;     /* strtoull negates */
     if ((int64_t)l < 0 && neg)
         return false;
     *out = l;
