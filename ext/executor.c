@@ -1063,8 +1063,13 @@ static int process(mp_conn *c, int budget)
                 return MP_PROC_NEED_INPUT;
             continue;
         }
-        if (c->rstart == c->rend)
+        if (c->rstart == c->rend) {
+            /* memcached counts a yield whenever -R's budget is spent, even
+             * when the input ran out with it; nothing is left to resume */
+            if (ran > budget)
+                STATS(c).conn_yields++;
             return MP_PROC_NEED_INPUT;
+        }
         /* one pipelining client must not starve the others, nor make us
          * buffer its replies without bound */
         if (ran > budget || mp_out_over_mark(c)) {

@@ -245,6 +245,30 @@ def test_conn_yields_under_R(server_factory):
     assert int(stats(srv.addr)["conn_yields"]) > 10
 
 
+@pytest.mark.parametrize("budget", ["2", "5"])
+def test_conn_yields_count_as_memcacheds(budget):
+    """A pipeline of gets at -R 2 and -R 5: as many yields as memcached
+    counts, a spent budget counting even when the input ended with it.
+    (memcached's state machine also spends budget writing replies mid-batch,
+    so other mixes, and -R 1, can count one more there.)"""
+    counts = {}
+    for srv in _servers(("-R", budget), threads=1):
+        with srv:
+            seen = []
+            for n in (3, 4, 10, 11, 50):
+                with srv.connect() as s:
+                    s.sendall(b"get a\r\n" * (n - 1) + b"mn\r\n")
+                    buf = b""
+                    while not buf.endswith(b"MN\r\n"):
+                        buf += s.recv(65536)
+                seen.append(int(stats(srv.addr)["conn_yields"]))
+            counts[srv.name] = seen
+    ref = counts.pop("memcached")
+    assert ref[-1] > 5
+    for name, got in counts.items():
+        assert got == ref, name
+
+
 def test_idle_kicks(server_factory):
     srv = server_factory(threads=1, extra=("-o", "idle_timeout=1"))
     assert stats(srv.addr)["idle_kicks"] == "0"
