@@ -171,6 +171,19 @@ mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char
     eng->store = mp_store_create(&eng->settings, nshards, err, errlen);
     if (eng->store == NULL)
         goto fail;
+    /* A shard holds nothing until it has a page: with fewer pages in -m
+     * than shards, a store into a shard without one empties another's whole
+     * page for it, and the next store takes it back (at -m 2 -t 1 the cache
+     * held two items).  So no more shards than pages. */
+    uint32_t pages = mp_store_pages(eng->store);
+    if (pages < (uint32_t)nshards) {
+        while (nshards > 1 && (uint32_t)nshards > pages)
+            nshards >>= 1;
+        mp_store_destroy(eng->store);
+        eng->store = mp_store_create(&eng->settings, nshards, err, errlen);
+        if (eng->store == NULL)
+            goto fail;
+    }
     if (eng->settings.verbose > 1)
         log_slab_classes(eng->store);
     eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));

@@ -265,6 +265,15 @@ int mp_store_nshards(const mp_store *st)
     return st->nshards;
 }
 
+uint32_t mp_store_pages(mp_store *st)
+{
+    mp_arena *a = &st->arena;
+    pthread_mutex_lock(&a->pool_lock);
+    uint32_t n = a->budget;
+    pthread_mutex_unlock(&a->pool_lock);
+    return n;
+}
+
 /* ---- shards and locks ---- */
 
 mp_shard *mp_store_shard(mp_store *st, uint64_t hv)

@@ -75,6 +75,9 @@ typedef struct mp_store mp_store;
 mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, size_t errlen);
 void mp_store_destroy(mp_store *st);
 int mp_store_nshards(const mp_store *st);
+/* Pages the memory limit allows (each at least 1 MiB, and big enough for
+ * the largest item). */
+uint32_t mp_store_pages(mp_store *st);
 
 /* ---- hashing and locking ---- */
 /* The store's key hash (hash.c): one 64x64->128-bit multiply folded to 64

@@ -81,8 +81,10 @@ def test_idle_channels_sleep(server_factory, backend):
     time.sleep(3.0)
     after = channel_syscalls(srv.addr)
     grown = [a - b for a, b in zip(after, before)]
-    # 3 ticks a channel, plus the few calls serving one stats request
-    assert all(g <= 12 for g in grown), grown
+    # 3 ticks a channel, plus the calls serving a stats connection (accept,
+    # register, read, write, close: up to ~8 on epoll), with room for a late
+    # tick on a busy machine; ten wake-ups a second would be 30 and more
+    assert all(g <= 20 for g in grown), grown
 
 
 def cpus_allowed(pid):
@@ -117,3 +119,20 @@ def test_placement(server_factory, backend, pinned):
         assert singles == sorted(str(c) for c in cpus[:2])
     else:
         assert singles == []
+
+
+@pytest.mark.parametrize("memory_mb,threads,shards", [(2, 1, 2), (2, 2, 2), (8, 2, 8), (64, 2, 8)])
+def test_no_more_shards_than_pages(server_factory, backend, memory_mb, threads, shards):
+    """A shard holds nothing until it has a 1 MiB page of its own, so a small
+    -m has fewer shards than 4 a channel, and the pages it has hold items:
+    200 small values all stay in -m 2 (with a shard a page short, each store
+    took the other shard's only page and the cache held two)."""
+    srv = server_factory(threads=threads, memory_mb=memory_mb)
+    n, _ = shard_locks(srv.addr)
+    assert n == shards
+    client = Client(srv.addr)
+    for i in range(200):
+        client.set(f"k{i}", b"v" * 100, noreply=False)
+    got = client.get_many([f"k{i}" for i in range(200)])
+    assert len(got) == 200
+    assert all(v == b"v" * 100 for v in got.values())
