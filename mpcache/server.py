@@ -388,11 +388,16 @@ class Server:
             self._fail_r, self._fail_w = os.pipe()
             os.set_blocking(self._fail_r, False)
             cpus = sorted(os.sched_getaffinity(0)) if self.settings.pin_threads else None
+            placed = [threading.Event() for _ in range(self._engine.nchannels)]
             for i in range(self._engine.nchannels):
-                t = threading.Thread(target=self._run_channel, args=(i, cpus),
+                t = threading.Thread(target=self._run_channel, args=(i, cpus, placed[i]),
                                      name=f"mpcache-channel-{i}", daemon=True)
                 self._threads.append(t)
                 t.start()
+            # Placement is part of start-up: once start() returns, every
+            # channel runs where --pin-channels put it.
+            for ev in placed:
+                ev.wait()
             self._state = "running"
             _running.add(self)
             if self._metrics is not None:
@@ -404,13 +409,16 @@ class Server:
                     self._describe_listeners())
         return self
 
-    def _run_channel(self, i, cpus):
-        if cpus:
-            # On Linux pid 0 is the calling thread: this pins only channel i.
-            try:
-                os.sched_setaffinity(0, {cpus[i % len(cpus)]})
-            except OSError as e:
-                logger.warning("channel %d: cannot pin to CPU %d: %s", i, cpus[i % len(cpus)], e)
+    def _run_channel(self, i, cpus, placed):
+        try:
+            if cpus:
+                # On Linux pid 0 is the calling thread: this pins only channel i.
+                try:
+                    os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+                except OSError as e:
+                    logger.warning("channel %d: cannot pin to CPU %d: %s", i, cpus[i % len(cpus)], e)
+        finally:
+            placed.set()
         try:
             self._engine.run_channel(i)
             if not self._stopping:
