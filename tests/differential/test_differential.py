@@ -78,7 +78,10 @@ NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n
 def reference_calls_a_number_non_numeric(differ, diff):
     """memcached 1.6.18 that has served a while sometimes answers incr/decr
     (and ma) on a plainly numeric value with NON_NUMERIC (it depends on the server's
-    history, not on the value: a fresh memcached computes the number).
+    history, not on the value: a fresh memcached computes the number).  The
+    cause, in its util.c: for a number of 2**63 or more safe_strtoull looks
+    for a '-' with strchr over the item's data, which is not NUL-terminated,
+    so it reads on into whatever an earlier item left in the chunk.
     True when that is what happened: the value the reference holds, stored
     on a fresh memcached, takes the increment as the candidate did."""
     last = diff.units[-1]
