@@ -235,7 +235,10 @@ class ServerProcess:
                     s.sendall(b"version\r\n")
                     reply = _recv_line(s)
                     # a server started with -Y answers before authentication
-                    if reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n":
+                    if reply == b"CLIENT_ERROR unauthenticated\r\n":
+                        return
+                    if reply.startswith(b"VERSION "):
+                        self._check_own_port(s)
                         return
                     raise ServerStartError(
                         f"{self.name} answered {reply!r} to version\ncommand: {' '.join(self.cmd)}"
@@ -247,6 +250,23 @@ class ServerProcess:
                     f"{self.name} did not accept connections on {self.addr} within {START_TIMEOUT}s\n"
                     f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}")
             time.sleep(0.02)
+
+    def _check_own_port(self, s):
+        """The server that answered is this one, not another process that
+        took the port between the probe and the bind (tests run in parallel
+        on one machine): its stats name our pid."""
+        s.sendall(b"stats\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        for line in buf.split(b"\r\n"):
+            if line.startswith(b"STAT pid "):
+                if int(line.split()[2]) != self.proc.pid:
+                    raise ServerStartError(f"port {self.port} in use by pid {line.split()[2].decode()}")
+                return
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
