@@ -127,7 +127,7 @@ SANITIZE_DESELECT ?= \
 	--deselect tests/integration/test_tls.py::test_unread_multigets_over_tls_memory_is_bounded \
 	--deselect tests/integration/test_tls.py::test_unread_pipelined_gets_over_tls_push_back
 # The engine's C sources, without what Cython writes beside its .pyx files.
-ENGINE_C = $(filter-out ext/_engine.c ext/parser_py.c,$(wildcard ext/*.c))
+ENGINE_C = $(filter-out ext/_engine.c ext/parser_py.c,$(wildcard ext/*.c ext/*/*.c))
 SAN_FLAGS := -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_ARGS = -max_len=16384 -timeout=25 -dict=fuzz/request.dict \
 	-artifact_prefix=$(FUZZ_DIR)/crashes/ -print_final_stats=1
@@ -137,7 +137,7 @@ fuzz-packages:
 
 # Only the engine is instrumented for coverage: the harness's own copies and
 # checksums, instrumented, made every run three times slower and guide nothing.
-$(FUZZ_DIR)/fuzz_request: fuzz/fuzz_request.c $(ENGINE_C) $(wildcard ext/*.h) | fuzz-packages
+$(FUZZ_DIR)/fuzz_request: fuzz/fuzz_request.c $(ENGINE_C) $(wildcard ext/*.h ext/*/*.h) | fuzz-packages
 	@mkdir -p $(@D)
 	clang -std=gnu11 -O1 -pthread -Iext $(SAN_FLAGS) -DMPCACHE_DEBUG=1 -c fuzz/fuzz_request.c \
 	  -o $(FUZZ_DIR)/harness.o
@@ -203,7 +203,7 @@ sanitize-python: test-packages build $(VENV)/.test-deps fuzz-packages
 sanitize-tsan: fuzz-packages
 	@mkdir -p $(SAN_DIR)
 	gcc -std=gnu11 -O1 -g -pthread -fsanitize=thread -DMPCACHE_DEBUG=1 -Iext tests/c/test_store.c \
-	  ext/store.c ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm \
+	  ext/store/store.c ext/store/slabs.c ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm \
 	  -o $(SAN_DIR)/test_store_tsan
 	TSAN_OPTIONS=halt_on_error=1 $(SAN_DIR)/test_store_tsan >$(SAN_DIR)/test_store_tsan.log 2>&1 || \
 	  { tail -n 80 $(SAN_DIR)/test_store_tsan.log; exit 1; }

@@ -58,7 +58,7 @@ tls_libs = ["ssl", "crypto"] if TLS else []
 
 # Cython writes _engine.c and parser_py.c beside their .pyx: not sources.
 GENERATED = {"ext/_engine.c", "ext/parser_py.c"}
-engine_sources = sorted(f for f in glob.glob("ext/*.c") if f not in GENERATED)
+engine_sources = sorted(f for f in glob.glob("ext/**/*.c", recursive=True) if f not in GENERATED)
 
 # The parser is a pure function, built alone as well so tests can drive it
 # without a server.
@@ -66,7 +66,7 @@ extensions = [
     Extension(
         "mpcache._engine",
         sources=["ext/_engine.pyx"] + engine_sources,
-        depends=sorted(glob.glob("ext/*.h")),
+        depends=sorted(glob.glob("ext/**/*.h", recursive=True)),
         include_dirs=["ext"],
         define_macros=macros + tls_macros,
         extra_compile_args=cflags,
@@ -75,8 +75,8 @@ extensions = [
     ),
     Extension(
         "mpcache._parser",
-        sources=["ext/parser_py.pyx", "ext/parser.c"],
-        depends=sorted(glob.glob("ext/*.h")),
+        sources=["ext/parser_py.pyx", "ext/proto/parser.c"],
+        depends=sorted(glob.glob("ext/**/*.h", recursive=True)),
         include_dirs=["ext"],
         define_macros=macros,
         extra_compile_args=cflags,

@@ -15,12 +15,12 @@ sample into a bucket by its symbol:
   kernel-other    the rest of the kernel (memory management, interrupts, ...)
   engine          mpcache's C outside the store (channel, backends, parser,
                   executor, output buffers)
-  store           ext/store.c, hash.c, slabs.c, evict.c
+  store           ext/store/store.c, hash.c, slabs.c, evict.c
   locks           pthread mutexes and futexes
   memcached       memcached's own code (--server memcached)
   other           libc, the vDSO, Python (start-up leftovers)
 
-The engine/store split comes from the function names defined in ext/*.c, so
+The engine/store split comes from the function names defined in ext/**/*.c, so
 it needs no debug information.  The figures are shares of the server's CPU;
 multiplied by the CPU per request loadgen reports they give nanoseconds per
 request per bucket (docs/SCALING.md uses them).
@@ -57,10 +57,10 @@ LOCK_WORDS = ("pthread_mutex", "__lll_lock", "lll_", "futex", "__pthread_mutex")
 
 
 def engine_functions():
-    """function name -> 'store' or 'engine', from the definitions in ext/*.c."""
+    """function name -> 'store' or 'engine', from the definitions in ext/**/*.c."""
     kinds = {}
     define = re.compile(r"^(?:static\s+)?(?:inline\s+)?[\w\s\*]+?\b(\w+)\s*\([^;]*$")
-    for path in glob.glob(os.path.join(compare.ROOT, "ext", "*.c")):
+    for path in glob.glob(os.path.join(compare.ROOT, "ext", "**", "*.c"), recursive=True):
         name = os.path.basename(path)
         if name in ("_engine.c", "parser_py.c"):
             continue

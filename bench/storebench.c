@@ -25,7 +25,7 @@
 
 #include "clock.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 
 #define MAX_LIST 16
 #define VALUE_LEN 32

@@ -10,13 +10,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "channel.h"
 #include "clock.h"
-#include "commands.h"
 #include "engine.h"
+#include "io/channel.h"
+#include "io/tls.h"
 #include "latency.h"
 #include "log.h"
-#include "tls.h"
+#include "proto/commands.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
  * over S shards, the chance that another channel holds the lock a command

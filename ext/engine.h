@@ -19,11 +19,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "auth.h"
-#include "proto_env.h"
+#include "proto/auth.h"
+#include "proto/proto_env.h"
 #include "settings.h"
 #include "stats.h"
-#include "store.h"
+#include "store/store.h"
 
 typedef struct mp_channel mp_channel;
 
@@ -91,8 +91,6 @@ int mp_engine_channel_turn_hist(mp_engine *eng, int ch, uint64_t *out);
  * MP_LAT_COMMANDS x MP_LAT_BUCKETS counts in command-table order, sum_ns
  * MP_LAT_COMMANDS sums.  Returns the number of commands in the table. */
 int mp_engine_channel_latency(mp_engine *eng, int ch, uint64_t *hist, uint64_t *sum_ns);
-/* The word of command `cmd` (commands.h), for labels. */
-const char *mp_command_name(int cmd);
 
 /* Open connections of one channel. */
 int mp_engine_channel_conns(mp_engine *eng, int ch);

@@ -3,9 +3,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "io/conn.h"
 #include "log.h"
-#include "store.h"
+#include "store/store.h"
 
 /* A line is built here, on the calling thread's stack: a command line of
  * a few keys fits; a longer one (a multi-get of many keys) goes out with

@@ -27,7 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "proto_env.h"
+#include "proto/proto_env.h"
 
 #define MP_LOG_CONN  2
 #define MP_LOG_STATE 3

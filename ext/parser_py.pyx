@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Python access to the C parser (ext/parser.c), for tests and fuzzing.
+"""Python access to the C parser (ext/proto/parser.c), for tests and fuzzing.
 
 parse(buf) -> (status, consumed, command word or None, [word bytes])
   status is OK, NEED_MORE or TOO_LONG; on NEED_MORE / TOO_LONG consumed is 0,
@@ -10,7 +10,7 @@ parse(buf) -> (status, consumed, command word or None, [word bytes])
 from libc.stdint cimport uint32_t, int32_t, uint64_t
 
 
-cdef extern from "proto.h" nogil:
+cdef extern from "proto/parser.h" nogil:
     ctypedef struct mp_token:
         uint32_t off
         uint32_t len
@@ -39,7 +39,7 @@ cdef extern from "proto.h" nogil:
     bint mp_parse_u64(const char *p, size_t len, uint64_t *out)
 
 
-cdef extern from "proto.h" nogil:
+cdef extern from "proto/parser.h" nogil:
     ctypedef struct mp_meta:
         const char *key
         uint32_t nkey
@@ -62,11 +62,11 @@ cdef extern from "proto.h" nogil:
     size_t mp_base64_encode(const char *src, size_t len, char *out)
 
 
-cdef extern from "replies.h" nogil:
+cdef extern from "proto/replies.h" nogil:
     int MP_META_ERR_COUNT
 
 
-cdef extern from "commands.h" nogil:
+cdef extern from "proto/commands.h" nogil:
     const char *mp_command_name(int cmd)
     int MP_CMD_COUNT
 

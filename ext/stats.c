@@ -26,15 +26,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "channel.h"
 #include "clock.h"
-#include "conn.h"
 #include "engine.h"
-#include "proto.h"
+#include "io/channel.h"
+#include "io/conn.h"
+#include "io/tls.h"
+#include "proto/parser.h"
 #include "settings.h"
 #include "stats.h"
-#include "store.h"
-#include "tls.h"
+#include "store/store.h"
 
 /* Room for one "STAT name value\r\n" line: names and values are short. */
 #define MP_STAT_LINE_MAX 512

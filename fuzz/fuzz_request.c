@@ -64,13 +64,13 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#include "channel.h"
+#include "io/channel.h"
 #include "clock.h"
-#include "conn.h"
+#include "io/conn.h"
 #include "engine.h"
-#include "proto.h"
+#include "proto/executor.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 
 /* -m 16: with less, the 64 KiB slabs of the classes in use in each of the
  * 4 shards take all of it, and items are evicted by the slab, never one by

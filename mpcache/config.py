@@ -32,7 +32,7 @@ THREADS_WARN = 64
 # Each channel is a thread with its own event loop and connection table;
 # beyond this the value is a typo, not a machine.
 THREADS_MAX = 1024
-# The engine's per-channel listener table (MP_MAX_LISTENERS in ext/channel.h).
+# The engine's per-channel listener table (MP_MAX_LISTENERS in ext/io/channel.h).
 LISTENERS_MAX = 32
 # The engine's room for the -Y path (auth_file in ext/settings.h): PATH_MAX,
 # beyond which opening it fails anyway.
@@ -176,7 +176,7 @@ class Settings:
     # move off a core another process needs (BENCHMARKS.md, -t 2 shared).
     pin_threads: bool = False
     # -Y: the password file of ASCII authentication, read when the engine
-    # is created (ext/auth.c) and on SIGHUP; None: no authentication.
+    # is created (ext/proto/auth.c) and on SIGHUP; None: no authentication.
     auth_file: str = None
     # -Z and its -o ssl_* options, memcached's names and defaults (files
     # None: not given).  Every TCP listener speaks TLS but a "notls:" -l
@@ -207,7 +207,7 @@ class Settings:
             raise ConfigError(f"ERROR: Invalid UDP port number {self.udp_port}.", EX_USAGE)
         if self.auth_file is not None:
             # memcached's checks before it reads the file; the file itself
-            # is the engine's to read (ext/auth.c), with memcached's messages
+            # is the engine's to read (ext/proto/auth.c), with memcached's messages
             if self.udp_port:
                 raise ConfigError("Cannot use UDP with ascii authentication enabled (-U 0 to disable)",
                                   EX_USAGE)
@@ -269,7 +269,7 @@ class Settings:
     def _validate_tls(self):
         """-Z as memcached checks it at start: a TCP port, then its ssl_init
         (certificates, key, CA file, ciphers) with its messages and EX_USAGE;
-        the engine itself loads them (ext/tls.c)."""
+        the engine itself loads them (ext/io/tls.c)."""
         for name in ("ssl_chain_cert", "ssl_key", "ssl_ca_cert"):
             value = getattr(self, name)
             if value is not None and len(os.fsencode(value)) >= SSL_PATH_MAX:

@@ -38,7 +38,7 @@ cdef extern from "stats.h" nogil:
     const mp_own_total mp_own_totals[]
 
 
-cdef extern from "store.h" nogil:
+cdef extern from "store/store.h" nogil:
     ctypedef struct mp_store:
         pass
     enum: MP_MAX_SHARDS
@@ -69,10 +69,13 @@ cdef extern from "engine.h" nogil:
     enum: MP_CHANNEL_BUFFER_KINDS
     const char *const mp_channel_buffer_names[]
     int mp_engine_channel_buffers(mp_engine *eng, int ch, uint64_t *out)
+
+
+cdef extern from "proto/commands.h" nogil:
     const char *mp_command_name(int cmd)
 
 
-cdef extern from "tls.h" nogil:
+cdef extern from "io/tls.h" nogil:
     bint mp_tls_built()
     int mp_tls_check(const mp_settings *s, char *err, size_t errlen)
     void *mp_tls_prepare(const mp_settings *s, char *err, size_t errlen)

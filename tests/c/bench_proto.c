@@ -4,7 +4,7 @@
  * FNV-1a hash, which must not change either.
  *
  *   cc -std=gnu11 -O2 -g -pthread -fno-strict-aliasing -DNDEBUG -Iext tests/c/bench_proto.c \
- *      $(ls ext/*.c | grep -v -e _engine.c -e parser_py.c) -lm -o /tmp/bench_proto
+ *      $(find ext -name '*.c' ! -name _engine.c ! -name parser_py.c) -lm -o /tmp/bench_proto
  *   valgrind --tool=callgrind --toggle-collect=mp_process /tmp/bench_proto
  *
  * (setup.py's flags; counting mp_process only leaves out the hashing of the
@@ -22,13 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "channel.h"
+#include "io/channel.h"
 #include "clock.h"
-#include "conn.h"
+#include "io/conn.h"
 #include "engine.h"
-#include "proto.h"
+#include "proto/executor.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 
 #define BENCH_KEYS 1000
 #define BENCH_REQUESTS 100000

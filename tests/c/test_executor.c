@@ -1,10 +1,10 @@
-/* Unit tests of the protocol in process (ext/executor.c, meta.c, parser.c
+/* Unit tests of the protocol in process (ext/proto/executor.c, meta.c, parser.c
  * and conn.c's output over a real store): a fake connection on a proto env
  * (proto_env.h) filled by the test, no channel, engine, socket or backend.
  *
- *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/executor.c \
- *      ext/meta.c ext/parser.c ext/conn.c ext/auth.c ext/log.c ext/store.c ext/slabs.c \
- *      ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
+ *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c \
+ *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c ext/store/store.c ext/store/slabs.c \
+ *      ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call
  * (as a channel that sends everything would), and runs the protocol again
@@ -19,14 +19,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "auth.h"
+#include "proto/auth.h"
 #include "clock.h"
-#include "commands.h"
-#include "conn.h"
-#include "proto.h"
-#include "proto_env.h"
+#include "proto/commands.h"
+#include "io/conn.h"
+#include "proto/executor.h"
+#include "proto/proto_env.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 #include "check.h"
 
 /* ---- the world a case runs in: a store and a fake env ---- */

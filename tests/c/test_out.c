@@ -1,9 +1,9 @@
 /* Unit tests of a connection's output with values held by reference
- * (ext/conn.c: mp_out_value and its deferred copy, mp_out_iov, mp_out_sent,
+ * (ext/io/conn.c: mp_out_value and its deferred copy, mp_out_iov, mp_out_sent,
  * mp_out_cull and the compaction in mp_out_grow).
  *
- *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_out.c ext/conn.c ext/store.c \
- *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
+ *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_out.c ext/io/conn.c ext/store/store.c \
+ *      ext/store/slabs.c ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * A "send" of k bytes is simulated by gathering the first k bytes of the
  * iovecs, so every way a kernel can cut a send is checked against the byte
@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
-#include "proto_env.h"
+#include "io/conn.h"
+#include "proto/proto_env.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 #include "check.h"
 
 static mp_store *st;

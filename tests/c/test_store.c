@@ -1,8 +1,8 @@
-/* Unit tests of the item store (ext/store.c and its parts), with
+/* Unit tests of the item store (ext/store/store.c and its parts), with
  * memcached 1.6.18's answers as the expected values.
  *
- *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_store.c ext/store.c \
- *      ext/slabs.c ext/hash.c ext/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
+ *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_store.c ext/store/store.c \
+ *      ext/store/slabs.c ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The same with -fsanitize=thread checks the threaded tests (ref_threads
  * reads referenced values with no lock held while others write the keys).
@@ -18,7 +18,7 @@
 
 #include "clock.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
 #include "check.h"
 
 #define MIB ((size_t)1024 * 1024)

@@ -1,6 +1,6 @@
 """Large values: mpcache sends a value of 8 KiB or more straight from its
 item, held by a reference, instead of copying it into the output buffer
-(ext/conn.c, "values sent from their items").  These tests pin what must not
+(ext/io/conn.c, "values sent from their items").  These tests pin what must not
 change because of that, on every backend (memcached holds its items by
 reference the same way):
 
@@ -10,7 +10,7 @@ reference the same way):
   item is overwritten, deleted and its memory recycled by eviction;
 - a bad multi-get culls queued values exactly as it culls copied ones;
 - a reply past the output mark (a multi-get of many large values) is sent
-  as it is built (ext/executor.c, get_common) and arrives exactly as
+  as it is built (ext/proto/executor.c, get_common) and arrives exactly as
   memcached's, including a bad key's cull of the whole get.
 """
 

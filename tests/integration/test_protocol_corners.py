@@ -1,5 +1,5 @@
 """Exact replies for the corners of memcached 1.6.18's text protocol that the
-executor (ext/executor.c) reproduces on purpose.  Every test runs against the
+executor (ext/proto/executor.c) reproduces on purpose.  Every test runs against the
 real memcached too, so an expectation here is what memcached itself answers.
 
 Several pin *which* replies survive an error or a close: memcached queues

@@ -305,7 +305,7 @@ def test_stats_reset_zeroes_what_memcached_zeroes(server_factory):
 
 @pytest.mark.mpcache_only
 def test_hash_algorithm_names_the_stores_hash(server):
-    # ext/store.h MP_HASH_NAME: neither murmur3 nor jenkins
+    # ext/store/store.h MP_HASH_NAME: neither murmur3 nor jenkins
     assert stats(server.addr, b"settings")["hash_algorithm"] == "mulfold64"
 
 

@@ -1,9 +1,9 @@
 """The C unit tests (tests/c/*.c), built and run here.
 
-  test_store.c  the item store (ext/store.c, slabs.c, hash.c, evict.c) with
+  test_store.c  the item store (ext/store/store.c, slabs.c, hash.c, evict.c) with
                 the clock and settings, driven like the executor drives it;
   test_out.c    a connection's output with values held by reference
-                (ext/conn.c) over a real store;
+                (ext/io/conn.c) over a real store;
   test_executor.c  the protocol (executor.c, meta.c, parser.c, conn.c) in
                 process on a fake connection and a fake env (proto_env.h),
                 without channel.c, engine.c or a backend.
@@ -33,11 +33,11 @@ from tests.support.servers import start_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXT = os.path.join(ROOT, "ext")
-STORE = ("store.c", "slabs.c", "hash.c", "evict.c", "clock.c", "settings.c")
+STORE = ("store/store.c", "store/slabs.c", "store/hash.c", "store/evict.c", "clock.c", "settings.c")
 PROGRAMS = {
     "test_store": STORE,
-    "test_out": ("conn.c",) + STORE,
-    "test_executor": ("executor.c", "meta.c", "parser.c", "conn.c", "auth.c", "log.c") + STORE,
+    "test_out": ("io/conn.c",) + STORE,
+    "test_executor": ("proto/executor.c", "proto/meta.c", "proto/parser.c", "io/conn.c", "proto/auth.c", "log.c") + STORE,
 }
 
 

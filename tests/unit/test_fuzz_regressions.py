@@ -37,7 +37,7 @@ def replay(tmp_path_factory):
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     assert cc, "no C compiler (cc) found: the fuzz regressions need one"
     exe = tmp_path_factory.mktemp("fuzz") / "replay"
-    engine = sorted(p for p in glob.glob(os.path.join(ROOT, "ext", "*.c"))
+    engine = sorted(p for p in glob.glob(os.path.join(ROOT, "ext", "**", "*.c"), recursive=True)
                     if os.path.basename(p) not in GENERATED)
     flags = ["-std=gnu11", "-O1", "-g", "-pthread", "-Wall", "-Wno-unused-function",
              "-fno-omit-frame-pointer", "-fsanitize=address,undefined",

@@ -1,4 +1,4 @@
-"""The meta commands' flag parser (mp_meta_parse in ext/parser.c) and
+"""The meta commands' flag parser (mp_meta_parse in ext/proto/parser.c) and
 memcached's base64, through mpcache._parser.
 
 The expectations are memcached 1.6.18's _meta_flag_preparse as observed on

@@ -1,4 +1,4 @@
-"""The text-protocol parser (ext/parser.c) through mpcache._parser.
+"""The text-protocol parser (ext/proto/parser.c) through mpcache._parser.
 
 Every line is checked three ways (h11's idea): the whole buffer, fed byte by
 byte (no prefix may parse as a line), and with trailing data (the next

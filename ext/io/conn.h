@@ -13,13 +13,58 @@
 #include <sys/uio.h>
 
 #include "debug.h"
-#include "proto.h"
-#include "proto_env.h"
+#include "proto/parser.h"
+#include "proto/proto_env.h"
 
 struct mp_channel;
 struct mp_item;
 struct mp_shard;
 struct mp_store;
+
+/* The protocol's state kept in each connection between calls of
+ * mp_process (executor.h). */
+typedef enum {
+    MP_PS_LINE = 0,          /* expecting a command line */
+    MP_PS_NREAD,             /* copying a data block into a pending item */
+    MP_PS_SWALLOW,           /* discarding a data block (too large) */
+    MP_PS_AUTH,              /* the data block of a set before authentication (-Y) */
+} mp_proto_phase;
+
+typedef struct mp_proto {
+    uint8_t phase;           /* mp_proto_phase */
+    uint8_t op;              /* pending storage op */
+    bool noreply;
+    bool seen_cmd;           /* a command was parsed ("stats conns" state) */
+    bool log_negotiated;     /* -vv: "Client using the ascii protocol" said */
+    uint8_t log_state;       /* -vvv: the state last logged (log.h) */
+    bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
+    bool authenticated;      /* may run commands: -Y is off, or the client
+                                sent credentials (false until the first
+                                line tells which) */
+    uint8_t reply_kind;      /* what to answer once the data block completes */
+    uint64_t resume;         /* >0: the request at rstart stopped with its
+                                reply half built; where to go on (a multi-get:
+                                the offset of its next key in the line; stats
+                                conns: the next connection, plus one) */
+    bool discard;            /* the stopped request's reply will be culled:
+                                run the rest for its effects, compose nothing */
+    uint32_t flush_mark;     /* output pending (from wstart) when this batch
+                                began: replies after it are "unsent" */
+    uint32_t flush_mark_refs;   /* output references queued by then */
+    struct mp_item *item;    /* MP_PS_NREAD: the pending item */
+    uint64_t hv;
+    uint64_t cas_in;
+    uint32_t left;           /* bytes of the data block still to come */
+    uint32_t filled;         /* bytes already copied into the item */
+    const char *meta_err;    /* RK_META_ERROR: an ms error, answered after its block */
+    /* a pending ms (meta set): what its reply echoes */
+    bool meta;               /* the pending data block is an ms's */
+    bool meta_quiet;         /* q: an HD reply is not sent */
+    uint8_t meta_opts;       /* MP_STORE_* options (ms I, ms b) */
+    char meta_echo[4];       /* 'O' 'k' 'c' in request order, NUL-terminated */
+    uint8_t opaque_len;
+    char opaque[MP_META_OPAQUE_MAX];   /* the O token, "O" included */
+} mp_proto;
 
 /* A fresh buffer's size: a request line plus a small value fits, and replies
  * to a pipelined burst of small gets fit in one send. */

@@ -9,10 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buffers.h"
 #include "conn.h"
 #include "engine.h"
 #include "latency.h"
-#include "proto_env.h"
+#include "proto/proto_env.h"
 #include "stats.h"
 
 /* Listening sockets per channel: one per -l address plus the unix socket. */
@@ -39,13 +40,6 @@
 /* Connection slots are allocated this many at a time, as connections arrive,
  * so a large -c costs nothing until it is used. */
 #define MP_CONN_CHUNK 64
-/* Buffers come in power-of-two sizes from MP_BUF_INITIAL up to
- * MP_BUF_INITIAL << (MP_BUF_CLASSES - 1) (1 MiB), and a channel keeps spares of
- * each size up to MP_BUF_POOL_BYTES per size: a reply of a 16 KiB value then
- * reuses a 32 KiB buffer instead of going through malloc (whose heap trimming
- * made every such request fault pages in again). */
-#define MP_BUF_CLASSES 7
-#define MP_BUF_POOL_BYTES (4u * 1024 * 1024)
 /* How often (ms) the home channel runs shard maintenance and idle checks
  * while it serves; a channel that saw no event since its last maintenance
  * waits MP_IDLE_MAINTAIN_MS instead, so an idle server wakes a channel once
@@ -94,14 +88,6 @@ typedef struct mp_backend {
 extern const mp_backend mp_epoll_backend;
 extern const mp_backend mp_uring_backend;
 
-/* Connection buffers by what holds them, for memcached's read_buf_* and
- * response_obj_* stats.  Gauges, written only by the channel's thread. */
-typedef enum { MP_BUF_IN, MP_BUF_OUT } mp_buf_role;
-typedef struct mp_buf_usage {
-    uint64_t count[2], bytes[2];   /* by mp_buf_role */
-    uint64_t spare_count, spare_bytes;   /* in the pool */
-    uint64_t fixed_count, fixed_bytes;   /* the backend's receive area */
-} mp_buf_usage;
 
 struct mp_channel {
     int id;
@@ -139,10 +125,7 @@ struct mp_channel {
     uint32_t nopen;
 
     char *scratch;               /* MP_SCRATCH_SIZE */
-    struct {
-        char **bufs;             /* spare buffers of MP_BUF_INITIAL << class */
-        int n, cap;
-    } pool[MP_BUF_CLASSES];
+    mp_buf_pool pool[MP_BUF_CLASSES];
     mp_buf_usage bufs;
 
     uint64_t last_maintain_ms;
@@ -212,18 +195,6 @@ mp_channel *mp_channel_create(mp_engine *eng, int id);
 void mp_channel_destroy(mp_channel *ch);
 int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix, bool tls);
 void mp_channel_stop(mp_channel *ch);
-
-/* Buffer pool of the connection's channel (buffers.c).  A buffer of at least
- * `need` bytes; *size gets its real size (a power of two times
- * MP_BUF_INITIAL).  ch may be NULL (not a channel thread: no pool, nothing
- * counted).  NULL when memory is exhausted, counted in malloc_fails and
- * read_buf_oom or response_obj_oom. */
-char *mp_buf_get(mp_channel *ch, size_t need, uint32_t *size, mp_buf_role role);
-void mp_buf_put(mp_channel *ch, char *buf, uint32_t size, mp_buf_role role);
-int mp_buf_pools_init(mp_channel *ch);
-void mp_buf_pools_free(mp_channel *ch);
-/* The pool's output buffers as the protocol's allocator (pool: the channel). */
-extern const mp_out_alloc mp_channel_out_alloc;
 
 /* Visits the open connections of every channel from *cursor on (0: the
  * first), until fn returns false (it took nothing from that connection);

@@ -19,8 +19,8 @@
 #include "conn.h"
 #include "engine.h"
 #include "log.h"
-#include "proto.h"
-#include "store.h"
+#include "proto/executor.h"
+#include "store/store.h"
 #include "tls.h"
 
 static uint64_t now_ms(void)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
 #include "channel.h"
 
 /* The pool class of a buffer of `size` bytes, or -1 if it is not pooled. */

@@ -18,12 +18,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "conn.h"
 #include "executor.h"
-#include "proto.h"
+#include "io/conn.h"
+#include "parser.h"
 #include "replies.h"
 #include "stats.h"
-#include "store.h"
+#include "store/store.h"
 
 /* Room for a meta reply line without its value: "VA " and a length, the key
  * echoed in base64 with " b", the opaque, every other flag of a line of at

@@ -30,7 +30,7 @@
 #include "channel.h"
 #include "clock.h"
 #include "conn.h"
-#include "replies.h"
+#include "proto/replies.h"
 #include "ring.h"
 
 /* Submission queue size: a busy turn queues a send per connection plus

@@ -1,22 +1,8 @@
-/* The memcached text and meta protocols: a parser that does no I/O
- * (mp_parse_line) and the executor that applies parsed requests to the store
- * and writes replies into the connection's output (mp_process).
- *
- * Contract with the I/O layer (channel.c):
- *   - the I/O layer appends received bytes at c->rbuf[c->rend] and calls
- *     mp_process(c, budget) whenever new input arrived or a previous call
- *     returned MP_PROC_YIELD;
- *   - mp_process consumes input by advancing c->rstart and appends replies
- *     with the mp_out_* helpers of conn.h;
- *   - before reading more, the I/O layer may compact rbuf (move
- *     [rstart, rend) to offset 0) and grows it when a line does not fit (a
- *     long multi-get line);
- *   - a request whose reply passes MP_OUT_HIGHWATER stops in the middle (a
- *     multi-get) and yields with its line still unconsumed; the next call
- *     parses the line again and goes on where it stopped (proto.resume).
- */
-#ifndef MP_PROTO_H
-#define MP_PROTO_H
+/* The parser of the memcached text and meta protocols: it finds a line and
+ * its words in a buffer and does no I/O (h11's rule); the executor
+ * (executor.c, meta.c) applies what it parsed. */
+#ifndef MP_PARSER_H
+#define MP_PARSER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -129,65 +115,5 @@ const char *mp_meta_error_text(int err);
 #define MP_BASE64_LEN(n) (((n) + 2) / 3 * 4)
 size_t mp_base64_decode(const char *src, size_t len, char *out);
 size_t mp_base64_encode(const char *src, size_t len, char *out);
-
-/* Parser/executor state kept in each connection between calls. */
-typedef enum {
-    MP_PS_LINE = 0,          /* expecting a command line */
-    MP_PS_NREAD,             /* copying a data block into a pending item */
-    MP_PS_SWALLOW,           /* discarding a data block (too large) */
-    MP_PS_AUTH,              /* the data block of a set before authentication (-Y) */
-} mp_proto_phase;
-
-typedef struct mp_proto {
-    uint8_t phase;           /* mp_proto_phase */
-    uint8_t op;              /* pending storage op */
-    bool noreply;
-    bool seen_cmd;           /* a command was parsed ("stats conns" state) */
-    bool log_negotiated;     /* -vv: "Client using the ascii protocol" said */
-    uint8_t log_state;       /* -vvv: the state last logged (log.h) */
-    bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
-    bool authenticated;      /* may run commands: -Y is off, or the client
-                                sent credentials (false until the first
-                                line tells which) */
-    uint8_t reply_kind;      /* what to answer once the data block completes */
-    uint64_t resume;         /* >0: the request at rstart stopped with its
-                                reply half built; where to go on (a multi-get:
-                                the offset of its next key in the line; stats
-                                conns: the next connection, plus one) */
-    bool discard;            /* the stopped request's reply will be culled:
-                                run the rest for its effects, compose nothing */
-    uint32_t flush_mark;     /* output pending (from wstart) when this batch
-                                began: replies after it are "unsent" */
-    uint32_t flush_mark_refs;   /* output references queued by then */
-    struct mp_item *item;    /* MP_PS_NREAD: the pending item */
-    uint64_t hv;
-    uint64_t cas_in;
-    uint32_t left;           /* bytes of the data block still to come */
-    uint32_t filled;         /* bytes already copied into the item */
-    const char *meta_err;    /* RK_META_ERROR: an ms error, answered after its block */
-    /* a pending ms (meta set): what its reply echoes */
-    bool meta;               /* the pending data block is an ms's */
-    bool meta_quiet;         /* q: an HD reply is not sent */
-    uint8_t meta_opts;       /* MP_STORE_* options (ms I, ms b) */
-    char meta_echo[4];       /* 'O' 'k' 'c' in request order, NUL-terminated */
-    uint8_t opaque_len;
-    char opaque[MP_META_OPAQUE_MAX];   /* the O token, "O" included */
-} mp_proto;
-
-/* mp_process results */
-#define MP_PROC_NEED_INPUT 0   /* everything buffered is consumed or incomplete */
-#define MP_PROC_YIELD      1   /* budget spent or output high-water mark: call again later */
-#define MP_PROC_CLOSE      2   /* close the connection (after flushing if close_after_write) */
-
-/* budget is memcached's -R (reqs_per_event) and counts as memcached's nreqs
- * does: a call that starts on fresh input runs at most budget + 1 requests,
- * one that resumes after MP_PROC_YIELD at most budget.  Where memcached
- * transmits (yield, end of input, after a get, mn) decides which replies a
- * later error may cull, so the count is part of the wire behaviour. */
-int mp_process(struct mp_conn *c, int budget);
-
-/* Called when a connection closes with protocol state pending (drops a
- * pending item). */
-void mp_proto_reset(struct mp_conn *c);
 
 #endif

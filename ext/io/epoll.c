@@ -18,7 +18,7 @@
 #include "channel.h"
 #include "clock.h"
 #include "conn.h"
-#include "replies.h"
+#include "proto/replies.h"
 
 /* epoll user data: tag in the top two bits, then the slot's generation, then
  * the slot, so an event for a slot closed and reused within one batch is

@@ -22,7 +22,7 @@
 
 #include "commands.h"
 #include "decimal.h"
-#include "proto.h"
+#include "parser.h"
 #include "replies.h"
 #include "settings.h"
 

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "conn.h"
-#include "proto_env.h"
-#include "store.h"
+#include "proto/proto_env.h"
+#include "store/store.h"
 
 /* ---- memory for connections outside a channel ---- */
 

@@ -1,6 +1,8 @@
-/* What the text commands (executor.c) and the meta commands (meta.c) share:
- * reply helpers, token access, and the meta handlers the command table of
- * executor.c dispatches to.  Private to those two files.
+/* The protocol's entry points for the I/O layer (mp_process,
+ * mp_proto_reset: executor.c), then what the text commands (executor.c) and
+ * the meta commands (meta.c) share: reply helpers, token access, and the
+ * meta handlers the command table of executor.c dispatches to, private to
+ * those two files.
  *
  * The protocol's world is the connection and c->env (proto_env.h): the
  * store, the settings, this thread's counters and latency, an allocator for
@@ -32,14 +34,51 @@
 #include <string.h>
 
 #include "clock.h"
-#include "conn.h"
 #include "decimal.h"
+#include "io/conn.h"
 #include "log.h"
-#include "proto.h"
+#include "parser.h"
 #include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
-#include "store.h"
+#include "store/store.h"
+
+/* ---- the I/O layer's interface ---- */
+
+/* The executor applies what the parser (parser.h) found to the store and
+ * writes replies into the connection's output (mp_process).
+ *
+ * Contract with the I/O layer (channel.c):
+ *   - the I/O layer appends received bytes at c->rbuf[c->rend] and calls
+ *     mp_process(c, budget) whenever new input arrived or a previous call
+ *     returned MP_PROC_YIELD;
+ *   - mp_process consumes input by advancing c->rstart and appends replies
+ *     with the mp_out_* helpers of conn.h;
+ *   - before reading more, the I/O layer may compact rbuf (move
+ *     [rstart, rend) to offset 0) and grows it when a line does not fit (a
+ *     long multi-get line);
+ *   - a request whose reply passes MP_OUT_HIGHWATER stops in the middle (a
+ *     multi-get) and yields with its line still unconsumed; the next call
+ *     parses the line again and goes on where it stopped (proto.resume).
+ */
+
+/* mp_process results */
+#define MP_PROC_NEED_INPUT 0   /* everything buffered is consumed or incomplete */
+#define MP_PROC_YIELD      1   /* budget spent or output high-water mark: call again later */
+#define MP_PROC_CLOSE      2   /* close the connection (after flushing if close_after_write) */
+
+/* budget is memcached's -R (reqs_per_event) and counts as memcached's nreqs
+ * does: a call that starts on fresh input runs at most budget + 1 requests,
+ * one that resumes after MP_PROC_YIELD at most budget.  Where memcached
+ * transmits (yield, end of input, after a get, mn) decides which replies a
+ * later error may cull, so the count is part of the wire behaviour. */
+int mp_process(struct mp_conn *c, int budget);
+
+/* Called when a connection closes with protocol state pending (drops a
+ * pending item). */
+void mp_proto_reset(struct mp_conn *c);
+
+/* ---- shared by executor.c and meta.c ---- */
 
 #define STATS(c) (*(c)->env->stats)
 

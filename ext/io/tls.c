@@ -92,7 +92,7 @@ bool mp_tls_hold(mp_channel *ch, mp_conn *c, const char *data, size_t n)
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "store.h"
+#include "store/store.h"
 
 #ifndef TCP_ULP
 #define TCP_ULP 31

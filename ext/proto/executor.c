@@ -16,15 +16,15 @@
 
 #include "auth.h"
 #include "commands.h"
-#include "conn.h"
 #include "executor.h"
+#include "io/conn.h"
 #include "latency.h"
-#include "proto.h"
+#include "parser.h"
 #include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
 #include "stats.h"
-#include "store.h"
+#include "store/store.h"
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
