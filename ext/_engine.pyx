@@ -14,7 +14,7 @@ from includes.engine cimport (
     mp_engine, mp_settings, mp_settings_init, mp_setting_desc, mp_setting_descs,
     mp_setting_count, MP_SETTING_INT, MP_SETTING_UINT, MP_SETTING_FLOAT, MP_SETTING_BOOL,
     MP_SETTING_STR, mp_engine_create, mp_engine_destroy,
-    mp_engine_add_listener, mp_channel_run, mp_engine_stop, mp_engine_reload_auth, mp_stats_text,
+    mp_engine_add_listener, mp_engine_add_udp, mp_channel_run, mp_engine_stop, mp_engine_reload_auth, mp_stats_text,
     mp_thread_stat_names, mp_engine_channel_counters, mp_engine_channel_turn_hist,
     MP_TURN_HIST_BUCKETS, mp_engine_channel_latency, mp_engine_channel_conns,
     mp_command_name, MP_LAT_BUCKETS, MP_LAT_COMMANDS,
@@ -240,6 +240,11 @@ cdef class Engine:
         """tls: its connections speak TLS (an engine made with ssl_enabled)."""
         if mp_engine_add_listener(self._live(), channel, fd, is_unix, tls) != 0:
             raise OSError(f"cannot add listener fd {fd} to channel {channel}")
+
+    def add_udp(self, int channel, int fd):
+        """A bound UDP socket (-U), served by that channel alone."""
+        if mp_engine_add_udp(self._live(), channel, fd) != 0:
+            raise OSError(f"cannot add UDP socket fd {fd} to channel {channel}")
 
     def run_channel(self, int channel):
         """Serves on the calling thread until stop(); the GIL is released."""

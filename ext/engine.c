@@ -239,6 +239,15 @@ int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
                                    tls && !is_unix && eng->tls != NULL);
 }
 
+int mp_engine_add_udp(mp_engine *eng, int ch, int fd)
+{
+    if (ch < 0 || ch >= eng->nchannels)
+        return -1;
+    if (eng->settings.verbose > 1)
+        mp_log_listening_udp(fd);
+    return mp_channel_add_udp(eng->channels[ch], fd);
+}
+
 void mp_engine_stop(mp_engine *eng)
 {
     for (int i = 0; i < eng->nchannels; i++)

@@ -59,6 +59,8 @@ void mp_engine_destroy(mp_engine *eng);
  * nonblocking); with tls (-Z, not a notls: address) its connections speak
  * TLS. */
 int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls);
+/* Gives channel `ch` a bound UDP socket (-U) of its own. */
+int mp_engine_add_udp(mp_engine *eng, int ch, int fd);
 
 /* Runs channel `ch`'s loop on the calling thread until mp_engine_stop(). */
 int mp_channel_run(mp_engine *eng, int ch);

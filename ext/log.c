@@ -152,6 +152,14 @@ void mp_log_listening(int fd, bool ascii)
     emit(&h, NULL, 0, ascii ? " server listening (ascii)" : " server listening (auto-negotiate)");
 }
 
+void mp_log_listening_udp(int fd)
+{
+    line_head h = {.n = 0};
+    h.b[h.n++] = '<';
+    head_num(&h, (unsigned long long)fd);
+    emit(&h, NULL, 0, " server listening (udp)");
+}
+
 /* memcached's "%3d" and "%9u" / "%7u": right-aligned in a field */
 static void head_padded(line_head *h, unsigned long long v, int width)
 {

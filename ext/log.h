@@ -61,6 +61,8 @@ void mp_log_closed(const struct mp_conn *c);
 void mp_log_idle(const struct mp_conn *c);
 /* "<fd server listening (auto-negotiate)" or "(ascii)" */
 void mp_log_listening(int fd, bool ascii);
+/* "<N server listening (udp)" */
+void mp_log_listening_udp(int fd);
 /* "slab class   1: chunk size        96 perslab   10922" */
 void mp_log_slab_class(int id, unsigned chunk_size, unsigned perslab);
 

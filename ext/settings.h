@@ -31,7 +31,7 @@
     VAL(size_t,   maxbytes,         64 * 1024 * 1024, "-m, in bytes") \
     VAL(int,      maxconns,         1024,        "-c") \
     VAL(int,      port,             11211,       "-p, as bound (ephemeral port resolved)") \
-    VAL(int,      udpport,          0,           "-U, accepted, never served") \
+    VAL(int,      udpport,          0,           "-U: UDP port, 0 off") \
     STR(          inter,      256,  "127.0.0.1", "-l, as given") \
     STR(          socketpath, 256,  "",          "-s") \
     VAL(int,      access,           0700,        "-a") \

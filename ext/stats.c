@@ -31,6 +31,7 @@
 #include "io/channel.h"
 #include "io/conn.h"
 #include "io/tls.h"
+#include "io/udp.h"
 #include "proto/parser.h"
 #include "settings.h"
 #include "stats.h"
@@ -132,6 +133,16 @@ static int listeners_total(mp_engine *eng)
     return eng->nchannels > 0 ? eng->channels[0]->nlisteners : 0;
 }
 
+static int udp_total(mp_engine *eng)
+{
+    /* memcached has a connection per UDP socket and worker thread, as we
+     * have a socket per channel */
+    int n = 0;
+    for (int i = 0; i < eng->nchannels; i++)
+        n += eng->channels[i]->nudp;
+    return n;
+}
+
 /* Every channel's connection buffers (racy reads of gauges, as memcached's
  * per-thread stats are). */
 static void buf_usage(mp_engine *eng, mp_buf_usage *out)
@@ -161,7 +172,8 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     mp_rel_time now = mp_current_time;
-    int curr = __atomic_load_n(&eng->curr_conns, __ATOMIC_RELAXED);
+    int nudp = udp_total(eng);
+    int curr = __atomic_load_n(&eng->curr_conns, __ATOMIC_RELAXED) + nudp;
     int nl = listeners_total(eng);
     const mp_settings *set = &eng->settings;
 
@@ -175,7 +187,7 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     stat_linef(c, "STAT rusage_system %ld.%06ld", (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
     STAT_U64(c, "max_connections", set->maxconns);
     STAT_U64(c, "curr_connections", curr);
-    STAT_U64(c, "total_connections", t.total_conns + (eng->reset_listeners ? 0u : (unsigned)nl));
+    STAT_U64(c, "total_connections", t.total_conns + (eng->reset_listeners ? 0u : (unsigned)(nl + nudp)));
     if (set->maxconns_fast)
         STAT_U64(c, "rejected_connections", t.rejected_conns);
     STAT_U64(c, "connection_structures", curr + nl);
@@ -562,6 +574,34 @@ static bool visit_conn(mp_conn *c, void *arg)
     return true;
 }
 
+/* memcached's UDP connection: the socket's own address while it waits,
+ * the client's (and the socket's as listen_addr) while it answers. */
+static void udp_conn_lines(mp_conn *out, mp_udp *u)
+{
+    mp_conn *c = &u->conn;
+    char addr[160], laddr[160];
+    int fd = u->fd;
+    stat_linef(out, "STAT %d:UDP UDP", fd);
+    sock_name(fd, false, laddr, sizeof(laddr));
+    if (laddr[0] == 't')
+        laddr[0] = 'u', laddr[1] = 'd';
+    mp_rel_time now = mp_current_time;
+    mp_rel_time last = c->last_cmd;
+    unsigned secs = now >= last ? now - last : 0;
+    if (c != out) {
+        stat_linef(out, "STAT %d:addr %s", fd, laddr);
+        stat_linef(out, "STAT %d:state conn_read", fd);
+    } else {
+        format_addr(&c->peer, c->peerlen, false, addr, sizeof(addr));
+        if (addr[0] == 't')
+            addr[0] = 'u', addr[1] = 'd';
+        stat_linef(out, "STAT %d:addr %s", fd, addr);
+        stat_linef(out, "STAT %d:listen_addr %s", fd, laddr);
+        stat_linef(out, "STAT %d:state conn_parse_cmd", fd);
+    }
+    stat_linef(out, "STAT %d:secs_since_last_cmd %u", fd, secs);
+}
+
 static bool compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume, bool stream)
 {
     if (*resume == 0) {
@@ -577,6 +617,11 @@ static bool compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume, bool str
                 stat_linef(c, "STAT %d:secs_since_last_cmd %u", fd, up);
             }
         }
+        for (int i = 0; i < eng->nchannels; i++) {
+            mp_channel *ch = eng->channels[i];
+            for (int j = 0; j < ch->nudp; j++)
+                udp_conn_lines(c, ch->udp[j]);
+        }
     }
     /* resume is the visit's cursor plus one, so that 0 means "not begun" */
     uint64_t cursor = *resume == 0 ? 0 : *resume - 1;
@@ -591,7 +636,9 @@ static bool compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume, bool str
 
 bool mp_stats_compose_conns(mp_engine *eng, mp_conn *c, uint64_t *resume)
 {
-    return compose_conns(eng, c, resume, true);
+    /* a UDP reply is one response object, its datagrams numbered against
+     * its whole length: it cannot stream */
+    return compose_conns(eng, c, resume, c->resps == NULL);
 }
 
 /* ---- "stats channels": the MegaPipe mechanics per channel ---- */

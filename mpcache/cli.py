@@ -41,8 +41,8 @@ class Option:
 OPTIONS = [
     Option("p", "port", "num", "TCP port to listen on (default: 11211; -1: any free port,\n"
            "announced in $MEMCACHED_PORT_FILENAME; 0: no TCP)"),
-    Option("U", "udp-port", "num", "UDP port (default: 0, off; UDP is not served: another\n"
-           "value starts the server with a warning)"),
+    Option("U", "udp-port", "num", "UDP port to listen on (default: 0, off); without -p\n"
+           "the TCP port too, as memcached"),
     Option("s", "unix-socket", "file", "UNIX socket to listen on (disables network support)"),
     Option("a", "unix-mask", "mask", "access mask for UNIX socket, in octal (default: 700)"),
     Option("A", "enable-shutdown", "", "enable ascii \"shutdown\" command"),
@@ -345,9 +345,11 @@ def parse_args(argv):
     action = "serve"
     listen_given = False
     protocol = None
+    port_given = False
     for flag, value in opts:
         opt = _BY_SHORT.get(flag) or _BY_LONG[flag]
         name = opt.short or opt.long
+        port_given = port_given or name == "p"
         if name == "B":
             protocol = value
         if name == "h":
@@ -358,6 +360,9 @@ def parse_args(argv):
             action = "license"
         elif apply_option(s, warnings, opt, value, listen_given):
             listen_given = True
+    # As memcached: -U without -p moves the TCP port to the UDP one.
+    if s.udp_port and not port_given:
+        s.port = s.udp_port
     # As memcached: the binary protocol has no ASCII authentication, and
     # "auto" could negotiate it.
     if s.auth_file is not None and protocol not in (None, "ascii"):

@@ -141,7 +141,7 @@ def default_io_engine():
 @dataclass
 class Settings:
     port: int = DEFAULT_PORT        # -1: ephemeral; 0: no TCP (memcached's meaning)
-    udp_port: int = 0               # accepted, never served
+    udp_port: int = 0               # -U: 0 is off, as in memcached 1.6
     unix_socket: str = None
     unix_mask: int = 0o700
     listen: list = field(default_factory=lambda: [DEFAULT_LISTEN])
@@ -215,8 +215,6 @@ class Settings:
                 raise ConfigError(authfile_open_error(self.auth_file, errno.ENOENT))
             if len(os.fsencode(self.auth_file)) >= AUTH_FILE_MAX:
                 raise ConfigError(authfile_open_error(self.auth_file, errno.ENAMETOOLONG))
-        if self.udp_port:
-            warnings.append(f"WARNING: UDP is not served by mpcache; -U {self.udp_port} ignored")
         if self.max_conns <= 0:
             raise ConfigError("Maximum connections must be greater than 0")
         if self.threads <= 0:

@@ -126,6 +126,7 @@ class Server:
         self.warnings = settings.validate()
         self._tcp = []            # (sock, channel, family, sockaddr, tls)
         self._unix = None         # (sock, path, inode)
+        self._udp = []            # (sock, channel): -U, a socket per channel and address
         self._engine = None
         self._tls = None          # -Z's context, made by bind() (_engine.TLSContext)
         self._threads = []
@@ -162,6 +163,8 @@ class Server:
                 self._bind_unix()
             elif self.settings.tcp_enabled():
                 self._bind_tcp()
+            if self.settings.unix_socket is None and self.settings.udp_port:
+                self._bind_udp()
         except BaseException:
             self._close_sockets()
             raise
@@ -238,7 +241,35 @@ class Server:
         if self._tcp:
             self.port = self.addresses[0][1]
 
-    def _bind_partitions(self, family, socktype, proto, sockaddr, entry, tls=False):
+    def _bind_udp(self):
+        """-U: on every -l address, a UDP socket per channel on the UDP port
+        (SO_REUSEPORT: the kernel spreads the clients over the channels)."""
+        s = self.settings
+        for entry in s.listen:
+            if not entry.strip():
+                continue
+            spec = entry[len(NOTLS_PREFIX):] if entry.startswith(NOTLS_PREFIX) else entry
+            host, _ = parse_listen(spec, s.udp_port)
+            gai_host = None if host in ("", "*") else host
+            try:
+                infos = socket.getaddrinfo(gai_host, s.udp_port, socket.AF_UNSPEC,
+                                           socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
+            except socket.gaierror as e:
+                raise ListenError(f"getaddrinfo(): {e.strerror}\n"
+                                  f"failed to listen on one of interface(s) {entry}") from None
+            seen = set()
+            for family, socktype, proto, _, sockaddr in infos:
+                if (family, sockaddr) in seen or family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                seen.add((family, sockaddr))
+                try:
+                    self._bind_partitions(family, socktype, proto, sockaddr, entry, udp=True)
+                except OSError as e:
+                    if e.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+                        continue
+                    raise
+
+    def _bind_partitions(self, family, socktype, proto, sockaddr, entry, tls=False, udp=False):
         """One socket per channel on sockaddr, all on the same port."""
         host, port = sockaddr[0], sockaddr[1]
 
@@ -275,6 +306,10 @@ class Server:
         addr = (host, port) + tuple(sockaddr[2:])
         for ch in range(self.settings.threads):
             sock = bound(addr, reuseport=True)
+            if udp:
+                sock.setblocking(False)
+                self._udp.append((sock, ch))
+                continue
             try:
                 try:
                     sock.listen(self.settings.backlog)
@@ -339,6 +374,9 @@ class Server:
         for sock, *_ in self._tcp:
             sock.close()
         self._tcp = []
+        for sock, _ in self._udp:
+            sock.close()
+        self._udp = []
         if self._unix is not None:
             sock, path, ino = self._unix
             sock.close()
@@ -376,6 +414,8 @@ class Server:
             try:
                 for sock, ch, family, addr, tls in self._tcp:
                     self._engine.add_listener(ch, sock.fileno(), False, tls)
+                for sock, ch in self._udp:
+                    self._engine.add_udp(ch, sock.fileno())
                 if self._unix is not None:
                     for ch in range(self._engine.nchannels):
                         self._engine.add_listener(ch, self._unix[0].fileno(), True)

@@ -57,6 +57,7 @@ cdef extern from "engine.h" nogil:
                                     size_t errlen)
     void mp_engine_destroy(mp_engine *eng)
     int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
+    int mp_engine_add_udp(mp_engine *eng, int ch, int fd)
     int mp_channel_run(mp_engine *eng, int ch)
     void mp_engine_stop(mp_engine *eng)
     int mp_engine_reload_auth(mp_engine *eng, char *err, size_t errlen)

@@ -22,6 +22,7 @@
 #include "proto/executor.h"
 #include "store/store.h"
 #include "tls.h"
+#include "udp.h"
 
 static uint64_t now_ms(void)
 {
@@ -552,6 +553,10 @@ static void end_turn(mp_channel *ch)
 {
     ch->tls_budget = MP_TLS_HANDSHAKES_PER_TURN;
     run_ready(ch);
+    /* UDP sockets that had more datagrams than a turn takes */
+    for (int i = 0; i < ch->nudp; i++)
+        if (ch->udp[i]->more)
+            mp_udp_serve(ch, ch->udp[i]);
     uint64_t t = now_ms();
     if (t - ch->last_maintain_ms >= maintain_interval(ch)) {
         ch->last_maintain_ms = t;
@@ -566,6 +571,9 @@ static int wait_ms(const mp_channel *ch)
 {
     if (ch->nready > 0)
         return 0;
+    for (int i = 0; i < ch->nudp; i++)
+        if (ch->udp[i]->more)
+            return 0;
     uint64_t since = now_ms() - ch->last_maintain_ms;
     uint64_t interval = maintain_interval(ch);
     return since >= interval ? 0 : (int)(interval - since);
@@ -661,6 +669,8 @@ void mp_channel_destroy(mp_channel *ch)
     /* the backend's teardown closed its connections and descriptors */
     if (ch->stop_fd >= 0)
         close(ch->stop_fd);
+    for (int i = 0; i < ch->nudp; i++)
+        mp_udp_free(ch, ch->udp[i]);
     mp_buf_pools_free(ch);
     if (ch->chunks != NULL)
         for (uint32_t i = 0; i < ch->nslots / MP_CONN_CHUNK; i++)
@@ -681,6 +691,17 @@ int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix, bool tls)
     ch->listeners[ch->nlisteners].is_unix = is_unix;
     ch->listeners[ch->nlisteners].tls = tls;
     ch->nlisteners++;
+    return 0;
+}
+
+int mp_channel_add_udp(mp_channel *ch, int fd)
+{
+    if (ch->nudp >= MP_MAX_LISTENERS)
+        return -1;
+    mp_udp *u = mp_udp_open(ch, fd);
+    if (u == NULL)
+        return -1;
+    ch->udp[ch->nudp++] = u;
     return 0;
 }
 

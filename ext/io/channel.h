@@ -107,6 +107,8 @@ struct mp_channel {
     volatile int stopping;
     mp_listener listeners[MP_MAX_LISTENERS];
     int nlisteners;
+    struct mp_udp *udp[MP_MAX_LISTENERS];   /* -U: this channel's UDP sockets */
+    int nudp;
 
     /* the connection table: chunks of MP_CONN_CHUNK slots, allocated as
      * connections arrive and never moved (completions and "stats conns"
@@ -194,6 +196,8 @@ int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
 mp_channel *mp_channel_create(mp_engine *eng, int id);
 void mp_channel_destroy(mp_channel *ch);
 int mp_channel_add_listener(mp_channel *ch, int fd, bool is_unix, bool tls);
+/* A bound UDP socket (udp.h), served by this channel alone. */
+int mp_channel_add_udp(mp_channel *ch, int fd);
 void mp_channel_stop(mp_channel *ch);
 
 /* Visits the open connections of every channel from *cursor on (0: the

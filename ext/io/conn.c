@@ -185,6 +185,15 @@ void mp_out_cull(mp_conn *c)
         w->bytes -= r->len;
         mp_store_unref(c->env->store, r->it);
     }
+    if (c->resps != NULL) {
+        /* memcached frees the culled response objects and starts a new one
+         * for what follows */
+        mp_resps *rs = c->resps;
+        uint32_t at = (uint32_t)mp_out_pending(c);
+        while (rs->n > 0 && rs->at[rs->n - 1] >= at)
+            rs->n--;
+        mp_out_resp(c);
+    }
     mp_out_check(c);
 }
 

@@ -93,6 +93,18 @@ typedef struct mp_out_ref {
     struct mp_item *it;
 } mp_out_ref;
 
+/* UDP (udp.c): where each of memcached's response objects starts in the
+ * pending output, as memcached sends each one as its own datagrams with its
+ * own sequence numbers.  Offsets count the output's bytes and its referenced
+ * values alike (mp_out_pending's measure).  `forced`: a response sent as a
+ * bare header when it is empty (a get's key that missed, quit); any other
+ * empty one was silenced by noreply and sends nothing, as memcached's skip. */
+typedef struct mp_resps {
+    uint32_t n, cap;
+    uint32_t *at;
+    uint8_t *forced;
+} mp_resps;
+
 typedef struct mp_refs {
     uint32_t n;
     uint32_t bytes;           /* value bytes still to send */
@@ -138,6 +150,7 @@ typedef struct mp_conn {
     struct sockaddr_storage peer;
     socklen_t peerlen;
     int listen_fd;            /* for "stats conns" */
+    mp_resps *resps;          /* UDP only: response boundaries (udp.c) */
 
     mp_proto proto;           /* the protocol's state (executor.c, meta.c) */
 } mp_conn;
@@ -250,6 +263,31 @@ static inline void mp_out_mark(mp_conn *c)
 }
 
 void mp_out_cull(mp_conn *c);
+
+/* UDP: a response object starts here (memcached's resp_start); nothing on
+ * a stream connection.  A full table merges it into the one before. */
+static inline void mp_out_resp(mp_conn *c)
+{
+    mp_resps *rs = c->resps;
+    if (rs == NULL)
+        return;
+    uint32_t at = (uint32_t)mp_out_pending(c);
+    if (rs->n > 0 && rs->at[rs->n - 1] == at && !rs->forced[rs->n - 1])
+        return;   /* the one before is empty and silent: it is this one */
+    if (rs->n == rs->cap)
+        return;
+    rs->at[rs->n] = at;
+    rs->forced[rs->n] = 0;
+    rs->n++;
+}
+
+/* UDP: the current response is sent even when empty (a bare header). */
+static inline void mp_out_resp_force(mp_conn *c)
+{
+    mp_resps *rs = c->resps;
+    if (rs != NULL && rs->n > 0)
+        rs->forced[rs->n - 1] = 1;
+}
 
 /* Debug builds: the output's invariants, the unsent [wstart, wend) within
  * wsize and each reference inside it, in order (the same for the send in

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "proto/replies.h"
+#include "udp.h"
 
 /* epoll user data: tag in the top two bits, then the slot's generation, then
  * the slot, so an event for a slot closed and reused within one batch is
@@ -26,6 +27,7 @@
 #define TAG_CONN     0ULL
 #define TAG_LISTENER 1ULL
 #define TAG_STOP     2ULL
+#define TAG_UDP      3ULL
 #define TAG_SHIFT    62
 #define GEN_MASK     0x3fffffffULL
 
@@ -216,6 +218,12 @@ static int epoll_setup(mp_channel *ch)
         if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->listeners[i].fd, &ev) < 0)
             return -errno;
     }
+    for (int i = 0; i < ch->nudp; i++) {
+        ev.events = EPOLLIN;
+        ev.data.u64 = (TAG_UDP << TAG_SHIFT) | (uint64_t)i;
+        if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->udp[i]->fd, &ev) < 0)
+            return -errno;
+    }
     return 0;
 }
 
@@ -243,6 +251,10 @@ static void dispatch(mp_channel *ch, const struct epoll_event *ev)
     }
     if (tag == TAG_LISTENER) {
         listener_ready(ch, &ch->listeners[u & 0xffffffffULL]);
+        return;
+    }
+    if (tag == TAG_UDP) {
+        mp_udp_serve(ch, ch->udp[u & 0xffffffffULL]);
         return;
     }
     if ((uint32_t)u >= ch->nslots)

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "proto/replies.h"
+#include "udp.h"
 #include "ring.h"
 
 /* Submission queue size: a busy turn queues a send per connection plus
@@ -48,7 +50,7 @@
 /* Sends with values by reference per io_uring_enter; more submit early. */
 #define MP_URING_MSGS 64
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL, OP_PEER };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL, OP_PEER, OP_UDP };
 
 /* A direct descriptor has no getpeername, and a multishot accept cannot
  * return each connection's address: it is asked of the socket with
@@ -438,6 +440,19 @@ static void arm_stop(mp_channel *ch)
     sqe->user_data = UD(OP_STOP, 0, 0);
 }
 
+/* A UDP socket's readiness: a multishot poll (re-armed when the kernel
+ * ends it), after which the channel reads and answers the datagrams with
+ * plain system calls (udp.h). */
+static void arm_udp(mp_channel *ch, int i)
+{
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = ch->udp[i]->fd;
+    sqe->poll32_events = POLLIN;
+    sqe->len = IORING_POLL_ADD_MULTI;
+    sqe->user_data = UD(OP_UDP, 0, (uint32_t)i);
+}
+
 /* ---- set-up ---- */
 
 static int ring_features_ok(mp_ring *r, char *why, size_t whylen)
@@ -546,6 +561,8 @@ static int uring_setup(mp_channel *ch)
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
+    for (int i = 0; i < ch->nudp; i++)
+        arm_udp(ch, i);
     return 0;
 }
 
@@ -636,6 +653,16 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
     case OP_STOP:
         ch->stopping = 1;
         return;
+    case OP_UDP: {
+        uint32_t i = UD_SLOT(ud);
+        if (i >= (uint32_t)ch->nudp)
+            return;
+        if (cqe->res >= 0)
+            mp_udp_serve(ch, ch->udp[i]);
+        if (!(cqe->flags & IORING_CQE_F_MORE) && !ch->stopping)
+            arm_udp(ch, (int)i);
+        return;
+    }
     case OP_RECV:
     case OP_SEND:
     case OP_PEER: {

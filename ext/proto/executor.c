@@ -178,7 +178,14 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     p->resume = 0;
     get_key_result res = GK_OK;
     mp_token t;
+    /* UDP: memcached gives each key its own response object, END riding on
+     * the last; one for a key that missed still goes out, as a bare header */
+    bool own_resp = pos != 0;
     while (res == GK_OK && next_key(r, &first, &pos, &t)) {
+        if (own_resp)
+            mp_out_resp(c);
+        own_resp = true;
+        mp_out_resp_force(c);
         res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime, !p->discard);
         if (res == GK_OK && !p->discard && mp_out_over_mark(c) && pos < r->line_len) {
             if (keys_ok_from(r, pos)) {
@@ -556,6 +563,8 @@ static int cmd_quit(mp_conn *c, const mp_request *r)
 {
     (void)r;
     c->close_after_write = true;
+    /* UDP: memcached transmits quit's empty response, a bare header */
+    mp_out_resp_force(c);
     return MP_PROC_CLOSE;
 }
 
@@ -1103,6 +1112,8 @@ static int process(mp_conn *c, int budget)
                 log_command(c, consumed);
         }
         p->noreply = false;
+        if (p->resume == 0)
+            mp_out_resp(c);
         int rc = dispatch(c, &req);
         if (rc == MP_PROC_SUSPEND) {
             /* the line stays unconsumed until its reply is whole */

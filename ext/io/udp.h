@@ -1,0 +1,70 @@
+/* UDP (-U): memcached's datagram transport for the text protocol.
+ *
+ * Each channel has its own socket on every UDP address (SO_REUSEPORT, the
+ * partitioned listener again), served on the channel's thread by plain
+ * system calls, whatever the backend: the backend only reports that the
+ * socket is readable (epoll, or a multishot IORING_OP_POLL_ADD on io_uring),
+ * then mp_udp_serve reads datagrams with recvmsg and sends each one's replies
+ * with sendmmsg.  A socket's state (one connection for the protocol, its
+ * receive buffer, its send batch) is allocated once, when the socket is
+ * added, so a request allocates nothing but pooled output buffers.
+ *
+ * The frame is memcached 1.6.18's (memcached.c try_read_udp,
+ * build_udp_header, transmit_udp): 8 bytes, big-endian request id,
+ * sequence number, datagram count, reserved.  A request is one datagram: one
+ * of 8 bytes or fewer, or whose count is not 1, is dropped; the sequence
+ * number and the reserved field are not looked at.  Each response object
+ * (conn.h, mp_resps) goes out as ceil(length / 1392) datagrams numbered from
+ * 0, each with the header and 1392 bytes of it (1400 in all). */
+#ifndef MP_UDP_H
+#define MP_UDP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "conn.h"
+
+#define MP_UDP_HEADER 8
+/* memcached's UDP_MAX_PAYLOAD_SIZE, the header included */
+#define MP_UDP_MAX_PAYLOAD 1400
+#define MP_UDP_DATA (MP_UDP_MAX_PAYLOAD - MP_UDP_HEADER)
+/* memcached's UDP_READ_BUFFER_SIZE: a longer datagram is cut there */
+#define MP_UDP_READ_SIZE 65536
+/* datagrams read from one socket per turn, so a flood of them cannot starve
+ * the channel's TCP connections */
+#define MP_UDP_PER_TURN 64
+/* datagrams per sendmmsg */
+#define MP_UDP_BATCH 64
+/* a datagram's slice of the output: the header plus every piece of the
+ * output (mp_out_iov's bound) */
+#define MP_UDP_IOV (2 * MP_OUT_REFS + 2)
+/* response objects one datagram can start: at most one per input byte */
+#define MP_UDP_RESPS (MP_UDP_READ_SIZE + 16)
+
+struct mp_channel;
+
+typedef struct mp_udp {
+    int fd;
+    bool more;                 /* left datagrams unread at MP_UDP_PER_TURN */
+    uint16_t request_id;       /* of the datagram being answered */
+    mp_conn conn;              /* what the protocol runs on (memcached: one
+                                * conn per UDP socket and thread) */
+    mp_resps resps;
+    char *rbuf;                /* MP_UDP_READ_SIZE */
+    struct mmsghdr msgs[MP_UDP_BATCH];
+    struct iovec iov[MP_UDP_BATCH][MP_UDP_IOV];
+    uint8_t hdr[MP_UDP_BATCH][MP_UDP_HEADER];
+} mp_udp;
+
+/* Before the channel runs: state for a bound UDP socket; NULL when memory
+ * is exhausted. */
+mp_udp *mp_udp_open(struct mp_channel *ch, int fd);
+void mp_udp_free(struct mp_channel *ch, mp_udp *u);
+/* The socket is readable: answers up to MP_UDP_PER_TURN datagrams.  Sets
+ * u->more when it stopped with datagrams possibly left (the channel serves
+ * it again at the end of the turn). */
+void mp_udp_serve(struct mp_channel *ch, mp_udp *u);
+
+#endif
