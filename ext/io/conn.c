@@ -192,6 +192,7 @@ void mp_out_cull(mp_conn *c)
         uint32_t at = (uint32_t)mp_out_pending(c);
         while (rs->n > 0 && rs->at[rs->n - 1] >= at)
             rs->n--;
+        rs->new_batch = true;   /* the cull went back to a mark */
         mp_out_resp(c);
     }
     mp_out_check(c);

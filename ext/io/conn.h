@@ -96,14 +96,22 @@ typedef struct mp_out_ref {
 /* UDP (udp.c): where each of memcached's response objects starts in the
  * pending output, as memcached sends each one as its own datagrams with its
  * own sequence numbers.  Offsets count the output's bytes and its referenced
- * values alike (mp_out_pending's measure).  `forced`: a response sent as a
- * bare header when it is empty (a get's key that missed, quit); any other
- * empty one was silenced by noreply and sends nothing, as memcached's skip. */
+ * values alike (mp_out_pending's measure).  A forced response may go out
+ * empty, as a bare header (a get's key that missed, quit); any other empty
+ * one was silenced by noreply and sends nothing, as memcached's skip. */
 typedef struct mp_resps {
     uint32_t n, cap;
     uint32_t *at;
-    uint8_t *forced;
+    uint8_t *flags;           /* MP_RESP_* */
+    bool new_batch;           /* the next response starts a transmit batch */
 } mp_resps;
+
+/* sent as a bare header when empty and first of its batch */
+#define MP_RESP_FORCED 1
+/* memcached transmits here (mp_out_mark): within a batch an empty response
+ * behind one already sent is finished unsent by transmit_udp's accounting
+ * (_transmit_post), so only one at a batch's head is a bare header */
+#define MP_RESP_BATCH 2
 
 typedef struct mp_refs {
     uint32_t n;
@@ -260,6 +268,8 @@ static inline void mp_out_mark(mp_conn *c)
 {
     c->proto.flush_mark = c->wend - c->wstart;
     c->proto.flush_mark_refs = c->wrefs.n;
+    if (c->resps != NULL)
+        c->resps->new_batch = true;
 }
 
 void mp_out_cull(mp_conn *c);
@@ -272,12 +282,17 @@ static inline void mp_out_resp(mp_conn *c)
     if (rs == NULL)
         return;
     uint32_t at = (uint32_t)mp_out_pending(c);
-    if (rs->n > 0 && rs->at[rs->n - 1] == at && !rs->forced[rs->n - 1])
-        return;   /* the one before is empty and silent: it is this one */
+    uint8_t batch = rs->new_batch ? MP_RESP_BATCH : 0;
+    rs->new_batch = false;
+    if (rs->n > 0 && rs->at[rs->n - 1] == at && !(rs->flags[rs->n - 1] & MP_RESP_FORCED)) {
+        /* the one before is empty and silent: it is this one */
+        rs->flags[rs->n - 1] |= batch;
+        return;
+    }
     if (rs->n == rs->cap)
         return;
     rs->at[rs->n] = at;
-    rs->forced[rs->n] = 0;
+    rs->flags[rs->n] = batch;
     rs->n++;
 }
 
@@ -286,7 +301,7 @@ static inline void mp_out_resp_force(mp_conn *c)
 {
     mp_resps *rs = c->resps;
     if (rs != NULL && rs->n > 0)
-        rs->forced[rs->n - 1] = 1;
+        rs->flags[rs->n - 1] |= MP_RESP_FORCED;
 }
 
 /* Debug builds: the output's invariants, the unsent [wstart, wend) within

@@ -20,8 +20,8 @@ mp_udp *mp_udp_open(mp_channel *ch, int fd)
     u->fd = fd;
     u->rbuf = malloc(MP_UDP_READ_SIZE);
     u->resps.at = malloc(MP_UDP_RESPS * sizeof(uint32_t));
-    u->resps.forced = malloc(MP_UDP_RESPS);
-    if (u->rbuf == NULL || u->resps.at == NULL || u->resps.forced == NULL) {
+    u->resps.flags = malloc(MP_UDP_RESPS);
+    if (u->rbuf == NULL || u->resps.at == NULL || u->resps.flags == NULL) {
         mp_udp_free(ch, u);
         return NULL;
     }
@@ -49,7 +49,7 @@ void mp_udp_free(mp_channel *ch, mp_udp *u)
     mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
     free(u->rbuf);
     free(u->resps.at);
-    free(u->resps.forced);
+    free(u->resps.flags);
     free(u);
 }
 
@@ -89,12 +89,19 @@ static void flush(mp_channel *ch, mp_udp *u)
     int nb = 0;
     /* output ahead of the first response (none is expected) goes as one */
     bool lead = rs->n == 0 ? total > 0 : rs->at[0] > 0;
+    bool batch_sent = false;
     for (int32_t i = lead ? -1 : 0; i < (int32_t)rs->n; i++) {
         uint32_t start = i < 0 ? 0 : rs->at[i];
         uint32_t end = i + 1 < (int32_t)rs->n ? rs->at[i + 1] : total;
         uint32_t len = end - start;
-        if (len == 0 && (i < 0 || !rs->forced[i]))
-            continue;   /* silenced by noreply: memcached's skip */
+        uint8_t flags = i < 0 ? 0 : rs->flags[i];
+        if (flags & MP_RESP_BATCH)
+            batch_sent = false;
+        /* an empty one: silenced by noreply (memcached's skip), or behind
+         * one its batch already sent (see MP_RESP_BATCH) */
+        if (len == 0 && (!(flags & MP_RESP_FORCED) || batch_sent))
+            continue;
+        batch_sent = true;
         uint32_t count = len / MP_UDP_DATA + (len % MP_UDP_DATA != 0);
         if (count > 65535)
             count = 65535;
@@ -153,6 +160,7 @@ static void flush(mp_channel *ch, mp_udp *u)
     c->wsize = c->wstart = c->wend = 0;
     c->out_oom = false;
     rs->n = 0;
+    rs->new_batch = true;
 }
 
 /* One request datagram, without its header: every command in it runs, its

@@ -182,6 +182,7 @@ class ServerProcess:
     max_item_size: str = "1m"
     conn_limit: int = 1024
     extra: tuple = ()
+    udp: bool = False            # -U on the TCP port's number as well
     port: int = 0
     expect_alive: bool = True    # False once a test asked it to exit
     proc: subprocess.Popen = None
@@ -201,8 +202,10 @@ class ServerProcess:
         # A port can be taken between the probe and the server's bind: retry on another.
         for _ in range(3):
             self.port = free_port()
+            # a later -U wins over the launcher's -U 0, in both servers
+            extra = (("-U", str(self.port)) if self.udp else ()) + tuple(self.extra)
             self.cmd = self.backend.command(self.port, self.threads, self.memory_mb,
-                                            self.max_item_size, self.conn_limit, self.extra)
+                                            self.max_item_size, self.conn_limit, extra)
             env = dict(os.environ)
             env.update(dict(self.backend.env))
             env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")

@@ -1,0 +1,328 @@
+"""UDP (-U) side by side with memcached 1.6.18, on every backend.
+
+memcached's frame (memcached.c try_read_udp, build_udp_header): 8 bytes,
+big-endian request id, sequence number, datagram count, reserved.  A request
+is one datagram; each of memcached's response objects (one per command, one
+per key of a get, END riding on the last) goes out as its own datagrams of at
+most 1392 bytes behind the header, numbered from 0, a get's key that missed
+as a bare header with a count of 0.  The expected bytes below are checked on
+memcached too.
+
+memcached -t 1 serves the reference side of anything exact: quit leaves
+memcached's UDP connection cutting every later datagram short, so no test
+sends it but on a fresh server.
+"""
+
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from tests.support.raw import RawConn, stats
+
+HDR = struct.Struct(">HHHH")
+DATA = 1392          # memcached's UDP_DATA_SIZE: 1400 - the header
+
+
+def hdr(rid, seq=0, total=1, reserved=0):
+    return HDR.pack(rid, seq, total, reserved)
+
+
+class UdpClient:
+    def __init__(self, addr, rcvbuf=32 << 20):
+        self.addr = addr
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # a reply of a large value is hundreds of datagrams at once
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)   # SO_RCVBUFFORCE, as root
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, payload):
+        self.sock.sendto(payload, self.addr)
+
+    def recv_all(self, quiet=0.3, first=3.0, expect=None):
+        """Datagrams until none came for `quiet` seconds (or `expect` came)."""
+        out = []
+        self.sock.settimeout(first)
+        try:
+            while expect is None or len(out) < expect:
+                out.append(self.sock.recv(70000))
+                self.sock.settimeout(quiet)
+        except socket.timeout:
+            pass
+        return out
+
+    def ask(self, rid, body, **kw):
+        self.send(hdr(rid) + body)
+        return self.recv_all(**kw)
+
+
+def frames(rid, *responses):
+    """The datagrams memcached sends for these response objects (None: a
+    bare header)."""
+    out = []
+    for r in responses:
+        if r is None:
+            out.append(hdr(rid, 0, 0))
+            continue
+        n = (len(r) + DATA - 1) // DATA
+        for i in range(n):
+            out.append(hdr(rid, i, n) + r[i * DATA:(i + 1) * DATA])
+    return out
+
+
+def reassemble(datagrams):
+    """Response objects from datagrams in arrival order: each starts at
+    sequence 0 and is put together by sequence number."""
+    resps = []
+    for d in datagrams:
+        rid, seq, total, res = HDR.unpack(d[:8])
+        assert res == 0
+        if seq == 0:
+            resps.append({"total": total, "parts": {}})
+        cur = resps[-1]
+        assert cur["total"] == total
+        cur["parts"][seq] = d[8:]
+    out = []
+    for r in resps:
+        assert sorted(r["parts"]) == list(range(max(r["total"], 1)))
+        out.append(b"".join(r["parts"][i] for i in sorted(r["parts"])))
+    return out
+
+
+@pytest.fixture
+def udp_server(server_factory):
+    def start(**kw):
+        kw.setdefault("threads", 1)
+        srv = server_factory(udp=True, **kw)
+        return srv
+    return start
+
+
+@pytest.fixture
+def client(udp_server):
+    srv = udp_server()
+    c = UdpClient(srv.addr)
+    c.srv = srv
+    yield c
+    c.close()
+
+
+def test_set_get_delete_exact_bytes(client):
+    assert client.ask(1, b"set k 0 0 5\r\nhello\r\n") == frames(1, b"STORED\r\n")
+    assert client.ask(2, b"get k\r\n") == frames(2, b"VALUE k 0 5\r\nhello\r\nEND\r\n")
+    assert client.ask(0xfffe, b"delete k\r\n") == frames(0xfffe, b"DELETED\r\n")
+    assert client.ask(3, b"get k\r\n") == frames(3, b"END\r\n")
+    assert client.ask(4, b"delete k\r\n") == frames(4, b"NOT_FOUND\r\n")
+
+
+def test_one_response_per_command_and_per_key(client):
+    client.ask(1, b"set a 0 0 1\r\nA\r\n")
+    # a key that missed is a bare header, END rides on the last key
+    assert client.ask(2, b"get zz a zz\r\n") == frames(
+        2, None, b"VALUE a 0 1\r\nA\r\n", b"END\r\n")
+    assert client.ask(3, b"get a\r\nversion\r\nmn\r\nbogus\r\n") == frames(
+        3, b"VALUE a 0 1\r\nA\r\nEND\r\n", b"VERSION 1.6.18\r\n", b"MN\r\n", b"ERROR\r\n")
+    got = client.ask(4, b"get a\r\nmn\r\nbogus\r\n")
+    assert got == frames(4, b"VALUE a 0 1\r\nA\r\nEND\r\n", b"MN\r\n", b"ERROR\r\n")
+    # noreply and a quiet meta miss send nothing, not even a header
+    assert client.ask(5, b"set n 0 0 1 noreply\r\nB\r\nmg zz v q\r\nmg n v\r\n") == frames(
+        5, b"VA 1\r\nB\r\n")
+
+
+def test_multi_get_spans_many_datagrams(client):
+    values = {f"key{i}".encode(): os.urandom(700 + 997 * i).hex().encode()[:700 + 997 * i]
+              for i in range(12)}
+    with RawConn(client.srv.addr) as c:
+        for k, v in values.items():
+            assert c.call(b"set %s 3 0 %d\r\n%s\r\n" % (k, len(v), v)) == b"STORED\r\n"
+    keys = list(values)
+    keys.insert(0, b"missing")
+    keys.insert(6, b"missing")
+    got = client.ask(77, b"get " + b" ".join(keys) + b"\r\n")
+    want = []
+    for i, k in enumerate(keys):
+        r = b"" if k == b"missing" else b"VALUE %s 3 %d\r\n%s\r\n" % (k, len(values[k]), values[k])
+        if i == len(keys) - 1:
+            r += b"END\r\n"
+        want.append(r)
+    # the first key's miss heads the batch: a bare header; the later one,
+    # behind a sent response, is not sent
+    assert got == frames(77, None, *[w for w in want[1:] if w])
+    assert len(got) > 40
+    assert reassemble(got) == [b""] + [w for w in want[1:] if w]
+
+
+def test_value_near_the_max_size(client):
+    value = os.urandom(1000 * 1024)
+    with RawConn(client.srv.addr) as c:
+        assert c.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value), timeout=10) == b"STORED\r\n"
+    reply = b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
+    want = frames(9, reply)
+    got = client.ask(9, b"get big\r\n", expect=len(want))
+    assert len(got) == len(want) == 736
+    assert got == want
+
+
+def test_malformed_headers_are_dropped(client):
+    client.ask(1, b"set a 0 0 1\r\nA\r\n")
+    for bad in (hdr(5)[:7], hdr(5), hdr(5, 0, 2) + b"get a\r\n", hdr(5, 1, 0) + b"get a\r\n",
+                hdr(5, 0, 0) + b"get a\r\n"):
+        client.send(bad)
+        assert client.recv_all(first=0.3) == [], bad
+    # the sequence number and the reserved field are not looked at
+    hit = b"VALUE a 0 1\r\nA\r\nEND\r\n"
+    client.send(hdr(6, 3, 1) + b"get a\r\n")
+    assert client.recv_all() == frames(6, hit)
+    client.send(hdr(7, 0, 1, 0xffff) + b"get a\r\n")
+    assert client.recv_all() == frames(7, hit)
+    # a partial line goes with its datagram
+    client.send(hdr(8) + b"get a")
+    assert client.recv_all(first=0.3) == []
+    assert client.ask(9, b"get a\r\n") == frames(9, hit)
+
+
+def test_quit_sends_a_bare_header(client):
+    # after a transmit (a get's), quit's empty response heads its batch and
+    # goes out as a bare header; behind version's it is finished unsent
+    assert client.ask(1, b"get zz\r\nquit\r\nversion\r\n") == frames(1, b"END\r\n", None)
+
+
+def test_empty_response_behind_a_sent_one_is_not_sent(udp_server):
+    srv = udp_server()
+    c = UdpClient(srv.addr)
+    try:
+        c.ask(1, b"set a 0 0 1\r\nA\r\n")
+        assert c.ask(2, b"get a zz a\r\n") == frames(
+            2, b"VALUE a 0 1\r\nA\r\n", b"VALUE a 0 1\r\nA\r\nEND\r\n")
+        assert c.ask(3, b"set n 0 0 1 noreply\r\nB\r\nget zz a\r\n") == frames(
+            3, None, b"VALUE a 0 1\r\nA\r\nEND\r\n")
+        assert c.ask(4, b"version\r\nquit\r\n") == frames(4, b"VERSION 1.6.18\r\n")
+    finally:
+        c.close()
+
+
+def test_many_clients_at_once(udp_server):
+    srv = udp_server(threads=2)
+    clients = [UdpClient(srv.addr, rcvbuf=1 << 20) for _ in range(64)]
+    try:
+        with RawConn(srv.addr) as c:
+            for i in range(64):
+                c.call(b"set c%d 0 0 %d\r\n%d\r\n" % (i, len(str(i)), i))
+        for rnd in range(3):
+            for i, u in enumerate(clients):
+                u.send(hdr(1000 * rnd + i) + b"get c%d\r\n" % i)
+            for i, u in enumerate(clients):
+                got = u.recv_all(expect=1)
+                v = b"%d" % i
+                assert got == frames(1000 * rnd + i, b"VALUE c%d 0 %d\r\n%s\r\nEND\r\n" % (i, len(v), v))
+    finally:
+        for u in clients:
+            u.close()
+
+
+@pytest.mark.mpcache_only
+def test_every_channel_answers(udp_server):
+    srv = udp_server(threads=2)
+    clients = [UdpClient(srv.addr, rcvbuf=1 << 20) for _ in range(32)]
+    try:
+        for i, u in enumerate(clients):
+            assert u.ask(i, b"version\r\n", expect=1)[0][:8] == hdr(i)
+    finally:
+        for u in clients:
+            u.close()
+    ch = stats(srv.addr, b"channels")
+    # each channel read datagrams on its own socket of the port
+    assert int(ch["0:requests"]) > 0 and int(ch["1:requests"]) > 0, ch
+
+
+def test_stats(udp_server):
+    srv = udp_server(threads=2)
+    u = UdpClient(srv.addr)
+    try:
+        u.ask(1, b"version\r\n")
+        assert stats(srv.addr, b"settings")["udpport"] == str(srv.port)
+        s = stats(srv.addr)
+        # memcached: a connection per UDP socket and thread; our one client
+        assert int(s["curr_connections"]) == 1 + 2
+        assert int(s["connection_structures"]) == 1 + 2 + 1
+        assert int(s["bytes_read"]) >= 8 + len(b"version\r\n")
+        with RawConn(srv.addr) as c:
+            c.send(b"stats conns\r\n")
+            c.sock.settimeout(5)
+            out = b""
+            while not out.endswith(b"END\r\n"):
+                out += c.sock.recv(65536)
+        lines = out.decode().split("\r\n")
+        udp_fds = [ln.split()[1].split(":")[0] for ln in lines if ln.endswith(":UDP UDP")]
+        assert len(udp_fds) == 2
+        for fd in udp_fds:
+            assert f"STAT {fd}:addr udp:127.0.0.1:{srv.port}" in lines
+            assert f"STAT {fd}:state conn_read" in lines
+            assert not any(ln.startswith(f"STAT {fd}:listen_addr") for ln in lines)
+        # asked over UDP, the socket answering shows the client
+        got = b"".join(reassemble(u.ask(2, b"stats conns\r\n")))
+        me = u.sock.getsockname()
+        assert f"addr udp:127.0.0.1:{me[1]}\r\n".encode() in got
+        assert b"state conn_parse_cmd" in got
+    finally:
+        u.close()
+
+
+@pytest.mark.mpcache_only
+def test_off_by_default(server_factory):
+    srv = server_factory(threads=1)
+    assert stats(srv.addr, b"settings")["udpport"] == "0"
+    u = UdpClient(srv.addr)
+    try:
+        u.send(hdr(1) + b"version\r\n")
+        assert u.recv_all(first=0.3) == []
+    finally:
+        u.close()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.mpcache_only
+def test_rss_bounded_under_a_flood(udp_server):
+    srv = udp_server(threads=2)
+    with RawConn(srv.addr) as c:
+        c.call(b"set v 0 0 20000\r\n" + b"v" * 20000 + b"\r\n")
+    # a client that never reads: its replies are dropped by its kernel
+    u = UdpClient(srv.addr, rcvbuf=4096)
+    req = hdr(1) + b"get " + b"v " * 20 + b"zz\r\n" + b"mn\r\n" * 50 + b"set n 0 0 3\r\nab"
+
+    def flood(n):
+        for i in range(n):
+            try:
+                u.sock.sendto(req, srv.addr)
+            except BlockingIOError:
+                pass
+            if i % 200 == 199:
+                time.sleep(0.01)
+    try:
+        flood(600)
+        time.sleep(0.5)
+        before = rss_kb(srv.proc.pid)
+        flood(3000)
+        time.sleep(0.5)
+        after = rss_kb(srv.proc.pid)
+        assert after - before < 16 * 1024, (before, after)
+        # and it still answers
+        v = UdpClient(srv.addr)
+        assert v.ask(2, b"version\r\n", expect=1)[0][:8] == hdr(2)
+        v.close()
+    finally:
+        u.close()
