@@ -473,12 +473,20 @@ def test_flags_reach_the_engine():
     assert (st["cas_enabled"], st["idle_timeout"]) == ("no", "9")
 
 
-def test_udp_port_starts_with_warning():
+def test_udp_port_without_port_moves_the_tcp_port():
+    # as memcached: -U without -p serves TCP on the UDP port too
     port = free_port()
-    proc = start(["-p", str(port), "-l", HOST, "-U", str(port)], (HOST, port))
+    proc = start(["-l", HOST, "-U", str(port)], (HOST, port))
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.settimeout(5)
+        u.sendto(b"\x00\x07\x00\x00\x00\x01\x00\x00version\r\n", (HOST, port))
+        assert u.recv(2048) == b"\x00\x07\x00\x00\x00\x01\x00\x00VERSION 1.6.18\r\n"
+    finally:
+        u.close()
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
-    assert f"WARNING: UDP is not served by mpcache; -U {port} ignored" in proc.stderr()
+    assert "UDP" not in proc.stderr()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
