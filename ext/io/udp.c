@@ -48,6 +48,8 @@ void mp_udp_free(mp_channel *ch, mp_udp *u)
     mp_refs_release(ch->eng->store, &c->wrefs);
     mp_buf_put(ch, c->wbuf, c->wsize, MP_BUF_OUT);
     free(u->rbuf);
+    for (int k = 0; k < MP_UDP_URING_RX; k++)
+        free(u->rx[k].buf);
     free(u->resps.at);
     free(u->resps.flags);
     free(u);
@@ -170,7 +172,7 @@ static void flush(mp_channel *ch, mp_udp *u)
  * and reads it from the next datagram, header and all, as data; quit there
  * also leaves the socket cutting every later datagram short after its first
  * reply (README, Compatibility). */
-static void datagram(mp_channel *ch, mp_udp *u, char *data, uint32_t n)
+static void request(mp_channel *ch, mp_udp *u, char *data, uint32_t n)
 {
     mp_conn *c = &u->conn;
     c->rbuf = data;
@@ -180,6 +182,7 @@ static void datagram(mp_channel *ch, mp_udp *u, char *data, uint32_t n)
     int budget = ch->eng->settings.reqs_per_event;
     for (;;) {
         int r = mp_process(c, budget);
+        mp_out_check(c);
         flush(ch, u);
         if (r != MP_PROC_YIELD)
             break;
@@ -191,6 +194,27 @@ static void datagram(mp_channel *ch, mp_udp *u, char *data, uint32_t n)
     c->rbuf = NULL;
     c->rsize = c->rstart = c->rend = 0;
     c->rbuf_borrowed = false;
+}
+
+void mp_udp_datagram(mp_channel *ch, mp_udp *u, char *buf, size_t n,
+                     const struct sockaddr_storage *peer, socklen_t peerlen)
+{
+    if (n <= MP_UDP_HEADER)
+        return;
+    ch->stats.bytes_read += (uint64_t)n;
+    const uint8_t *h = (const uint8_t *)buf;
+    /* a request in more than one datagram is not served */
+    if (h[4] != 0 || h[5] != 1)
+        return;
+    mp_conn *c = &u->conn;
+    if (peer != &c->peer) {
+        if (peerlen > sizeof(c->peer))
+            peerlen = sizeof(c->peer);
+        memcpy(&c->peer, peer, peerlen);
+    }
+    c->peerlen = peerlen;
+    u->request_id = (uint16_t)(h[0] << 8 | h[1]);
+    request(ch, u, buf + MP_UDP_HEADER, (uint32_t)(n - MP_UDP_HEADER));
 }
 
 void mp_udp_serve(mp_channel *ch, mp_udp *u)
@@ -209,16 +233,7 @@ void mp_udp_serve(mp_channel *ch, mp_udp *u)
                 continue;
             return;   /* EAGAIN: drained */
         }
-        c->peerlen = msg.msg_namelen;
-        if (n <= MP_UDP_HEADER)
-            continue;
-        ch->stats.bytes_read += (uint64_t)n;
-        const uint8_t *h = (const uint8_t *)u->rbuf;
-        /* a request in more than one datagram is not served */
-        if (h[4] != 0 || h[5] != 1)
-            continue;
-        u->request_id = (uint16_t)(h[0] << 8 | h[1]);
-        datagram(ch, u, u->rbuf + MP_UDP_HEADER, (uint32_t)n - MP_UDP_HEADER);
+        mp_udp_datagram(ch, u, u->rbuf, (size_t)n, &c->peer, msg.msg_namelen);
     }
     u->more = true;
 }

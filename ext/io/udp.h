@@ -1,13 +1,16 @@
 /* UDP (-U): memcached's datagram transport for the text protocol.
  *
  * Each channel has its own socket on every UDP address (SO_REUSEPORT, the
- * partitioned listener again), served on the channel's thread by plain
- * system calls, whatever the backend: the backend only reports that the
- * socket is readable (epoll, or a multishot IORING_OP_POLL_ADD on io_uring),
- * then mp_udp_serve reads datagrams with recvmsg and sends each one's replies
- * with sendmmsg.  A socket's state (one connection for the protocol, its
- * receive buffer, its send batch) is allocated once, when the socket is
- * added, so a request allocates nothing but pooled output buffers.
+ * partitioned listener again), served on the channel's thread.  Datagrams
+ * come in by IORING_OP_RECVMSG on io_uring (MP_UDP_URING_RX receives armed
+ * per socket, each with its own buffer, re-armed as each completes), and on
+ * epoll by recvmsg once the socket is readable (mp_udp_serve).  Replies go
+ * out by sendmmsg on both, at once: a reply's bytes stay where the protocol
+ * wrote them (the output buffer, items held by reference) only until the
+ * call returns, so nothing must outlive the request, as an io_uring send
+ * would need.  A socket's state (a connection for the protocol, its receive
+ * buffers, its send batch) is allocated when the socket is added or the ring
+ * set up, so a request allocates nothing but pooled output buffers.
  *
  * The frame is memcached 1.6.18's (memcached.c try_read_udp,
  * build_udp_header, transmit_udp): 8 bytes, big-endian request id,
@@ -42,6 +45,17 @@
 #define MP_UDP_IOV (2 * MP_OUT_REFS + 2)
 /* response objects one datagram can start: at most one per input byte */
 #define MP_UDP_RESPS (MP_UDP_READ_SIZE + 16)
+/* io_uring receives armed per socket: datagrams taken per turn */
+#define MP_UDP_URING_RX 4
+
+/* One armed IORING_OP_RECVMSG: the kernel reads msg when it consumes the
+ * submission and writes the datagram and its sender here. */
+typedef struct mp_udp_rx {
+    char *buf;                 /* MP_UDP_READ_SIZE */
+    struct msghdr msg;
+    struct iovec iov;
+    struct sockaddr_storage peer;
+} mp_udp_rx;
 
 struct mp_channel;
 
@@ -52,7 +66,8 @@ typedef struct mp_udp {
     mp_conn conn;              /* what the protocol runs on (memcached: one
                                 * conn per UDP socket and thread) */
     mp_resps resps;
-    char *rbuf;                /* MP_UDP_READ_SIZE */
+    char *rbuf;                /* MP_UDP_READ_SIZE (epoll) */
+    mp_udp_rx rx[MP_UDP_URING_RX];   /* io_uring: set up with the ring */
     struct mmsghdr msgs[MP_UDP_BATCH];
     struct iovec iov[MP_UDP_BATCH][MP_UDP_IOV];
     uint8_t hdr[MP_UDP_BATCH][MP_UDP_HEADER];
@@ -66,5 +81,8 @@ void mp_udp_free(struct mp_channel *ch, mp_udp *u);
  * u->more when it stopped with datagrams possibly left (the channel serves
  * it again at the end of the turn). */
 void mp_udp_serve(struct mp_channel *ch, mp_udp *u);
+/* A datagram of n bytes from peer, header included: answered or dropped. */
+void mp_udp_datagram(struct mp_channel *ch, mp_udp *u, char *buf, size_t n,
+                     const struct sockaddr_storage *peer, socklen_t peerlen);
 
 #endif

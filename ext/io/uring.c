@@ -20,7 +20,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,17 +439,37 @@ static void arm_stop(mp_channel *ch)
     sqe->user_data = UD(OP_STOP, 0, 0);
 }
 
-/* A UDP socket's readiness: a multishot poll (re-armed when the kernel
- * ends it), after which the channel reads and answers the datagrams with
- * plain system calls (udp.h). */
-static void arm_udp(mp_channel *ch, int i)
+/* Receive k of UDP socket i (udp.h): one datagram into its own buffer.
+ * user_data carries k where a connection's carries its generation. */
+static void arm_udp(mp_channel *ch, int i, int k)
 {
+    mp_udp_rx *rx = &ch->udp[i]->rx[k];
+    rx->iov.iov_base = rx->buf;
+    rx->iov.iov_len = MP_UDP_READ_SIZE;
+    memset(&rx->msg, 0, sizeof(rx->msg));
+    rx->msg.msg_name = &rx->peer;
+    rx->msg.msg_namelen = sizeof(rx->peer);
+    rx->msg.msg_iov = &rx->iov;
+    rx->msg.msg_iovlen = 1;
     struct io_uring_sqe *sqe = get_sqe(ch);
-    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->opcode = IORING_OP_RECVMSG;
     sqe->fd = ch->udp[i]->fd;
-    sqe->poll32_events = POLLIN;
-    sqe->len = IORING_POLL_ADD_MULTI;
-    sqe->user_data = UD(OP_UDP, 0, (uint32_t)i);
+    sqe->addr = (uint64_t)(uintptr_t)&rx->msg;
+    sqe->len = 1;
+    sqe->user_data = UD(OP_UDP, k, (uint32_t)i);
+}
+
+static void on_udp(mp_channel *ch, uint32_t i, uint32_t k, int res)
+{
+    if (i >= (uint32_t)ch->nudp || k >= MP_UDP_URING_RX)
+        return;
+    mp_udp *u = ch->udp[i];
+    mp_udp_rx *rx = &u->rx[k];
+    if (res >= 0)
+        mp_udp_datagram(ch, u, rx->buf, (size_t)res, &rx->peer, rx->msg.msg_namelen);
+    /* cancelled at teardown, or an error of this receive alone */
+    if (res != -ECANCELED && !ch->stopping)
+        arm_udp(ch, (int)i, (int)k);
 }
 
 /* ---- set-up ---- */
@@ -562,7 +581,12 @@ static int uring_setup(mp_channel *ch)
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
     for (int i = 0; i < ch->nudp; i++)
-        arm_udp(ch, i);
+        for (int k = 0; k < MP_UDP_URING_RX; k++) {
+            mp_udp_rx *rx = &ch->udp[i]->rx[k];
+            if (rx->buf == NULL && (rx->buf = malloc(MP_UDP_READ_SIZE)) == NULL)
+                return -ENOMEM;
+            arm_udp(ch, i, k);
+        }
     return 0;
 }
 
@@ -653,16 +677,9 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
     case OP_STOP:
         ch->stopping = 1;
         return;
-    case OP_UDP: {
-        uint32_t i = UD_SLOT(ud);
-        if (i >= (uint32_t)ch->nudp)
-            return;
-        if (cqe->res >= 0)
-            mp_udp_serve(ch, ch->udp[i]);
-        if (!(cqe->flags & IORING_CQE_F_MORE) && !ch->stopping)
-            arm_udp(ch, (int)i);
+    case OP_UDP:
+        on_udp(ch, UD_SLOT(ud), UD_GEN(ud), cqe->res);
         return;
-    }
     case OP_RECV:
     case OP_SEND:
     case OP_PEER: {
