@@ -1,5 +1,6 @@
 /* The engine's life cycle: what the Python shell calls before, around and
  * after the channel loops.  See engine.h for the per-core picture. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,7 @@
 #include "io/tls.h"
 #include "latency.h"
 #include "log.h"
+#include "io/udp.h"
 #include "proto/commands.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
@@ -243,6 +245,14 @@ int mp_engine_add_udp(mp_engine *eng, int ch, int fd)
 {
     if (ch < 0 || ch >= eng->nchannels)
         return -1;
+    /* memcached's maximize_sndbuf: its binary search ends on the largest
+     * size, which setsockopt takes (capping it) */
+    int was = 0, want = MP_UDP_SNDBUF;
+    socklen_t len = sizeof(was);
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &was, &len) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) == 0 &&
+        eng->settings.verbose > 1)
+        mp_log_udp_sndbuf(fd, was, want);
     if (eng->settings.verbose > 1)
         mp_log_listening_udp(fd);
     return mp_channel_add_udp(eng->channels[ch], fd);

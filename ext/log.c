@@ -152,6 +152,18 @@ void mp_log_listening(int fd, bool ascii)
     emit(&h, NULL, 0, ascii ? " server listening (ascii)" : " server listening (auto-negotiate)");
 }
 
+void mp_log_udp_sndbuf(int fd, int was, int now)
+{
+    line_head h = {.n = 0};
+    h.b[h.n++] = '<';
+    head_num(&h, (unsigned long long)fd);
+    head_lit(&h, " send buffer was ");
+    head_num(&h, (unsigned long long)(unsigned)was);
+    head_lit(&h, ", now ");
+    head_num(&h, (unsigned long long)(unsigned)now);
+    emit(&h, NULL, 0, NULL);
+}
+
 void mp_log_listening_udp(int fd)
 {
     line_head h = {.n = 0};

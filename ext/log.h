@@ -61,6 +61,8 @@ void mp_log_closed(const struct mp_conn *c);
 void mp_log_idle(const struct mp_conn *c);
 /* "<fd server listening (auto-negotiate)" or "(ascii)" */
 void mp_log_listening(int fd, bool ascii);
+/* "<N send buffer was X, now Y" */
+void mp_log_udp_sndbuf(int fd, int was, int now);
 /* "<N server listening (udp)" */
 void mp_log_listening_udp(int fd);
 /* "slab class   1: chunk size        96 perslab   10922" */

@@ -45,6 +45,10 @@
 #define MP_UDP_IOV (2 * MP_OUT_REFS + 2)
 /* response objects one datagram can start: at most one per input byte */
 #define MP_UDP_RESPS (MP_UDP_READ_SIZE + 16)
+/* memcached's MAX_SENDBUF_SIZE: a UDP socket's send buffer is asked for
+ * this much (the kernel caps it at net.core.wmem_max), so a reply of
+ * hundreds of datagrams is not dropped for room */
+#define MP_UDP_SNDBUF 268435456
 /* io_uring receives armed per socket: datagrams taken per turn */
 #define MP_UDP_URING_RX 4
 

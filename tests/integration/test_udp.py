@@ -326,3 +326,22 @@ def test_rss_bounded_under_a_flood(udp_server):
         v.close()
     finally:
         u.close()
+
+
+def test_vv_log(udp_server):
+    import re
+    srv = udp_server(extra=("-vv",))
+    u = UdpClient(srv.addr)
+    try:
+        assert u.ask(1, b"get a\r\n") == frames(1, b"END\r\n")
+    finally:
+        u.close()
+    deadline = time.monotonic() + 5
+    while b">" not in srv.output().encode() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [re.sub(r"\d+", "N", ln) for ln in srv.output().splitlines()]
+    i = lines.index("<N send buffer was N, now N")
+    assert lines[i + 1] == "<N server listening (udp)"
+    assert "<N get a" in lines and ">N END" in lines
+    sizes = re.search(r"send buffer was \d+, now (\d+)", srv.output()).group(1)
+    assert sizes == "268435456"
