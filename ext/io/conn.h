@@ -104,6 +104,7 @@ typedef struct mp_resps {
     uint32_t *at;
     uint8_t *flags;           /* MP_RESP_* */
     bool new_batch;           /* the next response starts a transmit batch */
+    bool sent;                /* the last flush's last batch sent something */
 } mp_resps;
 
 /* sent as a bare header when empty and first of its batch */
@@ -294,6 +295,16 @@ static inline void mp_out_resp(mp_conn *c)
     rs->at[rs->n] = at;
     rs->flags[rs->n] = batch;
     rs->n++;
+}
+
+/* UDP: a get resumed after its reply passed the output mark starts its next
+ * key's response in the batch its first part went out in: memcached builds
+ * the whole reply and transmits it at once. */
+static inline void mp_out_resp_resumed(mp_conn *c)
+{
+    if (c->resps != NULL)
+        c->resps->new_batch = false;
+    mp_out_resp(c);
 }
 
 /* UDP: the current response is sent even when empty (a bare header). */

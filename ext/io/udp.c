@@ -91,7 +91,8 @@ static void flush(mp_channel *ch, mp_udp *u)
     int nb = 0;
     /* output ahead of the first response (none is expected) goes as one */
     bool lead = rs->n == 0 ? total > 0 : rs->at[0] > 0;
-    bool batch_sent = false;
+    /* a resumed get's first response continues the batch sent last */
+    bool batch_sent = rs->sent;
     for (int32_t i = lead ? -1 : 0; i < (int32_t)rs->n; i++) {
         uint32_t start = i < 0 ? 0 : rs->at[i];
         uint32_t end = i + 1 < (int32_t)rs->n ? rs->at[i + 1] : total;
@@ -163,6 +164,7 @@ static void flush(mp_channel *ch, mp_udp *u)
     c->out_oom = false;
     rs->n = 0;
     rs->new_batch = true;
+    rs->sent = batch_sent;
 }
 
 /* One request datagram, without its header: every command in it runs, its

@@ -180,10 +180,13 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     mp_token t;
     /* UDP: memcached gives each key its own response object, END riding on
      * the last; one for a key that missed still goes out, as a bare header */
-    bool own_resp = pos != 0;
+    bool resumed = pos != 0, own_resp = resumed;
     while (res == GK_OK && next_key(r, &first, &pos, &t)) {
-        if (own_resp)
+        if (resumed)
+            mp_out_resp_resumed(c);
+        else if (own_resp)
             mp_out_resp(c);
+        resumed = false;
         own_resp = true;
         mp_out_resp_force(c);
         res = get_one(c, r->line + t.off, t.len, return_cas, touch, exptime, !p->discard);

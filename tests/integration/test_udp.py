@@ -345,3 +345,17 @@ def test_vv_log(udp_server):
     assert "<N get a" in lines and ">N END" in lines
     sizes = re.search(r"send buffer was \d+, now (\d+)", srv.output()).group(1)
     assert sizes == "268435456"
+
+
+def test_get_past_the_output_mark(client):
+    # mpcache sends a get's reply in parts once it passes 1 MiB; the datagrams
+    # are memcached's, which builds it whole: the misses behind a part are
+    # still behind a response already sent
+    vals = {b"k0": b"A" * 600000, b"k1": b"B" * 600000, b"k2": b"C" * 10}
+    with RawConn(client.srv.addr) as c:
+        for k, v in vals.items():
+            assert c.call(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), timeout=10) == b"STORED\r\n"
+    want = frames(5, *[b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(v), v) for k, v in vals.items()],
+                  b"END\r\n")
+    got = client.ask(5, b"get k0 zz k1 zz k2 zz\r\n", expect=len(want))
+    assert got == want
