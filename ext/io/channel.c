@@ -701,6 +701,7 @@ int mp_channel_add_udp(mp_channel *ch, int fd)
     mp_udp *u = mp_udp_open(ch, fd);
     if (u == NULL)
         return -1;
+    u->index = ch->nudp;
     ch->udp[ch->nudp++] = u;
     return 0;
 }

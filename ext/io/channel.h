@@ -56,6 +56,7 @@ typedef struct mp_listener {
 } mp_listener;
 
 typedef struct mp_uring mp_uring;
+struct mp_udp;
 struct epoll_event;
 
 /* An I/O backend (Redis's ae_epoll.c / ae_kqueue.c): the channel runs the
@@ -83,6 +84,11 @@ typedef struct mp_backend {
     /* Flow control, decided by the channel: stop and start receiving. */
     void (*pause_input)(mp_channel *ch, mp_conn *c);
     void (*resume_input)(mp_channel *ch, mp_conn *c);
+    /* UDP (udp.h), optional: queues one datagram, the iovecs copied (they
+     * hold the header and a slice of the output).  False: not taken (and
+     * what was taken is submitted), the caller sends it and the rest of
+     * the reply itself. */
+    bool (*udp_send)(mp_channel *ch, struct mp_udp *u, const struct iovec *iov, int niov);
 } mp_backend;
 
 extern const mp_backend mp_epoll_backend;

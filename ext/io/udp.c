@@ -50,6 +50,7 @@ void mp_udp_free(mp_channel *ch, mp_udp *u)
     free(u->rbuf);
     for (int k = 0; k < MP_UDP_URING_RX; k++)
         free(u->rx[k].buf);
+    free(u->tx);
     free(u->resps.at);
     free(u->resps.flags);
     free(u);
@@ -89,6 +90,7 @@ static void flush(mp_channel *ch, mp_udp *u)
     int oi = 0;
     size_t ooff = 0;
     int nb = 0;
+    bool by_backend = ch->be != NULL && ch->be->udp_send != NULL;
     /* output ahead of the first response (none is expected) goes as one */
     bool lead = rs->n == 0 ? total > 0 : rs->at[0] > 0;
     /* a resumed get's first response continues the batch sent last */
@@ -141,6 +143,14 @@ static void flush(mp_channel *ch, mp_udp *u)
                     oi++;
                     ooff = 0;
                 }
+            }
+            if (by_backend) {
+                if (ch->be->udp_send(ch, u, iov, niov)) {
+                    seq++;
+                    len -= chunk;
+                    continue;
+                }
+                by_backend = false;
             }
             struct msghdr *m = &u->msgs[nb].msg_hdr;
             memset(m, 0, sizeof(*m));

@@ -1,16 +1,22 @@
 /* UDP (-U): memcached's datagram transport for the text protocol.
  *
  * Each channel has its own socket on every UDP address (SO_REUSEPORT, the
- * partitioned listener again), served on the channel's thread.  Datagrams
- * come in by IORING_OP_RECVMSG on io_uring (MP_UDP_URING_RX receives armed
- * per socket, each with its own buffer, re-armed as each completes), and on
- * epoll by recvmsg once the socket is readable (mp_udp_serve).  Replies go
- * out by sendmmsg on both, at once: a reply's bytes stay where the protocol
- * wrote them (the output buffer, items held by reference) only until the
- * call returns, so nothing must outlive the request, as an io_uring send
- * would need.  A socket's state (a connection for the protocol, its receive
- * buffers, its send batch) is allocated when the socket is added or the ring
- * set up, so a request allocates nothing but pooled output buffers.
+ * partitioned listener again), served on the channel's thread.
+ *
+ * io_uring: datagrams come in by IORING_OP_RECVMSG (MP_UDP_URING_RX receives
+ * armed per socket, each with its own buffer, re-armed as each completes)
+ * and replies go out by IORING_OP_SENDMSG, each datagram copied into a send
+ * slot of its own (MP_UDP_URING_TX per socket, given back by its
+ * completion), so nothing of the output buffer or of an item held by
+ * reference must outlive the request.  With every slot in flight (a reply of
+ * hundreds of datagrams), what is queued is submitted and the rest of the
+ * reply goes by sendmmsg, in order.
+ * epoll: recvmsg once the socket is readable (mp_udp_serve), replies by
+ * sendmmsg.
+ *
+ * A socket's state (a connection for the protocol, its buffers and slots,
+ * its send batch) is allocated when the socket is added or the ring set up,
+ * so a request allocates nothing but pooled output buffers.
  *
  * The frame is memcached 1.6.18's (memcached.c try_read_udp,
  * build_udp_header, transmit_udp): 8 bytes, big-endian request id,
@@ -51,6 +57,8 @@
 #define MP_UDP_SNDBUF 268435456
 /* io_uring receives armed per socket: datagrams taken per turn */
 #define MP_UDP_URING_RX 4
+/* io_uring send slots per socket: datagrams in flight */
+#define MP_UDP_URING_TX 128
 
 /* One armed IORING_OP_RECVMSG: the kernel reads msg when it consumes the
  * submission and writes the datagram and its sender here. */
@@ -61,10 +69,20 @@ typedef struct mp_udp_rx {
     struct sockaddr_storage peer;
 } mp_udp_rx;
 
+/* One datagram in flight by IORING_OP_SENDMSG: the kernel reads msg when
+ * it consumes the submission, the rest until the send completes. */
+typedef struct mp_udp_tx {
+    struct msghdr msg;
+    struct iovec iov;
+    struct sockaddr_storage peer;
+    uint8_t data[MP_UDP_MAX_PAYLOAD];
+} mp_udp_tx;
+
 struct mp_channel;
 
 typedef struct mp_udp {
     int fd;
+    int index;                 /* in its channel's udp[] */
     bool more;                 /* left datagrams unread at MP_UDP_PER_TURN */
     uint16_t request_id;       /* of the datagram being answered */
     mp_conn conn;              /* what the protocol runs on (memcached: one
@@ -72,6 +90,9 @@ typedef struct mp_udp {
     mp_resps resps;
     char *rbuf;                /* MP_UDP_READ_SIZE (epoll) */
     mp_udp_rx rx[MP_UDP_URING_RX];   /* io_uring: set up with the ring */
+    mp_udp_tx *tx;             /* io_uring: MP_UDP_URING_TX, set up with the ring */
+    uint16_t tx_free[MP_UDP_URING_TX];
+    int ntx_free;
     struct mmsghdr msgs[MP_UDP_BATCH];
     struct iovec iov[MP_UDP_BATCH][MP_UDP_IOV];
     uint8_t hdr[MP_UDP_BATCH][MP_UDP_HEADER];

@@ -49,7 +49,8 @@
 /* Sends with values by reference per io_uring_enter; more submit early. */
 #define MP_URING_MSGS 64
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL, OP_PEER, OP_UDP };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CLOSE, OP_STOP, OP_REJECT, OP_CANCEL, OP_PEER, OP_UDP,
+       OP_UDP_SEND };
 
 /* A direct descriptor has no getpeername, and a multishot accept cannot
  * return each connection's address: it is asked of the socket with
@@ -459,6 +460,48 @@ static void arm_udp(mp_channel *ch, int i, int k)
     sqe->user_data = UD(OP_UDP, k, (uint32_t)i);
 }
 
+static bool uring_udp_send(mp_channel *ch, mp_udp *u, const struct iovec *iov, int niov)
+{
+    if (u->ntx_free == 0) {
+        /* what is queued goes first: the rest of the reply follows it */
+        submit_early(ch);
+        return false;
+    }
+    int k = u->tx_free[--u->ntx_free];
+    mp_udp_tx *t = &u->tx[k];
+    size_t n = 0;
+    for (int i = 0; i < niov; i++) {
+        memcpy(t->data + n, iov[i].iov_base, iov[i].iov_len);
+        n += iov[i].iov_len;
+    }
+    memcpy(&t->peer, &u->conn.peer, u->conn.peerlen);
+    t->iov.iov_base = t->data;
+    t->iov.iov_len = n;
+    memset(&t->msg, 0, sizeof(t->msg));
+    t->msg.msg_name = &t->peer;
+    t->msg.msg_namelen = u->conn.peerlen;
+    t->msg.msg_iov = &t->iov;
+    t->msg.msg_iovlen = 1;
+    struct io_uring_sqe *sqe = get_sqe(ch);
+    sqe->opcode = IORING_OP_SENDMSG;
+    sqe->fd = u->fd;
+    sqe->addr = (uint64_t)(uintptr_t)&t->msg;
+    sqe->len = 1;
+    sqe->user_data = UD(OP_UDP_SEND, k, (uint32_t)u->index);
+    ch->stats.syscall_write++;   /* counted as the send it replaces */
+    return true;
+}
+
+static void on_udp_send(mp_channel *ch, uint32_t i, uint32_t k, int res)
+{
+    if (i >= (uint32_t)ch->nudp || k >= MP_UDP_URING_TX)
+        return;
+    mp_udp *u = ch->udp[i];
+    u->tx_free[u->ntx_free++] = (uint16_t)k;
+    if (res > 0)
+        ch->stats.bytes_written += (uint64_t)res;
+}
+
 static void on_udp(mp_channel *ch, uint32_t i, uint32_t k, int res)
 {
     if (i >= (uint32_t)ch->nudp || k >= MP_UDP_URING_RX)
@@ -580,6 +623,14 @@ static int uring_setup(mp_channel *ch)
     arm_stop(ch);
     for (int i = 0; i < ch->nlisteners; i++)
         arm_accept(ch, i);
+    for (int i = 0; i < ch->nudp; i++) {
+        mp_udp *ud = ch->udp[i];
+        if (ud->tx == NULL && (ud->tx = malloc(MP_UDP_URING_TX * sizeof(mp_udp_tx))) == NULL)
+            return -ENOMEM;
+        ud->ntx_free = 0;
+        for (int k = MP_UDP_URING_TX - 1; k >= 0; k--)
+            ud->tx_free[ud->ntx_free++] = (uint16_t)k;
+    }
     for (int i = 0; i < ch->nudp; i++)
         for (int k = 0; k < MP_UDP_URING_RX; k++) {
             mp_udp_rx *rx = &ch->udp[i]->rx[k];
@@ -680,6 +731,9 @@ static void dispatch(mp_channel *ch, struct io_uring_cqe *cqe)
     case OP_UDP:
         on_udp(ch, UD_SLOT(ud), UD_GEN(ud), cqe->res);
         return;
+    case OP_UDP_SEND:
+        on_udp_send(ch, UD_SLOT(ud), UD_GEN(ud), cqe->res);
+        return;
     case OP_RECV:
     case OP_SEND:
     case OP_PEER: {
@@ -750,4 +804,5 @@ const mp_backend mp_uring_backend = {
     .close = uring_close,
     .pause_input = uring_pause_input,
     .resume_input = uring_resume_input,
+    .udp_send = uring_udp_send,
 };
