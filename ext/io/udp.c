@@ -36,6 +36,8 @@ mp_udp *mp_udp_open(mp_channel *ch, int fd)
     c->next_free = MP_NO_SLOT;
     c->last_cmd = mp_current_time;
     c->resps = &u->resps;
+    /* memcached negotiates nothing on UDP: no "Client using" line at -vv */
+    c->proto.log_negotiated = true;
     return u;
 }
 

@@ -351,6 +351,10 @@ def test_vv_log(udp_server):
     i = lines.index("<N send buffer was N, now N")
     assert lines[i + 1] == "<N server listening (udp)"
     assert "<N get a" in lines and ">N END" in lines
+    # the UDP connection negotiates nothing (the launcher's TCP probe does)
+    fd = re.search(r"<(\d+) server listening \(udp\)", srv.output()).group(1)
+    assert f"{fd}: Client using the ascii protocol" not in srv.output()
+    assert f"<{fd} get a" in srv.output()
     sizes = re.search(r"send buffer was \d+, now (\d+)", srv.output()).group(1)
     assert sizes == "268435456"
 
