@@ -371,3 +371,35 @@ def test_get_past_the_output_mark(client):
                   b"END\r\n")
     got = client.ask(5, b"get k0 zz k1 zz k2 zz\r\n", expect=len(want))
     assert got == want
+
+
+def test_counters(client):
+    """bytes_read and bytes_written count whole datagrams, headers included
+    (a multi-datagram request too, dropped after it is read); cmd_get and
+    get_hits as over TCP."""
+    with RawConn(client.srv.addr) as c:
+        c.sock.settimeout(5)
+
+        def stats_now():
+            c.send(b"stats\r\n")
+            out = b""
+            while not out.endswith(b"END\r\n"):
+                out += c.sock.recv(65536)
+            return out, dict(ln.split(" ", 2)[1:] for ln in out.decode().split("\r\n")
+                             if ln.startswith("STAT "))
+
+        raw1, s1 = stats_now()
+        sent = [hdr(1) + b"set k 0 0 2\r\nhi\r\n", hdr(2) + b"get k zz\r\n",
+                hdr(3, 0, 2) + b"get k\r\n", hdr(4)]
+        received = []
+        for d in sent:
+            client.send(d)
+            received += client.recv_all(first=0.5)
+        _, s2 = stats_now()
+    read = sum(len(d) for d in sent if len(d) > 8) + len(b"stats\r\n")
+    assert int(s2["bytes_read"]) - int(s1["bytes_read"]) == read
+    written = len(raw1) + sum(len(d) for d in received)
+    assert int(s2["bytes_written"]) - int(s1["bytes_written"]) == written
+    assert (int(s2["cmd_get"]) - int(s1["cmd_get"]), int(s2["get_hits"]) - int(s1["get_hits"]),
+            int(s2["get_misses"]) - int(s1["get_misses"]), int(s2["cmd_set"]) - int(s1["cmd_set"])) \
+        == (2, 1, 1, 1)
