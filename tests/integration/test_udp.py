@@ -403,3 +403,16 @@ def test_counters(client):
     assert (int(s2["cmd_get"]) - int(s1["cmd_get"]), int(s2["get_hits"]) - int(s1["get_hits"]),
             int(s2["get_misses"]) - int(s1["get_misses"]), int(s2["cmd_set"]) - int(s1["cmd_set"])) \
         == (2, 1, 1, 1)
+
+
+def test_embedded_server_serves_udp():
+    import mpcache
+    from tests.support.servers import free_port
+    port = free_port()
+    with mpcache.Server(port=0, threads=2, udp_port=port) as srv:
+        u = UdpClient(("127.0.0.1", port))
+        try:
+            assert u.ask(3, b"version\r\n", expect=1) == frames(3, b"VERSION 1.6.18\r\n")
+        finally:
+            u.close()
+        assert srv.stats()["curr_connections"] == 2   # the two channels' UDP sockets
