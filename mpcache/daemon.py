@@ -12,13 +12,14 @@ from .config import EX_NOUSER, EX_OSERR, EX_USAGE, ConfigError
 
 def write_port_file(path, report):
     """MEMCACHED_PORT_FILENAME: one "TCP INET: <port>" or "TCP INET6: <port>"
-    line per listening address, written to "<path>.lck" and renamed into
-    place, so a reader never sees half a file (as memcached 1.6)."""
+    line per listening address, then a "UDP ..." one per UDP address (-U),
+    written to "<path>.lck" and renamed into place, so a reader never sees
+    half a file (as memcached 1.6).  report: (transport, family, port)."""
     tmp = f"{path}.lck"
     try:
         with open(tmp, "w") as f:
-            for family, port in report:
-                f.write(f"TCP {family}: {port}\n")
+            for transport, family, port in report:
+                f.write(f"{transport} {family}: {port}\n")
         os.rename(tmp, path)
     except OSError as e:
         raise ConfigError(f"Failed to open \"{tmp}\": {e.strerror}", EX_OSERR) from None

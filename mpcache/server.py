@@ -384,11 +384,15 @@ class Server:
             self._unix = None
 
     def listen_report(self):
-        """[(family name, port)] per TCP address, for the port file."""
+        """[(transport, family name, port)] per TCP address, then per UDP
+        address, for the port file."""
         seen = []
         for sock, ch, family, addr, _ in self._tcp:
             if ch == 0:
-                seen.append((_family_name(family), addr[1]))
+                seen.append(("TCP", _family_name(family), addr[1]))
+        for sock, ch in self._udp:
+            if ch == 0:
+                seen.append(("UDP", _family_name(sock.family), sock.getsockname()[1]))
         return seen
 
     # -- channels --------------------------------------------------------

@@ -401,6 +401,37 @@ def test_ephemeral_port_file_like_memcached(tmp_path):
         assert theirs.endswith("\n") and theirs.count("\n") == 1
 
 
+def test_port_file_lists_udp_like_memcached(tmp_path):
+    udp = free_port()
+
+    def lines(argv, pf):
+        deadline = time.monotonic() + START_TIMEOUT
+        while not pf.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return pf.read_text().splitlines()
+
+    pf = tmp_path / "ports"
+    proc = start(["-p", "-1", "-U", str(udp), "-l", HOST, "-t", "2"],
+                 env=_env(MEMCACHED_PORT_FILENAME=str(pf)))
+    ours = lines(None, pf)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+    assert [ln.split(": ")[0] for ln in ours] == ["TCP INET", "UDP INET"]
+    assert ours[1] == f"UDP INET: {udp}"
+    if MEMCACHED:
+        mpf = tmp_path / "memcached-ports"
+        env = dict(os.environ, MEMCACHED_PORT_FILENAME=str(mpf))
+        m = subprocess.Popen([MEMCACHED, "-p", "-1", "-U", str(udp), "-l", HOST] + AS_ROOT,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            theirs = lines(None, mpf)
+        finally:
+            m.terminate()
+            m.wait(10)
+        assert [ln.split(": ")[0] for ln in theirs] == ["TCP INET", "UDP INET"]
+        assert theirs[1] == ours[1]
+
+
 def test_port_file_lists_every_address(tmp_path):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
