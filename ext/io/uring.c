@@ -510,8 +510,12 @@ static void on_udp(mp_channel *ch, uint32_t i, uint32_t k, int res)
     mp_udp_rx *rx = &u->rx[k];
     if (res >= 0)
         mp_udp_datagram(ch, u, rx->buf, (size_t)res, &rx->peer, rx->msg.msg_namelen);
-    /* cancelled at teardown, or an error of this receive alone */
-    if (res != -ECANCELED && !ch->stopping)
+    /* re-armed after a datagram or a passing failure; not once cancelled at
+     * teardown, nor after a failure that would only come back at once (a
+     * receive failing on every turn would keep the loop from ever waiting) */
+    bool passing = res >= 0 || res == -EINTR || res == -EAGAIN || res == -ENOBUFS ||
+                   res == -ENOMEM || res == -ECONNREFUSED;
+    if (passing && !ch->stopping)
         arm_udp(ch, (int)i, (int)k);
 }
 
