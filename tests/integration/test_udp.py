@@ -416,3 +416,92 @@ def test_embedded_server_serves_udp():
         finally:
             u.close()
         assert srv.stats()["curr_connections"] == 2   # the two channels' UDP sockets
+
+
+def _random_datagram(rng):
+    """1 to 6 text and meta commands, ending with mn (its MN marks the end of
+    the replies)."""
+    keys = [b"a", b"b", b"c", b"d", b"e"]
+
+    def key():
+        return b"k" * 251 if rng.random() < 0.02 else rng.choice(keys)
+
+    def value():
+        n = rng.choice([0, 1, 5, 100, 1391, 1392, 1393, 3000])
+        return bytes(rng.choice(b"abcdefgh") for _ in range(n))
+
+    def nr():
+        return b" noreply" if rng.random() < 0.25 else b""
+
+    out = []
+    for _ in range(rng.randint(1, 6)):
+        r = rng.random()
+        if r < 0.25:
+            v = value()
+            cmd = rng.choice([b"set", b"add", b"replace", b"append", b"prepend"])
+            n = len(v) - 2 if len(v) > 2 and rng.random() < 0.05 else len(v)
+            out.append(b"%s %s %d 0 %d%s\r\n%s\r\n" % (cmd, key(), rng.randint(0, 9), n, nr(), v))
+        elif r < 0.5:
+            out.append(b"get " + b" ".join(key() for _ in range(rng.randint(1, 5))) + b"\r\n")
+        elif r < 0.55:
+            out.append(b"delete %s%s\r\n" % (key(), nr()))
+        elif r < 0.6:
+            out.append(b"%s %s %d%s\r\n" % (rng.choice([b"incr", b"decr"]), key(),
+                                              rng.randint(0, 99), nr()))
+        elif r < 0.65:
+            out.append(b"touch %s 0%s\r\n" % (key(), nr()))
+        elif r < 0.7:
+            cmd = rng.choice([b"gat 0", b"gats 0", b"gets"])
+            out.append(cmd + b" " + b" ".join(key() for _ in range(rng.randint(1, 3))) + b"\r\n")
+        elif r < 0.72:
+            v = value()
+            out.append(b"cas %s 0 0 %d %d%s\r\n%s\r\n" % (key(), len(v), rng.randint(1, 40), nr(), v))
+        elif r < 0.8:
+            out.append(b"mg %s %s\r\n" % (key(), rng.choice([b"v", b"v q", b"k v", b"s f", b""])))
+        elif r < 0.85:
+            v = value()
+            out.append(b"ms %s %d%s\r\n%s\r\n" % (key(), len(v), rng.choice([b"", b" q"]), v))
+        elif r < 0.88:
+            out.append(b"md %s%s\r\n" % (key(), rng.choice([b"", b" q"])))
+        elif r < 0.9:
+            out.append(b"mn\r\n")
+        elif r < 0.93:
+            out.append(rng.choice([b"version\r\n", b"bogus\r\n", b"\r\n", b"verbosity 1 noreply\r\n"]))
+        else:
+            out.append(b"ma %s\r\n" % key())
+    return b"".join(out) + b"mn\r\n"
+
+
+def _replies(u, rid, body):
+    u.send(hdr(rid) + body)
+    out = []
+    u.sock.settimeout(3)
+    try:
+        while not out or out[-1] != hdr(rid) + b"MN\r\n":
+            out.append(u.sock.recv(70000))
+    except socket.timeout:
+        pass
+    return out
+
+
+@pytest.mark.mpcache_only
+def test_differential_against_memcached(backend):
+    """Seeded datagrams of mixed commands (MPCACHE_UDP_SEED picks another
+    stream): every reply datagram, header and all, the same as memcached's."""
+    import random
+    from tests.support.servers import start_server
+    ref = start_server("memcached", threads=1, udp=True)
+    ours = start_server(backend, threads=1, udp=True)
+    a, b = UdpClient(ref.addr), UdpClient(ours.addr)
+    try:
+        rng = random.Random(int(os.environ.get("MPCACHE_UDP_SEED", "20261206")))
+        for i in range(400):
+            body = _random_datagram(rng)
+            want = _replies(a, i, body)
+            got = _replies(b, i, body)
+            assert got == want, (i, body)
+    finally:
+        a.close()
+        b.close()
+        ref.stop()
+        ours.stop()
