@@ -505,3 +505,24 @@ def test_differential_against_memcached(backend):
         b.close()
         ref.stop()
         ours.stop()
+
+
+def test_ipv6(udp_server):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    srv = udp_server(extra=("-l", "::1"))
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        u.settimeout(5)
+        u.sendto(hdr(6) + b"version\r\n", ("::1", srv.port))
+        assert u.recv(2048) == hdr(6) + b"VERSION 1.6.18\r\n"
+        u.sendto(hdr(7) + b"stats conns\r\n", ("::1", srv.port))
+        got = u.recv(65536)
+        me = u.getsockname()[1]
+        assert f"addr udp6:[::1]:{me}\r\n".encode() in got
+        assert f"listen_addr udp6:[::1]:{srv.port}\r\n".encode() in got
+    finally:
+        u.close()
