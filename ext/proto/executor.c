@@ -179,7 +179,8 @@ static int get_common(mp_conn *c, const mp_request *r, bool return_cas, bool tou
     get_key_result res = GK_OK;
     mp_token t;
     /* UDP: memcached gives each key its own response object, END riding on
-     * the last; one for a key that missed still goes out, as a bare header */
+     * the last; one for a key that missed may go out as a bare header (when
+     * it heads its transmit batch: MP_RESP_BATCH) */
     bool resumed = pos != 0, own_resp = resumed;
     while (res == GK_OK && next_key(r, &first, &pos, &t)) {
         if (resumed)
