@@ -219,6 +219,9 @@ static int epoll_setup(mp_channel *ch)
             return -errno;
     }
     for (int i = 0; i < ch->nudp; i++) {
+        mp_udp *u = ch->udp[i];
+        if (u->rbuf == NULL && (u->rbuf = malloc(MP_UDP_READ_SIZE)) == NULL)
+            return -ENOMEM;
         ev.events = EPOLLIN;
         ev.data.u64 = (TAG_UDP << TAG_SHIFT) | (uint64_t)i;
         if (epoll_ctl(ch->epfd, EPOLL_CTL_ADD, ch->udp[i]->fd, &ev) < 0)

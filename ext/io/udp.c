@@ -18,10 +18,9 @@ mp_udp *mp_udp_open(mp_channel *ch, int fd)
     if (u == NULL)
         return NULL;
     u->fd = fd;
-    u->rbuf = malloc(MP_UDP_READ_SIZE);
     u->resps.at = malloc(MP_UDP_RESPS * sizeof(uint32_t));
     u->resps.flags = malloc(MP_UDP_RESPS);
-    if (u->rbuf == NULL || u->resps.at == NULL || u->resps.flags == NULL) {
+    if (u->resps.at == NULL || u->resps.flags == NULL) {
         mp_udp_free(ch, u);
         return NULL;
     }

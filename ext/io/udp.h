@@ -88,7 +88,7 @@ typedef struct mp_udp {
     mp_conn conn;              /* what the protocol runs on (memcached: one
                                 * conn per UDP socket and thread) */
     mp_resps resps;
-    char *rbuf;                /* MP_UDP_READ_SIZE (epoll) */
+    char *rbuf;                /* epoll: MP_UDP_READ_SIZE, set up with the backend */
     mp_udp_rx rx[MP_UDP_URING_RX];   /* io_uring: set up with the ring */
     mp_udp_tx *tx;             /* io_uring: MP_UDP_URING_TX, set up with the ring */
     uint16_t tx_free[MP_UDP_URING_TX];
