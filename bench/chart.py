@@ -238,7 +238,7 @@ def arrangement_section(result, png_rel):
     return out
 
 
-def markdown(result, png_rel, old_notes, more=()):
+def markdown(result, png_rel, old_notes, more=(), hitmatrix=None):
     m, cfg = result["machine"], result["config"]
     engines = [s for s in cfg["servers"] if s != compare.REFERENCE]
     out = [
@@ -299,6 +299,10 @@ def markdown(result, png_rel, old_notes, more=()):
         "",
         baseline_table(result),
         "",
+    ]
+    if hitmatrix is not None:
+        out += hitmatrix_section(hitmatrix)
+    out += [
         "## Chart",
         "",
         f"![throughput and server CPU per request against requests per connection and value size]({png_rel})",
@@ -334,11 +338,29 @@ def markdown(result, png_rel, old_notes, more=()):
     return "\n".join(out)
 
 
+def hitmatrix_section(hm):
+    """BENCHMARKS.md's section from bench/hitmatrix.py's JSON."""
+    from bench import hitmatrix
+    servers = hm["servers"]
+    return [
+        "## What a cache holds and how often it hits",
+        "",
+        f"`make -C bench hitmatrix` (bench/hitmatrix.py, seed {hm['seed']}"
+        + (", --quick" if hm.get("quick") else "") + "): both servers at `-t 2`, each cell on fresh "
+        "servers, the same seeded request sequence; cache-aside cells count the gets of the second "
+        "half. A busy machine slows a cell but hardly moves its figures; the servers' own timers "
+        "(maintenance, memcached's LRU threads) do, by up to about 0.02 in a hit ratio between runs.",
+        "",
+        hitmatrix.markdown(hm, servers[1], servers[0]),
+    ]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="chart and BENCHMARKS.md from compare.py's JSON")
     ap.add_argument("json")
     ap.add_argument("--png", default=os.path.join(compare.HERE, "results", "throughput.png"))
     ap.add_argument("--markdown", default=None, help="write BENCHMARKS.md here")
+    ap.add_argument("--hitmatrix", default=None, help="bench/hitmatrix.py's JSON: a section of its own")
     ap.add_argument("--more", nargs="*", default=[],
                     help="results of other arrangements, each a section with its own chart")
     args = ap.parse_args(argv)
@@ -367,7 +389,11 @@ def main(argv=None):
         png_rel = os.path.relpath(os.path.abspath(args.png), here)
         more_rel = [(extra, os.path.relpath(png, here)) for extra, png in more]
         with open(args.markdown, "w") as f:
-            f.write(markdown(result, png_rel, old_notes, more_rel))
+            hm = None
+            if args.hitmatrix:
+                with open(args.hitmatrix) as f2:
+                    hm = json.load(f2)
+            f.write(markdown(result, png_rel, old_notes, more_rel, hm))
         print(f"report: {args.markdown}", file=sys.stderr)
     return 0
 

@@ -26,6 +26,9 @@
  * a lock.  S = N makes that grow with -t; S = 4N keeps it under a quarter
  * of that share at any -t ("stats channels" counts the waits per shard). */
 #define MP_SHARDS_PER_CHANNEL 4
+/* ... but each shard has at least this many pages of -m (see
+ * mp_engine_create_tls). */
+#define MP_PAGES_PER_SHARD 16
 
 /* ---- the protocol's door (proto_env.h): what the engine offers it ---- */
 
@@ -173,13 +176,18 @@ mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char
     eng->store = mp_store_create(&eng->settings, nshards, err, errlen);
     if (eng->store == NULL)
         goto fail;
-    /* A shard holds nothing until it has a page: with fewer pages in -m
-     * than shards, a store into a shard without one empties another's whole
-     * page for it, and the next store takes it back (at -m 2 -t 1 the cache
-     * held two items).  So no more shards than pages. */
-    uint32_t pages = mp_store_pages(eng->store);
-    if (pages < (uint32_t)nshards) {
-        while (nshards > 1 && (uint32_t)nshards > pages)
+    /* Each shard has pages of its own, and each slab class of a shard
+     * needs memory of its own: a 64 KiB unit for a small class, a whole page
+     * for one of 8 KiB chunks and up.  With few pages per shard, values of
+     * many sizes cannot all stay (at -m 16 -t 2, 8 shards of 2 pages:
+     * a Zipf cache-aside over 100 B - 64 KiB values hit 0.37 where
+     * memcached hits 0.84; with 1 shard, 0.81).  So no more shards than
+     * -m has MP_PAGES_PER_SHARD pages: 4 at -m 64, 8 from -m 128 at -t 2;
+     * and at -m 2 -t 1 one shard, not four that took each other's only
+     * page on every store. */
+    uint32_t most = mp_store_pages(eng->store) / MP_PAGES_PER_SHARD;
+    if (most < (uint32_t)nshards) {
+        while (nshards > 1 && (uint32_t)nshards > most)
             nshards >>= 1;
         mp_store_destroy(eng->store);
         eng->store = mp_store_create(&eng->settings, nshards, err, errlen);

@@ -140,15 +140,21 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
     int i = 1;
     while (i < MP_MAX_SLAB_CLASSES - 1 && size <= a->page_size / 2) {
         a->chunk_size[i] = (uint32_t)size;
-        a->small[i] = size <= MP_SMALL_CHUNK_MAX;
-        a->perslab[i] = (uint32_t)((a->small[i] ? MP_UNIT_SIZE : a->page_size) / size);
+        uint32_t k = 1;
+        while ((size_t)k * MP_UNIT_SIZE < MP_SLAB_MIN_CHUNKS * size)
+            k <<= 1;
+        if ((size_t)k * MP_UNIT_SIZE > a->page_size / 2)
+            k = a->units_per_page;
+        a->slab_units[i] = k;
+        a->perslab[i] = (uint32_t)((size_t)k * MP_UNIT_SIZE / size);
         size_t next = round_up((size_t)((double)size * factor), 8);
         size = next > size ? next : size + 8;
         i++;
     }
     a->chunk_size[i] = (uint32_t)a->page_size;
     a->perslab[i] = 1;
-    a->small[i] = false;
+    a->slab_units[i] = a->units_per_page;
+    a->slab_units[0] = 1;
     a->nclasses = i;
     return 0;
 }
@@ -269,6 +275,8 @@ static void page_detach_empty(mp_arena *a, mp_slabs *sl, uint32_t pg)
     sl->empty_pages--;
     if (sl->page_cursor == pg + 1)
         sl->page_cursor = MP_NONE;
+    if (sl->run_cursor == pg + 1)
+        sl->run_cursor = MP_NONE;
     plist_del(a->pages, &sl->pages, pg);
     sl->npages--;
 }
@@ -321,12 +329,84 @@ static void slab_assign(mp_arena *a, mp_slabs *sl, int cls, uint32_t u)
     slist_add(a->slabs, &c->slabs, u, false);
     c->nslabs++;
     c->cur = u + 1;
-    POISON(mp_slab_base(a, u), a->small[cls] ? MP_UNIT_SIZE : a->page_size);
+    POISON(mp_slab_base(a, u), (size_t)a->slab_units[cls] * MP_UNIT_SIZE);
+}
+
+/* Takes k free units of a SPLIT page of the shard, starting at u0. */
+static void units_take(mp_arena *a, mp_slabs *sl, uint32_t u0, uint32_t k)
+{
+    mp_page_meta *p = &a->pages[mp_page_of_unit(a, u0)];
+    if (p->free_units == a->units_per_page)
+        sl->empty_pages--;
+    for (uint32_t j = 0; j < k; j++)
+        slist_del(a->slabs, &sl->free_units, u0 + j);
+    sl->nfree_units -= k;
+    p->free_units = (uint16_t)(p->free_units - k);
+}
+
+/* Pages searched for k free units in a row before an empty page is taken. */
+#define MP_RUN_SCAN 64
+
+/* The first unit of k free ones in a row, aligned to k, in a page of the
+ * shard: a partly used page first (empty ones stay whole for the large
+ * classes), else an empty one; UINT32_MAX if none. */
+static uint32_t find_run(mp_arena *a, mp_slabs *sl, uint32_t k)
+{
+    if (sl->pages == MP_NONE)
+        return UINT32_MAX;
+    uint32_t empty = UINT32_MAX;
+    uint32_t pg = (sl->run_cursor != MP_NONE ? sl->run_cursor : sl->pages) - 1;
+    uint32_t n = sl->npages < MP_RUN_SCAN ? sl->npages : MP_RUN_SCAN;
+    for (uint32_t i = 0; i < n; i++, pg = a->pages[pg].next - 1) {
+        const mp_page_meta *p = &a->pages[pg];
+        if (p->kind != MP_PAGE_SPLIT || p->free_units < k)
+            continue;
+        uint32_t u0 = pg * a->units_per_page;
+        if (p->free_units == a->units_per_page) {
+            if (empty == UINT32_MAX)
+                empty = u0;
+            continue;
+        }
+        for (uint32_t off = 0; off + k <= a->units_per_page; off += k) {
+            uint32_t j = 0;
+            while (j < k && a->slabs[u0 + off + j].clsid == 0)
+                j++;
+            if (j == k) {
+                sl->run_cursor = pg + 1;
+                return u0 + off;
+            }
+        }
+    }
+    if (empty == UINT32_MAX && sl->empty_pages > 0) {
+        uint32_t e = mp_slabs_empty_page(a, sl);
+        if (e != UINT32_MAX)
+            empty = e * a->units_per_page;
+    }
+    return empty;
 }
 
 bool mp_slab_grow(mp_arena *a, mp_slabs *sl, int cls)
 {
-    if (a->small[cls]) {
+    uint32_t k = a->slab_units[cls];
+    if (k > 1 && k < a->units_per_page) {
+        uint32_t u0 = find_run(a, sl, k);
+        if (u0 == UINT32_MAX) {
+            uint32_t pg = pool_take(a);
+            if (pg == UINT32_MAX)
+                return false;
+            page_attach_empty(a, sl, pg);
+            u0 = pg * a->units_per_page;
+        }
+        units_take(a, sl, u0, k);
+        slab_assign(a, sl, cls, u0);
+        /* the other units carry the class too (mp_slab_of), on no list */
+        for (uint32_t j = 1; j < k; j++) {
+            memset(&a->slabs[u0 + j], 0, sizeof(mp_slab_meta));
+            a->slabs[u0 + j].clsid = (uint8_t)cls;
+        }
+        return true;
+    }
+    if (k == 1) {
         if (sl->nfree_units == 0) {
             uint32_t pg = pool_take(a);
             if (pg == UINT32_MAX)
@@ -452,9 +532,14 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     if (p->kind == MP_PAGE_WHOLE) {
         page_split_free(a, sl, pg);
     } else {
-        slist_add(a->slabs, &sl->free_units, u, true);
-        sl->nfree_units++;
-        if (++p->free_units == a->units_per_page)
+        uint32_t k = a->slab_units[cls];
+        for (uint32_t j = 0; j < k; j++) {
+            a->slabs[u + j].clsid = 0;
+            slist_add(a->slabs, &sl->free_units, u + j, true);
+        }
+        sl->nfree_units += k;
+        p->free_units = (uint16_t)(p->free_units + k);
+        if (p->free_units == a->units_per_page)
             sl->empty_pages++;
     }
     if (!sl->hoard && p->free_units == a->units_per_page)
@@ -533,8 +618,17 @@ void mp_slabs_check(const mp_arena *a, const mp_slabs *sl)
             MP_ASSERT(p->next != MP_NONE && a->pages[p->next - 1].prev == pg);
             if (p->kind == MP_PAGE_SPLIT) {
                 uint32_t u0 = (pg - 1) * a->units_per_page, nfree = 0;
-                for (uint32_t k = 0; k < a->units_per_page; k++)
-                    nfree += a->slabs[u0 + k].clsid == 0;
+                for (uint32_t k = 0; k < a->units_per_page; k++) {
+                    const mp_slab_meta *m = &a->slabs[u0 + k];
+                    nfree += m->clsid == 0;
+                    /* a slab of several units: the others carry its class
+                     * and are on no list */
+                    if (mp_slab_is_head(a, u0 + k))
+                        for (uint32_t j = 1; j < a->slab_units[m->clsid]; j++)
+                            MP_ASSERT(a->slabs[u0 + k + j].clsid == m->clsid &&
+                                      a->slabs[u0 + k + j].prev == MP_NONE &&
+                                      a->slabs[u0 + k + j].used == 0);
+                }
                 MP_ASSERT(nfree == p->free_units);
                 empty += nfree == a->units_per_page;
             } else {

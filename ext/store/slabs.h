@@ -4,13 +4,14 @@
  *
  *   arena  [page][page][page] ...          page: the unit of the -m budget,
  *           |      |                             big enough for the largest item
- *           |      +-- WHOLE: one slab of a large class (chunk > unit/8)
- *           +-- SPLIT: units of 64 KiB, each free or one slab of a small class
+ *           |      +-- WHOLE: one slab of a large class
+ *           +-- SPLIT: units of 64 KiB, each free or part of a slab of
+ *               1, 2, 4 ... units (MP_SLAB_MIN_CHUNKS)
  *
- * Small classes take 64 KiB slabs so that a shard can hold items of many
- * sizes with little memory: with one shard per core, page-sized slabs per
- * shard per class would waste most of a small -m.  A page returns to the
- * global pool as soon as nothing in it is used.
+ * Slabs smaller than a page let a shard hold items of many sizes with
+ * little memory: with several shards, page-sized slabs per shard per class
+ * would spend most of a small -m on classes with a few items each.  A page
+ * returns to the global pool as soon as nothing in it is used.
  *
  * Locking: the arena's pool (free pages, budget) has its own mutex, a leaf
  * taken under a shard lock for a few instructions.  Everything else here
@@ -29,9 +30,12 @@
 
 #define MP_UNIT_SHIFT 16
 #define MP_UNIT_SIZE ((size_t)1 << MP_UNIT_SHIFT)
-/* A small class keeps at least 8 chunks per 64 KiB slab; bigger chunks would
- * waste too much of a unit, so they get whole pages. */
-#define MP_SMALL_CHUNK_MAX (MP_UNIT_SIZE / 8)
+/* Every slab holds at least 8 chunks, so at most an eighth of it is lost to
+ * rounding: a class of chunks up to MP_UNIT_SIZE / 8 takes 64 KiB slabs
+ * (one unit), a bigger one the smallest power of two of units that holds 8
+ * (2 to half a page), aligned to that power within its page, and one whose
+ * 8 chunks do not fit in half a page a whole page. */
+#define MP_SLAB_MIN_CHUNKS 8
 /* memcached's page size; larger when -I needs it. */
 #define MP_PAGE_MIN ((size_t)1024 * 1024)
 /* Address space reserved beyond -m so that cache_memlimit can raise the limit
@@ -75,7 +79,7 @@ typedef struct mp_arena {
     int nclasses;                /* classes are 1..nclasses */
     uint32_t chunk_size[MP_MAX_SLAB_CLASSES];
     uint32_t perslab[MP_MAX_SLAB_CLASSES];
-    bool small[MP_MAX_SLAB_CLASSES];
+    uint32_t slab_units[MP_MAX_SLAB_CLASSES];   /* units per slab; [0] = 1 */
     uint64_t reassigns;          /* pages or slabs moved between classes/shards (atomic) */
 } mp_arena;
 
@@ -97,6 +101,7 @@ typedef struct mp_slabs {
     uint32_t npages;
     uint32_t empty_pages;        /* SPLIT pages with every unit free */
     uint32_t page_cursor;        /* where the next victim-page scan starts */
+    uint32_t run_cursor;         /* where the next search for free units starts */
     int32_t shard;
     bool hoard;                  /* keep emptied pages (a move is in progress) */
 } mp_slabs;
@@ -126,13 +131,23 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size);
 /* A pending item became linked (no longer pins its slab). */
 void mp_slab_unpend(mp_arena *a, mp_item *it);
 
+/* The first unit of the slab holding p (every unit of a slab carries its
+ * class, and a slab of k units starts at a multiple of k in its page). */
 static inline uint32_t mp_slab_of(const mp_arena *a, const void *p)
 {
     uint32_t u = (uint32_t)(((const char *)p - a->base) >> MP_UNIT_SHIFT);
-    uint32_t pg = u / a->units_per_page;
+    uint32_t pg = u / a->units_per_page, u0 = pg * a->units_per_page;
     if (a->pages[pg].kind == MP_PAGE_WHOLE)
-        u = pg * a->units_per_page;
-    return u;
+        return u0;
+    uint32_t k = a->slab_units[a->slabs[u].clsid];
+    return u0 + ((u - u0) & ~(k - 1));
+}
+
+/* Is unit u where a slab starts (not a free unit, nor inside a slab)? */
+static inline bool mp_slab_is_head(const mp_arena *a, uint32_t u)
+{
+    uint8_t cls = a->slabs[u].clsid;
+    return cls != 0 && ((u % a->units_per_page) & (a->slab_units[cls] - 1)) == 0;
 }
 
 /* An item's first reference was taken / its last one dropped: the slab is

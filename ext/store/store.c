@@ -595,7 +595,7 @@ static void drain_page(mp_shard *s, uint32_t pg)
         return;
     }
     for (uint32_t k = 0; k < a->units_per_page; k++)
-        if (a->slabs[u0 + k].clsid != 0)
+        if (mp_slab_is_head(a, u0 + k))
             drain_slab(s, u0 + k);
 }
 
@@ -628,7 +628,7 @@ static uint32_t pick_victim_slab(mp_shard *s, int cls)
 static bool shard_move_memory(mp_shard *s, int cls)
 {
     mp_arena *a = &s->st->arena;
-    if (a->small[cls]) {
+    if (a->slab_units[cls] == 1) {
         int best = 0;
         uint32_t best_slab = UINT32_MAX;
         mp_rel_time best_time = 0;
@@ -685,8 +685,9 @@ static bool shard_rebalance(mp_shard *s, int cls)
     for (int d = 1; d <= a->nclasses; d++) {
         if (d == cls || s->slabs.cls[d].nslabs == 0)
             continue;
-        /* a large class needs a whole page: only a large class has one */
-        if (!a->small[cls] && a->small[d])
+        /* a slab of d frees as many units as cls needs, aligned, only if
+         * d's slabs are no smaller */
+        if (a->slab_units[d] < a->slab_units[cls])
             continue;
         if (class_age(s, d, now, &age) && age > best_age) {
             best = d;

@@ -880,6 +880,44 @@ static void test_memlimit(void)
     mp_store_destroy(st);
 }
 
+/* Slabs of several 64 KiB units: a class of chunks over 8 KiB takes the
+ * smallest power of two of units that holds 8 chunks (up to half a page),
+ * so in -m 4 with one shard values of 10, 20, 40 and 60 KiB and small ones
+ * all stay: with a whole 1 MiB page per class of 8 KiB and more they
+ * needed 5 pages and evicted each other. */
+static void test_medium_slabs(void)
+{
+    mp_store *st = make_store(4 * MIB, 1, true, true);
+    static char big[60001];
+    memset(big, 'b', sizeof(big) - 1);
+    static const size_t sizes[] = {10000, 20000, 40000, 60000};
+    char key[32];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++) {
+            snprintf(key, sizeof(key), "big%d", i);
+            CHECK_EQ_U64(store_full(st, MP_SET, key, big, sizes[i], 0, 0, 0, NULL), MP_STORED);
+        }
+        for (int i = 0; i < 200; i++) {
+            snprintf(key, sizeof(key), "small%d", i);
+            CHECK_EQ_U64(store(st, MP_SET, key, "a small value"), MP_STORED);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "big%d", i);
+        CHECK(get(st, key).hit);
+    }
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        CHECK(get(st, key).hit);
+    }
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    for (int c = 1; c < n - 1; c++)
+        if (cls[c].chunk_size <= 512 * 1024 / 8)
+            CHECK(cls[c].chunks_per_page >= 8);
+    mp_store_destroy(st);
+}
+
 static void test_slab_classes(void)
 {
     mp_store *st = make_store(64 * MIB, 1, true, true);
@@ -1945,6 +1983,7 @@ int main(void)
         { "hash_growth", test_hash_growth },
         { "memlimit", test_memlimit },
         { "slab_classes", test_slab_classes },
+        { "medium_slabs", test_medium_slabs },
         { "hash_quality", test_hash_quality },
         { "policy_vs_lru", test_policy_vs_lru },
         { "threads", test_threads },

@@ -32,7 +32,7 @@ def test_four_shards_per_channel(server_factory, backend, threads, shards):
     """-t N has 4N shards rounded up to a power of two, and every store takes
     the lock of its key's shard: 2,000 sets over many keys land on every
     shard, and the acquisitions add up to at least one per set."""
-    srv = server_factory(threads=threads)
+    srv = server_factory(threads=threads, memory_mb=1024)
     n, before = shard_locks(srv.addr)
     assert n == shards
     client = Client(srv.addr)
@@ -121,12 +121,13 @@ def test_placement(server_factory, backend, pinned):
         assert singles == []
 
 
-@pytest.mark.parametrize("memory_mb,threads,shards", [(2, 1, 2), (2, 2, 2), (8, 2, 8), (64, 2, 8)])
+@pytest.mark.parametrize("memory_mb,threads,shards",
+                         [(2, 1, 1), (2, 2, 1), (16, 2, 1), (64, 2, 4), (128, 2, 8), (128, 1, 4)])
 def test_no_more_shards_than_pages(server_factory, backend, memory_mb, threads, shards):
-    """A shard holds nothing until it has a 1 MiB page of its own, so a small
-    -m has fewer shards than 4 a channel, and the pages it has hold items:
-    200 small values all stay in -m 2 (with a shard a page short, each store
-    took the other shard's only page and the cache held two)."""
+    """Each shard has 16 pages of -m or more, so a small -m has fewer
+    shards than 4 a channel, and the pages it has hold items: 200 small
+    values all stay in -m 2 (with a shard a page short, each store took the
+    other shard's only page and the cache held two)."""
     srv = server_factory(threads=threads, memory_mb=memory_mb)
     n, _ = shard_locks(srv.addr)
     assert n == shards

@@ -187,7 +187,7 @@ def _class_sum(st, field):
 
 
 def test_evictions_are_counted_per_class(server_factory):
-    # -t 1 -m 8: eight 1 MiB pages for mpcache's four shards
+    # -t 1 -m 8: eight 1 MiB pages (mpcache: one shard)
     srv = server_factory(threads=1, memory_mb=8)
     # every other item has an expiry time; none is ever fetched
     _fill(srv, 20000, 1000, ttl=lambda i: 3600 * (i % 2))

@@ -591,7 +591,7 @@ def test_help_lists_the_flag():
 def test_shard_lock_series():
     """One mpcache_shard_lock_{acquisitions,waits}_total series per shard (4
     per channel), counting the locks the traffic took."""
-    mpc = Mpcache(threads=2).start()
+    mpc = Mpcache(threads=2, memory_mb=1024).start()
     try:
         with socket.create_connection(mpc.addr, timeout=5) as c:
             for i in range(200):
