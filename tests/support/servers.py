@@ -12,6 +12,7 @@ fails the test with its command line and stderr.
 import atexit
 import itertools
 import os
+import random
 import resource
 import signal
 import socket
@@ -107,6 +108,11 @@ def _port_is_free(port):
         return False
     finally:
         s.close()
+
+
+def skip_ports(n):
+    for _ in range(n):
+        next(_port_counter)
 
 
 def free_port(port_range=PORT_RANGE):
@@ -223,6 +229,9 @@ class ServerProcess:
                 self.stop()
                 if "in use" not in str(e).lower():
                     break
+                # another session's servers sit on the next ports too: look
+                # elsewhere in the range
+                skip_ports(random.randrange(1000))
         raise last_error
 
     def _wait_ready(self):
