@@ -268,13 +268,7 @@ class ServerProcess:
         took the port between the probe and the bind (tests run in parallel
         on one machine): its stats name our pid."""
         s.sendall(b"stats\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        for line in buf.split(b"\r\n"):
+        for line in _recv_until(s, b"END\r\n").split(b"\r\n"):
             if line.startswith(b"STAT pid "):
                 if int(line.split()[2]) != self.proc.pid:
                     raise ServerStartError(f"port {self.port} in use by pid {line.split()[2].decode()}")
@@ -318,14 +312,18 @@ class ServerProcess:
             self._stderr.close()
 
 
-def _recv_line(s):
+def _recv_until(s, end):
     buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(4096)
+    while not buf.endswith(end):
+        chunk = s.recv(65536)
         if not chunk:
             break
         buf += chunk
     return buf
+
+
+def _recv_line(s):
+    return _recv_until(s, b"\n")
 
 
 def start_server(backend_name, **kw):
