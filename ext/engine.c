@@ -243,7 +243,7 @@ int mp_engine_add_listener(mp_engine *eng, int ch, int fd, int is_unix, int tls)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     if (eng->settings.verbose > 1)
-        mp_log_listening(fd, eng->settings.binding_ascii);
+        mp_log_listening(fd, &eng->settings);
     /* a unix socket is plaintext, as memcached's under -Z */
     return mp_channel_add_listener(eng->channels[ch], fd, is_unix != 0,
                                    tls && !is_unix && eng->tls != NULL);

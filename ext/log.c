@@ -115,18 +115,21 @@ void mp_log_lookup(const mp_conn *c, const char *key, size_t nkey, int why)
                                                  : NULL);
 }
 
-void mp_log_opened(const mp_conn *c, bool ascii)
+void mp_log_opened(const mp_conn *c, const mp_settings *s)
 {
     line_head h;
     head_conn(&h, '<', c);
-    emit(&h, NULL, 0, ascii ? " new ascii client connection." : " new auto-negotiating client connection");
+    emit(&h, NULL, 0, s->binding_ascii    ? " new ascii client connection."
+                      : s->binding_binary ? " new binary client connection."
+                                          : " new auto-negotiating client connection");
 }
 
-void mp_log_negotiated(const mp_conn *c)
+void mp_log_negotiated(const mp_conn *c, bool binary)
 {
     line_head h;
     head_conn(&h, 0, c);
-    emit(&h, NULL, 0, ": Client using the ascii protocol");
+    emit(&h, NULL, 0, binary ? ": Client using the binary protocol"
+                             : ": Client using the ascii protocol");
 }
 
 void mp_log_closed(const mp_conn *c)
@@ -144,12 +147,14 @@ void mp_log_idle(const mp_conn *c)
     emit(&h, NULL, 0, NULL);
 }
 
-void mp_log_listening(int fd, bool ascii)
+void mp_log_listening(int fd, const mp_settings *s)
 {
     line_head h = {.n = 0};
     h.b[h.n++] = '<';
     head_num(&h, (unsigned long long)fd);
-    emit(&h, NULL, 0, ascii ? " server listening (ascii)" : " server listening (auto-negotiate)");
+    emit(&h, NULL, 0, s->binding_ascii    ? " server listening (ascii)"
+                      : s->binding_binary ? " server listening (binary)"
+                                          : " server listening (auto-negotiate)");
 }
 
 void mp_log_udp_sndbuf(int fd, int was, int now)

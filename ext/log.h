@@ -52,15 +52,15 @@ void mp_log_sending_key(const struct mp_conn *c, const char *key, size_t nkey);
 void mp_log_lookup(const struct mp_conn *c, const char *key, size_t nkey, int why);
 /* "<N new auto-negotiating client connection", or with -B ascii / -Y
  * "<N new ascii client connection." */
-void mp_log_opened(const struct mp_conn *c, bool ascii);
+void mp_log_opened(const struct mp_conn *c, const mp_settings *s);
 /* "N: Client using the ascii protocol" (auto-negotiation, first input) */
-void mp_log_negotiated(const struct mp_conn *c);
+void mp_log_negotiated(const struct mp_conn *c, bool binary);
 /* "<N connection closed." */
 void mp_log_closed(const struct mp_conn *c);
 /* "Closing idle fd N" */
 void mp_log_idle(const struct mp_conn *c);
 /* "<fd server listening (auto-negotiate)" or "(ascii)" */
-void mp_log_listening(int fd, bool ascii);
+void mp_log_listening(int fd, const mp_settings *s);
 /* "<N send buffer was X, now Y" */
 void mp_log_udp_sndbuf(int fd, int was, int now);
 /* "<N server listening (udp)" */

@@ -332,8 +332,10 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_YESNO(c, "cas_enabled", s->use_cas);
     STAT_U64(c, "tcp_backlog", s->backlog);
     /* -B auto negotiates each connection from its first byte, as memcached
-     * does; the binary protocol is not built, so it is always ascii */
-    STAT_STR(c, "binding_protocol", s->binding_ascii ? "ascii" : "auto-negotiate");
+     * does */
+    STAT_STR(c, "binding_protocol", s->binding_ascii    ? "ascii"
+                                    : s->binding_binary ? "binary"
+                                                        : "auto-negotiate");
     STAT_YESNO(c, "auth_enabled_sasl", false);
     /* memcached prints at most 126 bytes of a longer path, then whatever
      * its stack holds after them; here the path, up to MP_STAT_LINE_MAX */

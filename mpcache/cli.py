@@ -75,8 +75,8 @@ OPTIONS = [
            "requests processed per connection to prevent\nstarvation (default: 20)"),
     Option("C", "disable-cas", "", "disable use of CAS"),
     Option("b", "listen-backlog", "num", "set the backlog queue limit (default: 1024)"),
-    Option("B", "protocol", "name", "protocol: ascii or auto (default: auto; the binary\n"
-           "protocol is not served)"),
+    Option("B", "protocol", "name", "protocol - one of ascii, binary, or auto (default:\n"
+           "auto-negotiate)"),
     Option("I", "max-item-size", "num", "adjusts max item size\n(default: 1m, min: 1k, max: 1024m)"),
     Option("S", "enable-sasl", "", "turn on Sasl authentication (not supported: refused)"),
     Option("F", "disable-flush-all", "", "disable flush_all command"),
@@ -293,8 +293,6 @@ def apply_option(s, warnings, opt, value, listen_given):
     elif name == "b":
         s.backlog = _int("-b", value)
     elif name == "B":
-        # -B binary is refused after every flag is read (parse_args): with
-        # -Y, memcached's own refusal comes first
         if value not in ("ascii", "auto", "binary"):
             raise UsageError(f"Invalid value for binding protocol: {value}\n"
                              " -- should be one of auto, binary, or ascii")
@@ -368,8 +366,6 @@ def parse_args(argv):
     if s.auth_file is not None and protocol not in (None, "ascii"):
         raise UsageError("ERROR: You cannot allow the BINARY protocol while using ascii "
                          "authentication tokens.")
-    if protocol == "binary":
-        raise UsageError("mpcache serves the text protocol only: -B binary is not supported")
     return Command(action, s, warnings)
 
 

@@ -162,7 +162,8 @@ class Settings:
     idle_timeout: int = 0
     maxconns_fast: bool = True
     # -B: "auto" negotiates each connection's protocol from its first byte
-    # (always the text protocol here), "ascii" starts it so (as -Y does)
+    # (0x80: binary), "ascii" and "binary" start every connection so (-Y
+    # implies ascii)
     protocol: str = "auto"
     relaxed_privileges: bool = False
     io_engine: str = field(default_factory=default_io_engine)
@@ -330,6 +331,7 @@ ENGINE_KEYS = {
     "flush_enabled": "flush_enabled",
     "maxconns_fast": "maxconns_fast",
     "binding_ascii": lambda s: s.protocol == "ascii" or s.auth_file is not None,
+    "binding_binary": lambda s: s.protocol == "binary" and s.auth_file is None,
     "auth_file": lambda s: s.auth_file or "",
     "io_engine": "io_engine",
     "ssl_enabled": "ssl_enabled",

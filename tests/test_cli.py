@@ -240,7 +240,6 @@ REFUSED_BY_MPCACHE = [
     (["-I", "2000m", "-m", "100000"], 64, "Cannot set item size limit higher than a gigabyte."),
     (["-m", "lots"], 64, 'Invalid memory limit "lots": a number of megabytes'),
     (["-a", "999"], 64, 'Invalid unix socket mask "999" (octal, e.g. 700)'),
-    (["-B", "binary"], 64, "mpcache serves the text protocol only: -B binary is not supported"),
     (["-S"], 64, "This server is not built with SASL support."),
     (["--io-engine", "fast"], 64, "Invalid io engine 'fast': one of auto, uring, epoll"),
     (["-t", "5000"], 1, "Number of threads must be at most 1024"),

@@ -114,7 +114,7 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     ch->stats.accepts++;
     ch->stats.total_conns++;
     if (mp_log_on(&ch->env, MP_LOG_CONN))
-        mp_log_opened(c, ch->eng->settings.binding_ascii);
+        mp_log_opened(c, &ch->eng->settings);
     return c;
 }
 

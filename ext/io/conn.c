@@ -73,14 +73,15 @@ bool mp_out_grow(mp_conn *c, size_t n)
 
 /* ---- values sent from their items ---- */
 
-mp_item *mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
+mp_item *mp_out_value_n(mp_conn *c, char *p, mp_shard *s, mp_item *it, uint32_t len)
 {
     /* p ends a line written into output reserved before the lock */
     MP_ASSERT(c->wbuf != NULL && p >= c->wbuf + c->wend && p <= c->wbuf + c->wsize);
-    if (!mp_out_by_ref(c, it->nbytes)) {
-        if ((size_t)(c->wbuf + c->wsize - p) >= it->nbytes) {
-            memcpy(p, MP_ITEM_value(it), it->nbytes);
-            mp_out_commit(c, (size_t)(p + it->nbytes - (c->wbuf + c->wend)));
+    MP_ASSERT(len <= it->nbytes);
+    if (!mp_out_by_ref(c, len)) {
+        if ((size_t)(c->wbuf + c->wsize - p) >= len) {
+            memcpy(p, MP_ITEM_value(it), len);
+            mp_out_commit(c, (size_t)(p + len - (c->wbuf + c->wend)));
             return NULL;
         }
         mp_out_commit(c, (size_t)(p - (c->wbuf + c->wend)));
@@ -91,23 +92,33 @@ mp_item *mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
     mp_item_ref(s, it);
     mp_out_ref *r = &c->wrefs.r[c->wrefs.n++];
     r->at = c->wend;
-    r->len = it->nbytes;
+    r->len = len;
     r->data = MP_ITEM_value(it);
     r->it = it;
-    c->wrefs.bytes += it->nbytes;
+    c->wrefs.bytes += len;
     return NULL;
+}
+
+mp_item *mp_out_value(mp_conn *c, char *p, mp_shard *s, mp_item *it)
+{
+    return mp_out_value_n(c, p, s, it, it->nbytes);
+}
+
+bool mp_out_value_deferred_n(mp_conn *c, mp_item *it, uint32_t len)
+{
+    /* a referenced item's value does not change: no lock to read it */
+    char *dst = mp_out_reserve(c, len);
+    if (dst != NULL) {
+        memcpy(dst, MP_ITEM_value(it), len);
+        mp_out_commit(c, len);
+    }
+    mp_store_unref(c->env->store, it);
+    return dst != NULL;
 }
 
 bool mp_out_value_deferred(mp_conn *c, mp_item *it)
 {
-    /* a referenced item's value does not change: no lock to read it */
-    char *dst = mp_out_reserve(c, it->nbytes);
-    if (dst != NULL) {
-        memcpy(dst, MP_ITEM_value(it), it->nbytes);
-        mp_out_commit(c, it->nbytes);
-    }
-    mp_store_unref(c->env->store, it);
-    return dst != NULL;
+    return mp_out_value_deferred_n(c, it, it->nbytes);
 }
 
 int mp_out_iov(const char *buf, uint32_t start, uint32_t end, const mp_refs *refs,

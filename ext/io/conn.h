@@ -30,8 +30,22 @@ typedef enum {
     MP_PS_AUTH,              /* the data block of a set before authentication (-Y) */
 } mp_proto_phase;
 
+/* The protocol a connection speaks: decided by -B, or with -B auto by its
+ * first byte (0x80 is the binary protocol's request magic, as memcached's
+ * try_read_command_negotiate decides). */
+typedef enum {
+    MP_PROT_UNDECIDED = 0,
+    MP_PROT_ASCII,
+    MP_PROT_BINARY,
+} mp_protocol;
+
 typedef struct mp_proto {
     uint8_t phase;           /* mp_proto_phase */
+    uint8_t protocol;        /* mp_protocol */
+    /* binary protocol (binary.c): the request whose body is being read, for
+     * the reply that follows it */
+    uint8_t bin_opcode;      /* as sent: a reply echoes it (SETQ stays SETQ) */
+    uint32_t bin_opaque;     /* as sent, echoed unchanged */
     uint8_t op;              /* pending storage op */
     bool noreply;
     bool seen_cmd;           /* a command was parsed ("stats conns" state) */
@@ -249,6 +263,12 @@ struct mp_item *mp_out_value(mp_conn *c, char *p, struct mp_shard *s, struct mp_
 /* No lock held: appends the value of an item mp_out_value returned and
  * drops its reference.  False when memory is exhausted (c->out_oom). */
 bool mp_out_value_deferred(mp_conn *c, struct mp_item *it);
+
+/* The same for the first len bytes of the value: the binary protocol sends
+ * a value without its "\r\n". */
+struct mp_item *mp_out_value_n(mp_conn *c, char *p, struct mp_shard *s, struct mp_item *it,
+                               uint32_t len);
+bool mp_out_value_deferred_n(mp_conn *c, struct mp_item *it, uint32_t len);
 
 /* The output [start, end) of buf with refs woven in, as at most
  * 2 * MP_OUT_REFS + 1 iovecs; returns how many. */

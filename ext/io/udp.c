@@ -37,6 +37,9 @@ mp_udp *mp_udp_open(mp_channel *ch, int fd)
     c->resps = &u->resps;
     /* memcached negotiates nothing on UDP: no "Client using" line at -vv */
     c->proto.log_negotiated = true;
+    /* the binary protocol is served over TCP only: a datagram starting
+     * with its magic is read as text (README, Compatibility) */
+    c->proto.protocol = MP_PROT_ASCII;
     return u;
 }
 

@@ -1139,11 +1139,6 @@ static int process_logged(mp_conn *c, int budget)
 {
     mp_proto *p = &c->proto;
     bool input = c->rend > c->rstart;
-    if (input && !p->seen_cmd && !p->log_negotiated) {
-        p->log_negotiated = true;
-        if (!c->env->settings->binding_ascii)
-            mp_log_negotiated(c);
-    }
     bool states = mp_log_on(c->env, MP_LOG_STATE);
     if (states && input && p->phase == MP_PS_LINE)
         mp_log_state_to(c, MP_LS_PARSE_CMD);
@@ -1162,8 +1157,35 @@ static int process_logged(mp_conn *c, int budget)
     return rc;
 }
 
+/* The protocol of a connection: -B's, or with -B auto (memcached's
+ * try_read_command_negotiate) the binary one when the first byte is its
+ * request magic.  -vv says which, as memcached does when it negotiates. */
+static uint8_t negotiate(mp_conn *c)
+{
+    mp_proto *p = &c->proto;
+    if (p->protocol != MP_PROT_UNDECIDED || c->rend == c->rstart)
+        return p->protocol;
+    const mp_settings *s = c->env->settings;
+    if (s->binding_ascii) {
+        p->protocol = MP_PROT_ASCII;
+    } else if (s->binding_binary) {
+        p->protocol = MP_PROT_BINARY;
+    } else {
+        bool binary = (unsigned char)c->rbuf[c->rstart] == MP_BIN_REQ_MAGIC;
+        p->protocol = binary ? MP_PROT_BINARY : MP_PROT_ASCII;
+        if (mp_log_on(c->env, MP_LOG_CONN) && !p->log_negotiated) {
+            p->log_negotiated = true;
+            mp_log_negotiated(c, binary);
+        }
+    }
+    return p->protocol;
+}
+
 int mp_process(mp_conn *c, int budget)
 {
+    /* one compare on the text protocol's path once decided */
+    if (c->proto.protocol != MP_PROT_ASCII && negotiate(c) == MP_PROT_BINARY)
+        return mp_bin_process(c, budget);
     if (mp_log_on(c->env, MP_LOG_CONN))
         return process_logged(c, budget);
     return process(c, budget);

@@ -74,6 +74,9 @@
  * later error may cull, so the count is part of the wire behaviour. */
 int mp_process(struct mp_conn *c, int budget);
 
+/* mp_process for a connection speaking the binary protocol (binary.c). */
+int mp_bin_process(struct mp_conn *c, int budget);
+
 /* Called when a connection closes with protocol state pending (drops a
  * pending item). */
 void mp_proto_reset(struct mp_conn *c);

@@ -116,4 +116,35 @@ const char *mp_meta_error_text(int err);
 size_t mp_base64_decode(const char *src, size_t len, char *out);
 size_t mp_base64_encode(const char *src, size_t len, char *out);
 
+/* ---- the binary protocol (binary.c) ---- */
+
+/* A request's fixed header, 24 bytes, then extlen bytes of extras, keylen
+ * of key and the value: bodylen covers the three. */
+#define MP_BIN_HEADER 24
+#define MP_BIN_REQ_MAGIC 0x80
+#define MP_BIN_RES_MAGIC 0x81
+
+typedef struct mp_bin_request {
+    uint8_t opcode;
+    uint8_t extlen;
+    uint16_t keylen;
+    uint32_t bodylen;
+    uint32_t opaque;         /* network order: echoed as received */
+    uint64_t cas;
+    const char *ext;         /* extlen bytes */
+    const char *key;         /* keylen bytes */
+} mp_bin_request;
+
+typedef enum {
+    MP_BIN_PARSE_OK = 0,     /* header, extras and key are whole; *consumed
+                                is their length (the value follows) */
+    MP_BIN_PARSE_NEED_MORE,
+    MP_BIN_PARSE_BAD_MAGIC,  /* memcached closes at once, answering nothing */
+} mp_bin_parse_status;
+
+/* The pure parser of the binary protocol over buf[0, len): memcached reads
+ * the header once 24 bytes are in, then waits for the extras and key. */
+mp_bin_parse_status mp_bin_parse(const char *buf, size_t len, mp_bin_request *req,
+                                 size_t *consumed);
+
 #endif

@@ -60,6 +60,24 @@
 #define R_AUTH_FORMAT      "CLIENT_ERROR bad authentication token format"
 #define R_AUTH_FAILURE     "CLIENT_ERROR authentication failure"
 
+/* the binary protocol's error bodies (binary.c): memcached's
+ * write_bin_error texts, and its out_of_memory messages without their
+ * "SERVER_ERROR " */
+#define RB_ENOMEM          "Out of memory"
+#define RB_UNKNOWN_COMMAND "Unknown command"
+#define RB_KEY_ENOENT      "Not found"
+#define RB_EINVAL          "Invalid arguments"
+#define RB_KEY_EEXISTS     "Data exists for key."
+#define RB_E2BIG           "Too large."
+#define RB_DELTA_BADVAL    "Non-numeric server-side value for incr or decr"
+#define RB_NOT_STORED      "Not stored."
+#define RB_AUTH_ERROR      "Auth failure."
+#define RB_OOM_ALLOC       "Out of memory allocating item"
+#define RB_OOM_INCR        "Out of memory incrementing value"
+#define RB_OOM_NEW_ITEM    "Out of memory allocating new item"
+#define RB_OOM_STATS       "Out of memory generating stats"
+#define RB_AUTHENTICATED   "Authenticated"
+
 /* meta commands (mg ms md ma me; mn answers R_MN) */
 #define R_HD               "HD"
 #define R_VA               "VA"
