@@ -275,8 +275,6 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
     /* memcached's int: a body over 2^31 makes it negative */
     int32_t vlen = (int32_t)(q->bodylen - q->keylen - q->extlen);
     uint64_t cas_in = c->env->settings->use_cas ? q->cas : 0;
-    if (!append && cas_in != 0)
-        op = MP_CAS;
     mp_store *st = c->env->store;
     uint64_t hv = mp_hash(q->key, q->keylen);
     mp_item *it = NULL;
@@ -300,7 +298,7 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
                 p->left = swallow;
             }
         }
-        /* stale data must not outlive a failed set */
+        /* stale data must not outlive a failed set (with a cas too) */
         if (op == MP_SET) {
             mp_shard *s = mp_store_shard(st, hv);
             mp_shard_lock(s);
@@ -310,7 +308,7 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
         return 0;
     }
     p->phase = MP_PS_NREAD;
-    p->op = (uint8_t)op;
+    p->op = (uint8_t)(!append && cas_in != 0 ? MP_CAS : op);
     p->item = it;
     p->hv = hv;
     p->cas_in = cas_in;
@@ -433,6 +431,16 @@ static void bin_incr_create(mp_conn *c, const mp_bin_request *q, uint64_t initia
     bin_success(c, body, sizeof(body), cas);
 }
 
+/* memcached stores a value bigger than its slab_chunk_max (512 KiB by
+ * default) in chunks, and refuses to incr or decr one, before comparing a
+ * cas: non-numeric, whatever its bytes. */
+#define MC_SLAB_CHUNK_MAX (512 * 1024)
+static bool chunked(const mp_conn *c, const mp_item *it)
+{
+    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags,
+                                    c->env->settings->use_cas) > MC_SLAB_CHUNK_MAX;
+}
+
 static int bin_arith(mp_conn *c, const mp_bin_request *q, bool incr)
 {
     uint64_t delta = rd64(q->ext);
@@ -444,9 +452,13 @@ static int bin_arith(mp_conn *c, const mp_bin_request *q, bool incr)
     mp_item *it;
     bool moved;
     uint64_t cas = 0;
+    mp_delta_result res;
     mp_shard_lock(s);
-    mp_delta_result res = mp_item_delta(s, q->key, q->keylen, hv, incr, delta, q->cas, buf,
-                                        &it, &moved);
+    it = mp_item_find(s, q->key, q->keylen, hv, NULL);
+    if (it != NULL && chunked(c, it))
+        res = MP_DELTA_NON_NUMERIC;
+    else
+        res = mp_item_delta(s, q->key, q->keylen, hv, incr, delta, q->cas, buf, &it, &moved);
     if (res == MP_DELTA_OK)
         cas = it->cas;
     mp_shard_unlock(s);
