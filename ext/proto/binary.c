@@ -282,21 +282,20 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
     if (vlen >= 0 && vlen <= INT32_MAX - 2)
         rc = mp_store_alloc(st, q->key, q->keylen, hv, flags, exptime, (uint32_t)vlen + 2, &it);
     if (rc != MP_ALLOC_OK) {
-        /* a negative length swallows nothing: what follows is read as
-         * requests */
-        uint32_t swallow = vlen > 0 ? (uint32_t)vlen : 0;
         if (rc == MP_ALLOC_TOO_LARGE) {
             STATS(c).store_too_large++;
-            bin_error(c, ST_E2BIG, swallow);
+            bin_reply(c, ST_E2BIG, RB_E2BIG, sizeof(RB_E2BIG) - 1, 0);
         } else {
             STATS(c).store_no_memory++;
-            /* memcached's out_of_memory transmits, then swallows anyway */
-            BIN_ERROR(c, ST_ENOMEM, RB_OOM_ALLOC, 0);
-            if (swallow > 0) {
-                p->phase = MP_PS_SWALLOW;
-                p->reply_kind = RK_NONE;
-                p->left = swallow;
-            }
+            bin_reply(c, ST_ENOMEM, RB_OOM_ALLOC, sizeof(RB_OOM_ALLOC) - 1, 0);
+        }
+        /* memcached then swallows the value, and so does not transmit
+         * here even with nothing to swallow; a negative length swallows
+         * nothing, and what follows is read as requests */
+        if (vlen > 0) {
+            p->phase = MP_PS_SWALLOW;
+            p->reply_kind = RK_NONE;
+            p->left = (uint32_t)vlen;
         }
         /* stale data must not outlive a failed set (with a cas too) */
         if (op == MP_SET) {
