@@ -234,6 +234,11 @@ class ServerProcess:
                 skip_ports(random.randrange(1000))
         raise last_error
 
+    def _binary_only(self):
+        """Started with -B binary: a text request would not be answered."""
+        extra = list(self.extra)
+        return any(a == "-B" and b == "binary" for a, b in zip(extra, extra[1:]))
+
     def _wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -244,8 +249,15 @@ class ServerProcess:
                     f"command: {' '.join(self.cmd)}\noutput:\n{self.output()}")
             try:
                 with suite_wrap(socket.create_connection(self.addr, timeout=1.0)) as s:
-                    s.sendall(b"version\r\n")
-                    reply = _recv_line(s)
+                    if self._binary_only():
+                        # a binary version request; the reply's magic is 0x81
+                        s.sendall(bytes([0x80, 0x0b]) + bytes(22))
+                        reply = s.recv(24)
+                        if reply[:1] == b"\x81":
+                            return
+                    else:
+                        s.sendall(b"version\r\n")
+                        reply = _recv_line(s)
                     # a server started with -Y answers before authentication
                     if reply == b"CLIENT_ERROR unauthenticated\r\n":
                         return
