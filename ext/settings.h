@@ -49,7 +49,9 @@
     VAL(bool,     flush_enabled,    true,        "!-F") \
     VAL(bool,     maxconns_fast,    true,        "-o maxconns_fast") \
     VAL(bool,     binding_ascii,    false,       "-B ascii or -Y: ascii from the start, not auto-negotiated") \
-    VAL(bool,     binding_binary,   false,       "-B binary: binary from the start, not auto-negotiated") \
+    VAL(bool,     binding_binary,   false,       "-B binary (or -S): binary from the start, not auto-negotiated") \
+    VAL(bool,     sasl,             false,       "-S: binary clients authenticate with SASL PLAIN first") \
+    STR(          sasl_pwdb, 4096,  "",          "-S: $MEMCACHED_SASL_PWDB at start, user:password lines; \"\" = none") \
     STR(          auth_file, 4096,  "",          "-Y, as given (PATH_MAX); \"\" = no authentication") \
     STR(          io_engine,  16,   "epoll",     "asked: auto, uring, epoll; after create, the one in use") \
     VAL(bool,     ssl_enabled,      false,       "-Z: TCP listeners speak TLS, but notls: ones") \

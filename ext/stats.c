@@ -336,7 +336,7 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_STR(c, "binding_protocol", s->binding_ascii    ? "ascii"
                                     : s->binding_binary ? "binary"
                                                         : "auto-negotiate");
-    STAT_YESNO(c, "auth_enabled_sasl", false);
+    STAT_YESNO(c, "auth_enabled_sasl", s->sasl);
     /* memcached prints at most 126 bytes of a longer path, then whatever
      * its stack holds after them; here the path, up to MP_STAT_LINE_MAX */
     STAT_STR(c, "auth_enabled_ascii", s->auth_file[0] ? s->auth_file : "no");

@@ -78,7 +78,7 @@ OPTIONS = [
     Option("B", "protocol", "name", "protocol - one of ascii, binary, or auto (default:\n"
            "auto-negotiate)"),
     Option("I", "max-item-size", "num", "adjusts max item size\n(default: 1m, min: 1k, max: 1024m)"),
-    Option("S", "enable-sasl", "", "turn on Sasl authentication (not supported: refused)"),
+    Option("S", "enable-sasl", "", "turn on Sasl authentication"),
     Option("F", "disable-flush-all", "", "disable flush_all command"),
     Option("X", "disable-dumping", "", "disable stats cachedump and lru_crawler metadump"),
     Option("W", "disable-watch", "", "disable watch commands (live logging)"),
@@ -300,7 +300,7 @@ def apply_option(s, warnings, opt, value, listen_given):
     elif name == "I":
         s.max_item_size = parse_size(value)
     elif name == "S":
-        raise UsageError("This server is not built with SASL support.")
+        s.sasl = True
     elif name == "Z":
         # as a memcached built without TLS, at the flag itself
         try:
@@ -358,6 +358,13 @@ def parse_args(argv):
             action = "license"
         elif apply_option(s, warnings, opt, value, listen_given):
             listen_given = True
+    # As memcached: -S alone binds the binary protocol (and -B ascii or auto
+    # beside it is refused, in validate); the users are read from the file
+    # $MEMCACHED_SASL_PWDB names
+    if s.sasl:
+        if protocol is None:
+            s.protocol = "binary"
+        s.sasl_pwdb = os.environ.get("MEMCACHED_SASL_PWDB")
     # As memcached: -U without -p moves the TCP port to the UDP one.
     if s.udp_port and not port_given:
         s.port = s.udp_port

@@ -179,6 +179,12 @@ class Settings:
     # -Y: the password file of ASCII authentication, read when the engine
     # is created (ext/proto/auth.c) and on SIGHUP; None: no authentication.
     auth_file: str = None
+    # -S: binary clients authenticate with SASL PLAIN before anything else;
+    # the users are the "user:password" lines of sasl_pwdb (memcached's
+    # $MEMCACHED_SASL_PWDB), read again at every authentication.  None: no
+    # file, and no user authenticates.
+    sasl: bool = False
+    sasl_pwdb: str = None
     # -Z and its -o ssl_* options, memcached's names and defaults (files
     # None: not given).  Every TCP listener speaks TLS but a "notls:" -l
     # address; the Unix socket stays plaintext, as memcached's.
@@ -216,6 +222,15 @@ class Settings:
                 raise ConfigError(authfile_open_error(self.auth_file, errno.ENOENT))
             if len(os.fsencode(self.auth_file)) >= AUTH_FILE_MAX:
                 raise ConfigError(authfile_open_error(self.auth_file, errno.ENAMETOOLONG))
+        if self.sasl:
+            if self.protocol != "binary" and self.auth_file is None:
+                raise ConfigError("ERROR: You cannot allow the ASCII protocol while using SASL.",
+                                  EX_USAGE)
+            if self.udp_port:
+                raise ConfigError("ERROR: Cannot enable UDP while using binary SASL authentication.",
+                                  EX_USAGE)
+            if self.sasl_pwdb is not None and len(os.fsencode(self.sasl_pwdb)) >= AUTH_FILE_MAX:
+                raise ConfigError(f"MEMCACHED_SASL_PWDB is too long: {self.sasl_pwdb}")
         if self.max_conns <= 0:
             raise ConfigError("Maximum connections must be greater than 0")
         if self.threads <= 0:
@@ -332,6 +347,8 @@ ENGINE_KEYS = {
     "maxconns_fast": "maxconns_fast",
     "binding_ascii": lambda s: s.protocol == "ascii" or s.auth_file is not None,
     "binding_binary": lambda s: s.protocol == "binary" and s.auth_file is None,
+    "sasl": "sasl",
+    "sasl_pwdb": lambda s: s.sasl_pwdb or "",
     "auth_file": lambda s: s.auth_file or "",
     "io_engine": "io_engine",
     "ssl_enabled": "ssl_enabled",

@@ -45,6 +45,8 @@ typedef struct mp_proto {
     /* binary protocol (binary.c): the request whose body is being read, for
      * the reply that follows it */
     uint8_t bin_opcode;      /* as sent: a reply echoes it (SETQ stays SETQ) */
+    uint8_t sasl_state;      /* -S: binary.c's SASL_* */
+    bool sasl_authed;        /* -S: may run commands besides SASL's and version */
     uint32_t bin_opaque;     /* as sent, echoed unchanged */
     uint8_t op;              /* pending storage op */
     bool noreply;

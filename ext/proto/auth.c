@@ -133,3 +133,40 @@ void mp_auth_free(mp_auth *a)
         a = next;
     }
 }
+
+/* memcached's safe_memcmp: every byte looked at, whatever differs */
+static bool same_bytes(const char *a, const char *b, size_t n)
+{
+    const volatile unsigned char *ua = (const volatile unsigned char *)a;
+    const volatile unsigned char *ub = (const volatile unsigned char *)b;
+    int delta = 0;
+    for (size_t i = 0; i < n; i++)
+        delta |= ua[i] ^ ub[i];
+    return delta == 0;
+}
+
+bool mp_sasl_pwdb_check(const char *path, const char *user, size_t ulen, const char *pass,
+                        size_t plen)
+{
+    if (path == NULL || path[0] == '\0' || plen + ulen > MP_AUTH_LINE - 4)
+        return false;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    char line[MP_AUTH_LINE];
+    bool ok = false;
+    for (;;) {
+        memset(line, 0, sizeof(line));
+        if (fgets(line, sizeof(line), f) == NULL)
+            break;
+        /* within the zeroed line: ulen + 1 + plen < MP_AUTH_LINE */
+        if (same_bytes(user, line, ulen) && line[ulen] == ':' &&
+            same_bytes(pass, line + ulen + 1, plen)) {
+            char end = line[ulen + 1 + plen];
+            if (end == ':' || end == '\n' || end == '\r' || end == '\0')
+                ok = true;
+        }
+    }
+    fclose(f);
+    return ok;
+}

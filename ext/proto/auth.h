@@ -54,6 +54,17 @@ int mp_auth_read(FILE *f, long long size, mp_auth *out);
 bool mp_auth_check(const mp_auth *a, const char *user, size_t ulen, const char *pass,
                    size_t plen);
 
+/* SASL's PLAIN (-S) against memcached's pwdb file ($MEMCACHED_SASL_PWDB),
+ * as its sasl_server_userdb_checkpass reads it: the file again at every
+ * check (a change takes effect at once, a missing file fails every user),
+ * "user:password" lines read with fgets into MP_AUTH_LINE bytes, a
+ * password ending at ':', '\n', '\r' or NUL, and a user and password
+ * longer than MP_AUTH_LINE - 4 together refused.  Every line is compared,
+ * in time that tells the lengths, not the contents.  Blocking file I/O on
+ * the caller's thread, as in memcached: once per authentication. */
+bool mp_sasl_pwdb_check(const char *path, const char *user, size_t ulen, const char *pass,
+                        size_t plen);
+
 /* Frees a table and every table it retired. */
 void mp_auth_free(mp_auth *a);
 

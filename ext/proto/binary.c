@@ -17,7 +17,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
+#include "auth.h"
 #include "executor.h"
 #include "io/conn.h"
 #include "parser.h"
@@ -187,6 +189,33 @@ static void bin_error(mp_conn *c, uint16_t status, uint32_t swallow)
     }
 }
 
+/* An error before a value memcached then swallows: it does not transmit
+ * here, even with nothing to swallow (its conn_swallow comes after the
+ * error's conn_mwrite).  A negative length (a body over 2^31) swallows
+ * nothing, and what follows is read as requests. */
+static void bin_error_swallow(mp_conn *c, uint16_t status, const char *text, size_t n,
+                              int32_t vlen)
+{
+    bin_reply(c, status, text, n, 0);
+    if (vlen > 0) {
+        c->proto.phase = MP_PS_SWALLOW;
+        c->proto.reply_kind = RK_NONE;
+        c->proto.left = (uint32_t)vlen;
+    }
+}
+#define BIN_ERROR_SWALLOW(c, status, lit, vlen) \
+    bin_error_swallow((c), (status), lit, sizeof(lit) - 1, (vlen))
+
+/* memcached stores a value bigger than its slab_chunk_max (512 KiB by
+ * default) in chunks, and refuses to incr or decr one, before comparing a
+ * cas: non-numeric, whatever its bytes. */
+#define MC_SLAB_CHUNK_MAX (512 * 1024)
+static bool chunked(const mp_conn *c, const mp_item *it)
+{
+    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags,
+                                    c->env->settings->use_cas) > MC_SLAB_CHUNK_MAX;
+}
+
 /* ---- retrieval: get getq getk getkq touch gat gatq gatk gatkq ---- */
 
 static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
@@ -284,18 +313,10 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
     if (rc != MP_ALLOC_OK) {
         if (rc == MP_ALLOC_TOO_LARGE) {
             STATS(c).store_too_large++;
-            bin_reply(c, ST_E2BIG, RB_E2BIG, sizeof(RB_E2BIG) - 1, 0);
+            BIN_ERROR_SWALLOW(c, ST_E2BIG, RB_E2BIG, vlen);
         } else {
             STATS(c).store_no_memory++;
-            bin_reply(c, ST_ENOMEM, RB_OOM_ALLOC, sizeof(RB_OOM_ALLOC) - 1, 0);
-        }
-        /* memcached then swallows the value, and so does not transmit
-         * here even with nothing to swallow; a negative length swallows
-         * nothing, and what follows is read as requests */
-        if (vlen > 0) {
-            p->phase = MP_PS_SWALLOW;
-            p->reply_kind = RK_NONE;
-            p->left = (uint32_t)vlen;
+            BIN_ERROR_SWALLOW(c, ST_ENOMEM, RB_OOM_ALLOC, vlen);
         }
         /* stale data must not outlive a failed set (with a cas too) */
         if (op == MP_SET) {
@@ -353,6 +374,115 @@ static void bin_complete_update(mp_conn *c)
     }
 }
 
+/* ---- SASL (-S): list mechanisms, auth, step ----
+ * memcached runs Cyrus SASL; here PLAIN alone, as memcached's pwdb build
+ * checks it (auth.h, mp_sasl_pwdb_check).  The mechanism and the data
+ * arrive as a value does, into a pending item that is never linked. */
+
+/* memcached's MAX_SASL_MECH_LEN */
+#define SASL_MECH_MAX 32
+/* where a connection is in Cyrus' exchange (memcached's sasl_started) */
+enum { SASL_NONE = 0, SASL_CONTINUE, SASL_DONE };
+enum { SASL_OK, SASL_MORE, SASL_FAIL };
+
+static int bin_sasl_list(mp_conn *c)
+{
+    /* memcached starts the exchange over, which forgets an authentication */
+    c->proto.sasl_authed = false;
+    bin_success(c, "PLAIN", 5, 0);
+    return 0;
+}
+
+static int bin_sasl_auth(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
+{
+    mp_proto *p = &c->proto;
+    /* memcached's int */
+    int32_t vlen = (int32_t)(q->bodylen - q->keylen);
+    if (q->keylen > SASL_MECH_MAX) {
+        BIN_ERROR_SWALLOW(c, ST_EINVAL, RB_EINVAL, vlen);
+        return 0;
+    }
+    mp_store *st = c->env->store;
+    uint64_t hv = mp_hash(q->key, q->keylen);
+    mp_item *it = NULL;
+    if (vlen < 0 || vlen > INT32_MAX - 2 ||
+        mp_store_alloc(st, q->key, q->keylen, hv, 0, 0, (uint32_t)vlen + 2, &it) != MP_ALLOC_OK ||
+        chunked(c, it)) {
+        /* memcached cannot read SASL data into a chunked item either */
+        if (it != NULL)
+            mp_store_release(st, it, hv);
+        BIN_ERROR_SWALLOW(c, ST_ENOMEM, RB_ENOMEM, vlen);
+        return 0;
+    }
+    p->phase = MP_PS_NREAD;
+    p->op = cmd;
+    p->item = it;
+    p->hv = hv;
+    p->left = (uint32_t)vlen;
+    p->filled = 0;
+    return 0;
+}
+
+/* PLAIN's one message, "authzid NUL authcid NUL password" (Cyrus' plain
+ * plugin): a third NUL, an empty user or an authzid other than the user
+ * fail. */
+static int sasl_plain(const mp_conn *c, const char *d, size_t n)
+{
+    const char *z1 = memchr(d, '\0', n);
+    if (z1 == NULL)
+        return SASL_FAIL;
+    const char *user = z1 + 1;
+    const char *z2 = memchr(user, '\0', (size_t)(d + n - user));
+    if (z2 == NULL)
+        return SASL_FAIL;
+    const char *pass = z2 + 1;
+    size_t ulen = (size_t)(z2 - user), plen = (size_t)(d + n - pass);
+    size_t zlen = (size_t)(z1 - d);
+    if (memchr(pass, '\0', plen) != NULL || ulen == 0)
+        return SASL_FAIL;
+    if (zlen != 0 && (zlen != ulen || memcmp(d, user, ulen) != 0))
+        return SASL_FAIL;
+    return mp_sasl_pwdb_check(c->env->settings->sasl_pwdb, user, ulen, pass, plen) ? SASL_OK
+                                                                                  : SASL_FAIL;
+}
+
+/* memcached's process_bin_complete_sasl_auth */
+static void bin_complete_sasl(mp_conn *c)
+{
+    mp_proto *p = &c->proto;
+    mp_item *it = p->item;
+    p->item = NULL;
+    /* memcached's mechanism is a C string: it ends at a NUL */
+    size_t nmech = strnlen(MP_ITEM_key(it), it->nkey);
+    const char *data = MP_ITEM_value(it);
+    size_t n = it->nbytes - 2;
+    p->sasl_authed = false;
+    int result = SASL_FAIL;
+    if (p->op == OP_SASL_AUTH) {
+        if (nmech == 5 && strncasecmp(MP_ITEM_key(it), "PLAIN", 5) == 0)
+            result = n == 0 ? SASL_MORE : sasl_plain(c, data, n);
+        p->sasl_state = result == SASL_MORE ? SASL_CONTINUE
+                        : result == SASL_OK ? SASL_DONE : SASL_NONE;
+    } else if (p->sasl_state == SASL_CONTINUE) {
+        result = sasl_plain(c, data, n);
+        p->sasl_state = SASL_DONE;
+    }
+    /* a step after a finished exchange, or before any, fails */
+    mp_store_release(c->env->store, it, p->hv);
+    if (result == SASL_OK) {
+        p->sasl_authed = true;
+        STATS(c).auth_cmds++;
+        bin_success(c, RB_AUTHENTICATED, sizeof(RB_AUTHENTICATED) - 1, 0);
+    } else if (result == SASL_MORE) {
+        bin_reply(c, ST_AUTH_CONTINUE, NULL, 0, 0);
+        mp_out_mark(c);
+    } else {
+        STATS(c).auth_cmds++;
+        STATS(c).auth_errors++;
+        bin_error(c, ST_AUTH_ERROR, 0);
+    }
+}
+
 /* Feeds buffered input to a pending value or a swallowed body.  Returns true
  * when it is complete (and answered), false when everything buffered was
  * taken. */
@@ -369,8 +499,12 @@ static bool bin_data_phase(mp_conn *c)
     p->left -= n;
     if (p->left > 0)
         return false;
-    if (p->phase == MP_PS_NREAD)
-        bin_complete_update(c);
+    if (p->phase == MP_PS_NREAD) {
+        if (p->op == OP_SASL_AUTH || p->op == OP_SASL_STEP)
+            bin_complete_sasl(c);
+        else
+            bin_complete_update(c);
+    }
     p->phase = MP_PS_LINE;
     p->noreply = false;
     return true;
@@ -428,16 +562,6 @@ static void bin_incr_create(mp_conn *c, const mp_bin_request *q, uint64_t initia
     char body[8];
     wr64(body, initial);
     bin_success(c, body, sizeof(body), cas);
-}
-
-/* memcached stores a value bigger than its slab_chunk_max (512 KiB by
- * default) in chunks, and refuses to incr or decr one, before comparing a
- * cas: non-numeric, whatever its bytes. */
-#define MC_SLAB_CHUNK_MAX (512 * 1024)
-static bool chunked(const mp_conn *c, const mp_item *it)
-{
-    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags,
-                                    c->env->settings->use_cas) > MC_SLAB_CHUNK_MAX;
 }
 
 static int bin_arith(mp_conn *c, const mp_bin_request *q, bool incr)
@@ -675,6 +799,13 @@ static int dispatch(mp_conn *c, const mp_bin_request *q)
         c->close_after_write = true;
         return MP_PROC_CLOSE;
     }
+    /* -S: before authenticating, SASL's requests and version only */
+    if (c->env->settings->sasl && !c->proto.sasl_authed && q->opcode != OP_SASL_LIST_MECHS &&
+        q->opcode != OP_SASL_AUTH && q->opcode != OP_SASL_STEP && q->opcode != OP_VERSION) {
+        bin_error(c, ST_AUTH_ERROR, 0);
+        c->close_after_write = true;
+        return MP_PROC_CLOSE;
+    }
     if (key > MP_KEY_MAX_LENGTH)
         return protocol_error(c);
     uint8_t cmd = q->opcode;
@@ -745,14 +876,20 @@ static int dispatch(mp_conn *c, const mp_bin_request *q)
     case OP_SASL_LIST_MECHS:
         if (ext != 0 || key != 0 || body != 0)
             return protocol_error(c);
-        bin_error(c, ST_UNKNOWN_COMMAND, body - key);
-        return 0;
+        if (!c->env->settings->sasl) {
+            bin_error(c, ST_UNKNOWN_COMMAND, body - key);
+            return 0;
+        }
+        return bin_sasl_list(c);
     case OP_SASL_AUTH:
     case OP_SASL_STEP:
         if (ext != 0 || key == 0)
             return protocol_error(c);
-        bin_error(c, ST_UNKNOWN_COMMAND, body - key);
-        return 0;
+        if (!c->env->settings->sasl) {
+            bin_error(c, ST_UNKNOWN_COMMAND, body - key);
+            return 0;
+        }
+        return bin_sasl_auth(c, q, cmd);
     case OP_TOUCH:
     case OP_GAT:
     case OP_GATK:

@@ -235,9 +235,10 @@ class ServerProcess:
         raise last_error
 
     def _binary_only(self):
-        """Started with -B binary: a text request would not be answered."""
+        """Started with -B binary or -S: a text request would not be
+        answered."""
         extra = list(self.extra)
-        return any(a == "-B" and b == "binary" for a, b in zip(extra, extra[1:]))
+        return "-S" in extra or any(a == "-B" and b == "binary" for a, b in zip(extra, extra[1:]))
 
     def _wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT
