@@ -2,7 +2,7 @@
  * and conn.c's output over a real store): a fake connection on a proto env
  * (proto_env.h) filled by the test, no channel, engine, socket or backend.
  *
- *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c \
+ *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c ext/proto/binary.c \
  *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c ext/store/store.c ext/store/slabs.c \
  *      ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
@@ -1525,6 +1525,116 @@ static void test_auth_session(void)
     CHECK(bufs_out == 0);
 }
 
+/* ---- the binary protocol (binary.c) ---- */
+
+/* A packet into p: magic, opcode, key, extras, value, opaque, cas, status
+ * (a reply's) or 0.  Returns its length. */
+static size_t pkt(char *p, uint8_t magic, uint8_t op, const char *key, const char *ext,
+                  size_t extlen, const char *val, size_t vlen, uint32_t opaque, uint64_t cas,
+                  uint16_t status)
+{
+    size_t klen = strlen(key), body = extlen + klen + vlen;
+    unsigned char *u = (unsigned char *)p;
+    memset(u, 0, 24);
+    u[0] = magic;
+    u[1] = op;
+    u[2] = (unsigned char)(klen >> 8);
+    u[3] = (unsigned char)klen;
+    u[4] = (unsigned char)extlen;
+    u[6] = (unsigned char)(status >> 8);
+    u[7] = (unsigned char)status;
+    for (int i = 0; i < 4; i++)
+        u[8 + i] = (unsigned char)(body >> (24 - 8 * i));
+    memcpy(u + 12, &opaque, 4);
+    for (int i = 0; i < 8; i++)
+        u[16 + i] = (unsigned char)(cas >> (56 - 8 * i));
+    memcpy(p + 24, ext, extlen);
+    memcpy(p + 24 + extlen, key, klen);
+    memcpy(p + 24 + extlen + klen, val, vlen);
+    return 24 + body;
+}
+#define REQ(p, op, key, ext, extlen, val, vlen, opaque) \
+    pkt((p), 0x80, (op), (key), (ext), (extlen), (val), (vlen), (opaque), 0, 0)
+#define RES(p, op, key, ext, extlen, val, vlen, opaque, cas, status) \
+    pkt((p), 0x81, (op), (key), (ext), (extlen), (val), (vlen), (opaque), (cas), (status))
+
+/* in (n bytes) whole, byte by byte and cut at every byte: want each time. */
+static void binary_all_ways(const char *name, const char *in, size_t n, const char *want,
+                            size_t nwant, int rc)
+{
+    char label[160];
+    for (size_t cut = 0; cut <= n; cut++) {
+        for (int bytes = 0; bytes < (cut == 0 ? 2 : 1); bytes++) {
+            client k;
+            world_fresh();
+            client_open(&k);
+            if (bytes) {
+                for (size_t i = 0; i < n; i++)
+                    client_send(&k, in + i, 1);
+            } else if (cut == 0) {
+                client_send(&k, in, n);
+            } else {
+                client_send(&k, in, cut);
+                client_send(&k, in + cut, n - cut);
+            }
+            snprintf(label, sizeof(label), "binary: %s (%s %zu)", name,
+                     bytes ? "byte by byte" : cut ? "cut at" : "whole", cut);
+            CHECK_WIRE(k.out ? k.out : "", k.nout, want, nwant, label);
+            CHECK(k.rc == rc);
+            client_close(&k);
+        }
+    }
+    CHECK(bufs_out == 0);
+}
+
+static void test_binary(void)
+{
+    static const char flags5[8] = {0, 0, 0, 5, 0, 0, 0, 0};
+    static const char flags[4] = {0, 0, 0, 5};
+    char in[1024], want[1024];
+    size_t n = 0, m = 0;
+    /* a set, a getk hit, a quiet miss (no reply) and the noop ending them */
+    n += REQ(in + n, 0x01, "a", flags5, 8, "abc", 3, 1);
+    n += REQ(in + n, 0x0c, "a", "", 0, "", 0, 2);
+    n += REQ(in + n, 0x09, "zz", "", 0, "", 0, 3);
+    n += REQ(in + n, 0x0a, "", "", 0, "", 0, 4);
+    m += RES(want + m, 0x01, "", "", 0, "", 0, 1, 1, 0);
+    m += RES(want + m, 0x0c, "a", flags, 4, "abc", 3, 2, 1, 0);
+    m += RES(want + m, 0x0a, "", "", 0, "", 0, 4, 0, 0);
+    binary_all_ways("set, getk, getq miss, noop", in, n, want, m, MP_PROC_NEED_INPUT);
+
+    /* a miss's error body; an unknown opcode swallows its body */
+    n = m = 0;
+    n += REQ(in + n, 0x00, "nope", "", 0, "", 0, 7);
+    n += REQ(in + n, 0x1b, "", "", 0, "xyz", 3, 8);
+    n += REQ(in + n, 0x0b, "", "", 0, "", 0, 9);
+    m += RES(want + m, 0x00, "", "", 0, "Not found", 9, 7, 0, 1);
+    m += RES(want + m, 0x1b, "", "", 0, "Unknown command", 15, 8, 0, 0x81);
+    m += RES(want + m, 0x0b, "", "", 0, MP_VERSION, strlen(MP_VERSION), 9, 0, 0);
+    binary_all_ways("miss, unknown opcode, version", in, n, want, m, MP_PROC_NEED_INPUT);
+
+    /* a bad magic byte closes: the replies not yet sent go with it */
+    n = 0;
+    n += REQ(in + n, 0x01, "a", flags5, 8, "abc", 3, 1);
+    n += pkt(in + n, 0x81, 0x00, "", "", 0, "", 0, 0, 0, 0);
+    {
+        client k;
+        world_fresh();
+        client_open(&k);
+        client_send(&k, in, n);
+        CHECK(k.rc == MP_PROC_CLOSE && k.nout == 0);
+        client_close(&k);
+    }
+
+    /* a key longer than memcached's: Invalid arguments, then closed */
+    char key[252];
+    memset(key, 'k', 251);
+    key[251] = '\0';
+    n = REQ(in, 0x00, key, "", 0, "", 0, 5);
+    m = RES(want, 0x00, "", "", 0, "Invalid arguments", 17, 5, 0, 4);
+    binary_all_ways("key too long", in, n, want, m, MP_PROC_CLOSE);
+}
+
 int main(void)
 {
     mp_clock_init();
@@ -1543,6 +1653,7 @@ int main(void)
     test_auth_cases();
     test_auth_session();
     test_auth_random();
+    test_binary();
     CHECK(bufs_out == 0);
     mp_store_destroy(st);
     printf("%d checks, %d failures\n", checks, failures);
