@@ -17,6 +17,7 @@ import ast
 import hashlib
 import itertools
 import os
+import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +60,41 @@ HANDWRITTEN = {
     "meta_stale": b"ms s 1 T100\r\na\r\nmd s I T30\r\nmg s v c\r\nmg s v c\r\nms s 1 I C1\r\nb\r\nmn\r\n",
     "meta_base64": b"ms Zm9v 3 b\r\nbar\r\nmg Zm9v b v k\r\nme foo\r\nmd Zm9v b q\r\n",
     "meta_errors": b"mg k v v\r\nmg k E\r\nms k x\r\nma k Dx\r\n" + b"mg k " + b"v " * 20 + b"\r\n",
+}
+
+
+def _bin(op, key=b"", ext=b"", val=b"", opaque=0, cas=0, magic=0x80):
+    """A binary protocol request (binary.c)."""
+    body = len(ext) + len(key) + len(val)
+    return (struct.pack(">BBHBBHIIQ", magic, op, len(key), len(ext), 0, 0, body, opaque, cas)
+            + ext + key + val)
+
+
+_SET_EXT = struct.pack(">II", 5, 0)
+_ARITH_EXT = struct.pack(">QQI", 3, 10, 0)
+# The binary protocol's shapes, after the others (so that adding them
+# changed no earlier seed's control bytes): a pipeline of every family with
+# quiet forms, values held by reference, malformed lengths and swallowed
+# bodies, a value cut across reads.
+BINARY = {
+    "bin_pipeline": b"".join([
+        _bin(0x01, b"a", _SET_EXT, b"abc", 1), _bin(0x0c, b"a", opaque=2),
+        _bin(0x09, b"zz", opaque=3), _bin(0x11, b"n", _SET_EXT, b"7", 4),
+        _bin(0x05, b"n", _ARITH_EXT, opaque=5), _bin(0x16, b"m", _ARITH_EXT, opaque=6),
+        _bin(0x0e, b"a", val=b"de", opaque=7), _bin(0x14, b"a", cas=1, opaque=8),
+        _bin(0x1d, b"n", struct.pack(">I", 100), opaque=9), _bin(0x10, b"items"),
+        _bin(0x0a, opaque=10), _bin(0x0b), _bin(0x18, ext=struct.pack(">I", 0)),
+        _bin(0x0a, opaque=11)]),
+    "bin_big_values": b"".join([
+        _bin(0x00, b"huge"), _bin(0x0d, b"big"), _bin(0x23, b"big", struct.pack(">I", 0)),
+        _bin(0x1c, b"huge", struct.pack(">I", 5)), _bin(0x0a)]),
+    "bin_malformed": b"".join([
+        _bin(0x1b, ext=struct.pack(">I", 1)), b"XXXX", _bin(0x7f, val=b"body"),
+        _bin(0x21, b"PLAIN", val=b"\0u\0p"), _bin(0x01, b"k", b"\0" * 4, b"v"),
+        _bin(0x00, b"abcd")[:24] + b"abc"]),
+    "bin_too_large": _bin(0x01, b"k", _SET_EXT, b"x" * 64)[:8] + struct.pack(">I", 2000000 + 9)
+                     + _bin(0x01, b"k", _SET_EXT, b"x" * 64)[12:] + _bin(0x00, b"k"),
+    "bin_bad_magic": _bin(0x01, b"a", _SET_EXT, b"v") + _bin(0x00, b"a") + bytes(24),
 }
 
 # The control bytes: every reading mode with every feeding mode, -R values,
@@ -139,6 +175,7 @@ def main():
     else:
         seeds += [(None, d) for d in from_generator(120)]
         seeds += [(None, d) for d in from_tests()]
+    seeds += sorted(BINARY.items())
     n = write(args.directory, seeds)
     print(f"{n} seeds in {args.directory}")
 
