@@ -2,8 +2,11 @@
 replies read and split into packets (protocol_binary.h's layout)."""
 
 import socket
+import ssl
 import struct
 import time
+
+from tests.support.certs import suite_wrap
 
 REQ_MAGIC = 0x80
 RES_MAGIC = 0x81
@@ -91,8 +94,10 @@ class BinConn:
     """A connection speaking the binary protocol with exact bytes."""
 
     def __init__(self, addr, timeout=5.0):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection(addr, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # over TLS when the suite runs mpcache with -Z (make test-tls)
+        self.sock = suite_wrap(sock)
         self.timeout = timeout
         self.buf = b""
 
@@ -141,7 +146,7 @@ class BinConn:
                 data = self.sock.recv(1 << 20)
             except socket.timeout:
                 return out, "TIMEOUT"
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLEOFError):
                 return out, "EOF"
             if not data:
                 return out, "EOF"
