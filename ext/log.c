@@ -124,6 +124,35 @@ void mp_log_opened(const mp_conn *c, const mp_settings *s)
                                           : " new auto-negotiating client connection");
 }
 
+void mp_log_bin_header(const mp_conn *c, bool read, const char *hdr)
+{
+    static const char hex[] = "0123456789abcdef";
+    line_head h;
+    head_conn(&h, read ? '<' : '>', c);
+    emit(&h, NULL, 0, read ? " Read binary protocol data:" : " Writing bin response:");
+    for (int i = 0; i < 24; i += 4) {
+        head_conn(&h, read ? '<' : '>', c);
+        head_lit(&h, read ? "   " : "  ");
+        for (int j = i; j < i + 4; j++) {
+            unsigned char b = (unsigned char)hdr[j];
+            head_lit(&h, " 0x");
+            h.b[h.n++] = hex[b >> 4];
+            h.b[h.n++] = hex[b & 15];
+        }
+        emit(&h, NULL, 0, NULL);
+    }
+}
+
+void mp_log_text(const mp_conn *c, char dir, const char *head, const char *data, size_t dlen,
+                 const char *tail)
+{
+    line_head h = {.n = 0};
+    if (dir != 0)
+        head_conn(&h, dir, c);
+    head_lit(&h, head);
+    emit(&h, data, dlen, tail);
+}
+
 void mp_log_negotiated(const mp_conn *c, bool binary)
 {
     line_head h;

@@ -55,6 +55,15 @@ void mp_log_lookup(const struct mp_conn *c, const char *key, size_t nkey, int wh
 void mp_log_opened(const struct mp_conn *c, const mp_settings *s);
 /* "N: Client using the ascii protocol" (auto-negotiation, first input) */
 void mp_log_negotiated(const struct mp_conn *c, bool binary);
+/* The binary protocol's -vv lines (memcached's proto_bin.c):
+ * "<N Read binary protocol data:" and its 24 bytes, four a line
+ * ("<N    0x80 0x01 0x00 0x01"), or with read false ">N Writing bin
+ * response:" and ">N   0x81 ..." */
+void mp_log_bin_header(const struct mp_conn *c, bool read, const char *hdr);
+/* A line of text around data: with dir '<' or '>' after "<N", else alone
+ * ("Deleting <key>", "incr ...") */
+void mp_log_text(const struct mp_conn *c, char dir, const char *head, const char *data,
+                 size_t dlen, const char *tail);
 /* "<N connection closed." */
 void mp_log_closed(const struct mp_conn *c);
 /* "Closing idle fd N" */

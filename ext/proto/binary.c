@@ -16,12 +16,14 @@
  * any error not followed by a swallowed body (its conn_mwrite). */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "auth.h"
 #include "executor.h"
 #include "io/conn.h"
+#include "log.h"
 #include "parser.h"
 #include "proto_env.h"
 #include "replies.h"
@@ -136,12 +138,34 @@ static char *bin_header(char *p, uint8_t opcode, uint32_t opaque, uint16_t statu
     return p + MP_BIN_HEADER;
 }
 
+/* -vv: memcached's lines about a request or a reply (its proto_bin.c
+ * fprintfs at verbose > 1), one branch when logging is off */
+static inline bool bin_logging(const mp_conn *c)
+{
+    return mp_log_on(c->env, MP_LOG_CONN);
+}
+
+/* "<N GET key", "<N STATS group", "Deleting key": a text, a key, a tail */
+static void log_key(const mp_conn *c, char dir, const char *head, const mp_bin_request *q,
+                    const char *tail)
+{
+    mp_log_text(c, dir, head, q->key, q->keylen, tail);
+}
+
 /* A reply of a header and a body of n bytes, extras and key none. */
 static void bin_reply(mp_conn *c, uint16_t status, const char *body, size_t n, uint64_t cas)
 {
     char *p = mp_out_reserve(c, MP_BIN_HEADER + n);
     if (p == NULL)
         return;
+    if (bin_logging(c)) {
+        /* write_bin_error names its text before add_bin_header dumps */
+        if (status != ST_SUCCESS && status != ST_AUTH_CONTINUE)
+            mp_log_text(c, '>', " Writing an error: ", body, n, NULL);
+        char hdr[MP_BIN_HEADER];
+        bin_header(hdr, c->proto.bin_opcode, c->proto.bin_opaque, status, 0, 0, (uint32_t)n, cas);
+        mp_log_bin_header(c, false, hdr);
+    }
     p = bin_header(p, c->proto.bin_opcode, c->proto.bin_opaque, status, 0, 0,
                    (uint32_t)n, cas);
     if (n > 0)
@@ -227,6 +251,8 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
     if (touch)
         exptime = mp_realtime((int64_t)rd32(q->ext));
     size_t nkey = q->keylen;
+    if (bin_logging(c))
+        log_key(c, '<', touch ? " TOUCH " : " GET ", q, NULL);
     /* the reply up to its value, before the lock */
     if (!mp_out_fits(c, BIN_GET_HEAD_MAX) && !mp_out_grow(c, BIN_GET_HEAD_MAX))
         return 0;
@@ -257,6 +283,8 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
         if (p != NULL) {
             p = bin_header(p, c->proto.bin_opcode, c->proto.bin_opaque, ST_KEY_ENOENT, 0,
                            (uint16_t)nkey, (uint32_t)nkey, 0);
+            if (bin_logging(c))
+                mp_log_bin_header(c, false, p - MP_BIN_HEADER);
             memcpy(p, q->key, nkey);
             mp_out_commit(c, MP_BIN_HEADER + nkey);
         }
@@ -281,6 +309,13 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
     }
     mp_item *deferred = mp_out_value_n(c, p, s, it, vlen);
     mp_shard_unlock(s);
+    if (bin_logging(c)) {
+        /* memcached dumps the header before it sets the item's cas */
+        char hdr[MP_BIN_HEADER];
+        bin_header(hdr, c->proto.bin_opcode, c->proto.bin_opaque, ST_SUCCESS, 4, klen,
+                   4 + klen + vlen, 0);
+        mp_log_bin_header(c, false, hdr);
+    }
     if (touch) {
         STATS(c).touch_cmds++;
         STATS(c).touch_hits++;
@@ -303,6 +338,14 @@ static int bin_update(mp_conn *c, const mp_bin_request *q, mp_store_op op)
     mp_rel_time exptime = append ? 0 : mp_realtime((int64_t)rd32(q->ext + 4));
     /* memcached's int: a body over 2^31 makes it negative */
     int32_t vlen = (int32_t)(q->bodylen - q->keylen - q->extlen);
+    if (bin_logging(c)) {
+        char tail[32];
+        snprintf(tail, sizeof(tail), " Value len is %d", (int)vlen);
+        if (append)
+            mp_log_text(c, 0, tail + 1, NULL, 0, NULL);
+        else
+            log_key(c, '<', op == MP_SET ? " SET " : op == MP_ADD ? " ADD " : " REPLACE ", q, tail);
+    }
     uint64_t cas_in = c->env->settings->use_cas ? q->cas : 0;
     mp_store *st = c->env->store;
     uint64_t hv = mp_hash(q->key, q->keylen);
@@ -514,6 +557,8 @@ static bool bin_data_phase(mp_conn *c)
 
 static int bin_delete(mp_conn *c, const mp_bin_request *q)
 {
+    if (bin_logging(c))
+        log_key(c, 0, "Deleting ", q, NULL);
     uint64_t hv = mp_hash(q->key, q->keylen);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_mdelete md = {.has_cas = q->cas != 0, .cas = q->cas};
@@ -569,6 +614,13 @@ static int bin_arith(mp_conn *c, const mp_bin_request *q, bool incr)
     uint64_t delta = rd64(q->ext);
     uint64_t initial = rd64(q->ext + 8);
     uint32_t expiration = rd32(q->ext + 16);
+    if (bin_logging(c)) {
+        /* decr too says "incr", the delta signed, the expiration an int */
+        char tail[80];
+        snprintf(tail, sizeof(tail), " %lld, %llu, %d", (long long)delta,
+                 (unsigned long long)initial, (int)expiration);
+        log_key(c, 0, "incr ", q, tail);
+    }
     char buf[24];
     uint64_t hv = mp_hash(q->key, q->keylen);
     mp_shard *s = mp_store_shard(c->env->store, hv);
@@ -736,6 +788,8 @@ static bool key_starts(const mp_bin_request *q, const char *s)
 
 static int bin_stat(mp_conn *c, const mp_bin_request *q)
 {
+    if (bin_logging(c))
+        log_key(c, '<', " STATS ", q, NULL);
     const mp_proto_env *env = c->env;
     uint32_t from = c->wend - c->wstart;
     if (q->keylen == 0) {
@@ -784,6 +838,13 @@ static int bin_stat(mp_conn *c, const mp_bin_request *q)
 static int protocol_error(mp_conn *c)
 {
     bin_error(c, ST_EINVAL, 0);
+    if (c->env->verbose >= 1) {
+        static const char hex[] = "0123456789abcdef";
+        char tail[48];
+        snprintf(tail, sizeof(tail), "%c%c), close connection %llu", hex[c->proto.bin_opcode >> 4],
+                 hex[c->proto.bin_opcode & 15], mp_conn_number(c));
+        mp_log_text(c, 0, "Protocol error (opcode ", NULL, 0, tail);
+    }
     c->close_after_write = true;
     return MP_PROC_CLOSE;
 }
@@ -800,8 +861,15 @@ static int dispatch(mp_conn *c, const mp_bin_request *q)
         return MP_PROC_CLOSE;
     }
     /* -S: before authenticating, SASL's requests and version only */
-    if (c->env->settings->sasl && !c->proto.sasl_authed && q->opcode != OP_SASL_LIST_MECHS &&
-        q->opcode != OP_SASL_AUTH && q->opcode != OP_SASL_STEP && q->opcode != OP_VERSION) {
+    bool allowed = c->proto.sasl_authed || q->opcode == OP_SASL_LIST_MECHS ||
+                   q->opcode == OP_SASL_AUTH || q->opcode == OP_SASL_STEP ||
+                   q->opcode == OP_VERSION;
+    if (c->env->settings->sasl && bin_logging(c)) {
+        char tail[32];
+        snprintf(tail, sizeof(tail), "%02x is %s", q->opcode, allowed ? "true" : "false");
+        mp_log_text(c, 0, "authenticated() in cmd 0x", NULL, 0, tail);
+    }
+    if (c->env->settings->sasl && !allowed) {
         bin_error(c, ST_AUTH_ERROR, 0);
         c->close_after_write = true;
         return MP_PROC_CLOSE;
@@ -943,8 +1011,19 @@ int mp_bin_process(mp_conn *c, int budget)
                                               &consumed);
         if (st == MP_BIN_PARSE_NEED_MORE)
             return MP_PROC_NEED_INPUT;
-        if (st == MP_BIN_PARSE_BAD_MAGIC)
+        /* memcached dumps a header once it has 24 bytes; here once the
+         * extras and key are in too (it dumps again each time it looks at
+         * a header still waiting for them) */
+        if (bin_logging(c))
+            mp_log_bin_header(c, true, c->rbuf + c->rstart);
+        if (st == MP_BIN_PARSE_BAD_MAGIC) {
+            if (c->env->verbose >= 1) {
+                char tail[8];
+                snprintf(tail, sizeof(tail), "%x", (unsigned char)c->rbuf[c->rstart]);
+                mp_log_text(c, 0, "Invalid magic:  ", NULL, 0, tail);
+            }
             return close_now(c);
+        }
         ran++;
         STATS(c).requests++;
         p->seen_cmd = true;

@@ -302,3 +302,68 @@ def test_stat_groups_as_packets(pair):
                 assert keys[:-2] == stat_names_text(srv, b"settings"), srv.name
             continue
         same_on_both(ref, cand, data)
+
+
+# ---- -vv ----
+
+LOG_SCRIPT = (request("set", b"a", store_extras(1, 0), b"v", opaque=1)
+              + request("get", b"a", opaque=2) + request("getq", b"zz", opaque=3)
+              + request("getk", b"zz", opaque=4) + request("delete", b"zz", opaque=5)
+              + request("incr", b"n", arith_extras(2 ** 64 - 1, 5, 0xffffffff), opaque=6)
+              + request("decr", b"n", arith_extras(1, 5, 0), opaque=7)
+              + request("setq", b"b", store_extras(0, 0), b"xy", opaque=8)
+              + request("add", b"b", store_extras(0, 0), b"z", opaque=9)
+              + request("append", b"b", b"", b"zz", opaque=10)
+              + request("touch", b"b", touch_extras(10), opaque=11)
+              + request("gatk", b"b", touch_extras(10), opaque=12)
+              + request("stat", b"nosuch", opaque=13)
+              + request("version", opaque=14) + request(0x1b, b"", b"", b"", opaque=15))
+
+
+def vv_lines(srv, data, start):
+    """The log lines of one connection sending data, from offset start;
+    connection numbers replaced by N."""
+    with BinConn(srv.addr) as c:
+        c.send(data)
+        c.read_to_eof(timeout=1.0)
+    deadline = time.monotonic() + 5
+    while True:
+        text = srv._stderr
+        text.flush()
+        text.seek(0)
+        log = text.read()[start:]
+        text.seek(0, 2)
+        if b"connection closed." in log or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    import re
+    return [re.sub(rb"^([<>]?)\d+(:| )", rb"\1N\2", line).replace(b"connection %d" % 0, b"")
+            for line in log.split(b"\n") if line and not line.startswith(b"slab class")]
+
+
+def log_size(srv):
+    f = srv._stderr
+    f.flush()
+    f.seek(0, 2)
+    return f.tell()
+
+
+@pytest.mark.parametrize("script", ["commands", "protocol_error", "bad_magic"])
+def test_vv_lines(pair, script):
+    """-vv logs each request's header and each reply's, and memcached's
+    lines per command, as memcached does."""
+    ref, cand = pair(extra=("-vv",), threads=1)
+    data = {"commands": LOG_SCRIPT + request("quit", opaque=16),
+            "protocol_error": request("noop", opaque=1) + request("get", b"k", touch_extras(0)),
+            "bad_magic": request("noop", opaque=1) + bytes(24)}[script]
+    time.sleep(0.3)
+    want = vv_lines(ref, data, log_size(ref))
+    got = vv_lines(cand, data, log_size(cand))
+    want = [re_conn(line) for line in want]
+    got = [re_conn(line) for line in got]
+    assert got == want
+
+
+def re_conn(line):
+    import re
+    return re.sub(rb"close connection \d+", b"close connection N", line)
