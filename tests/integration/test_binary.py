@@ -6,6 +6,7 @@ compares what comes back, byte for byte (cas uniques renamed in the order
 each server first showed them; tests/differential/test_binary_differential.py
 runs the random streams)."""
 
+import re
 import socket
 import ssl
 import struct
@@ -336,8 +337,8 @@ def vv_lines(srv, data, start):
         if b"connection closed." in log or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    import re
-    return [re.sub(rb"^([<>]?)\d+(:| )", rb"\1N\2", line).replace(b"connection %d" % 0, b"")
+    return [re.sub(rb"close connection \d+", b"close connection N",
+                   re.sub(rb"^([<>]?)\d+(:| )", rb"\1N\2", line))
             for line in log.split(b"\n") if line and not line.startswith(b"slab class")]
 
 
@@ -359,11 +360,4 @@ def test_vv_lines(pair, script):
     time.sleep(0.3)
     want = vv_lines(ref, data, log_size(ref))
     got = vv_lines(cand, data, log_size(cand))
-    want = [re_conn(line) for line in want]
-    got = [re_conn(line) for line in got]
-    assert got == want
-
-
-def re_conn(line):
-    import re
-    return re.sub(rb"close connection \d+", b"close connection N", line)
+    assert len(want) > 10 and got == want
