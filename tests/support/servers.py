@@ -253,8 +253,9 @@ class ServerProcess:
                     if self._binary_only():
                         # a binary version request; the reply's magic is 0x81
                         s.sendall(bytes([0x80, 0x0b]) + bytes(22))
-                        reply = s.recv(24)
+                        reply = _recv_packet(s)
                         if reply[:1] == b"\x81":
+                            self._check_own_port_binary(s)
                             return
                     else:
                         s.sendall(b"version\r\n")
@@ -285,6 +286,22 @@ class ServerProcess:
             if line.startswith(b"STAT pid "):
                 if int(line.split()[2]) != self.proc.pid:
                     raise ServerStartError(f"port {self.port} in use by pid {line.split()[2].decode()}")
+                return
+
+    def _check_own_port_binary(self, s):
+        """_check_own_port for a server that speaks only the binary
+        protocol: its stat packets name our pid.  One started with -S
+        answers an auth error instead, and is taken as ours."""
+        s.sendall(bytes([0x80, 0x10]) + bytes(22))
+        while True:
+            packet = _recv_packet(s)
+            status, keylen = int.from_bytes(packet[6:8], "big"), int.from_bytes(packet[2:4], "big")
+            if status != 0 or keylen == 0:
+                return
+            if packet[24:24 + keylen] == b"pid":
+                pid = int(packet[24 + keylen:])
+                if pid != self.proc.pid:
+                    raise ServerStartError(f"port {self.port} in use by pid {pid}")
                 return
 
     def alive(self):
@@ -329,6 +346,20 @@ def _recv_until(s, end):
     buf = b""
     while not buf.endswith(end):
         chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _recv_packet(s):
+    """One binary protocol packet: its header, then its body."""
+    buf = b""
+    while True:
+        need = 24 if len(buf) < 24 else 24 + int.from_bytes(buf[8:12], "big")
+        if len(buf) >= need:
+            break
+        chunk = s.recv(need - len(buf))
         if not chunk:
             break
         buf += chunk
