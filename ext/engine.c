@@ -19,6 +19,7 @@
 #include "log.h"
 #include "io/udp.h"
 #include "proto/commands.h"
+#include "proto/prefix.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
  * over S shards, the chance that another channel holds the lock a command
@@ -194,6 +195,12 @@ mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char
         if (eng->store == NULL)
             goto fail;
     }
+    eng->shared.prefix = mp_prefix_create((char)eng->settings.prefix_delimiter);
+    if (eng->shared.prefix == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    eng->shared.detail_on = eng->settings.detail_enabled;
     if (eng->settings.verbose > 1)
         log_slab_classes(eng->store);
     eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));
@@ -229,6 +236,7 @@ void mp_engine_destroy(mp_engine *eng)
         close(eng->control_fd);
     mp_auth_free(eng->auth);
     mp_tls_server_free(eng);
+    mp_prefix_destroy(eng->shared.prefix);
     free(eng);
 }
 

@@ -48,6 +48,10 @@
     VAL(bool,     shutdown_command, false,       "-A") \
     VAL(bool,     flush_enabled,    true,        "!-F") \
     VAL(bool,     maxconns_fast,    true,        "-o maxconns_fast") \
+    VAL(int,      prefix_delimiter, ':',         "-D: the byte that ends a key's prefix in per-prefix stats") \
+    VAL(bool,     detail_enabled,   false,       "-D: per-prefix stats kept from the start (then stats detail on|off)") \
+    VAL(bool,     dump_enabled,     true,        "!-X: stats cachedump, lru_crawler metadump") \
+    VAL(bool,     watch_enabled,    true,        "!-W: watch") \
     VAL(bool,     binding_ascii,    false,       "-B ascii or -Y: ascii from the start, not auto-negotiated") \
     STR(          auth_file, 4096,  "",          "-Y, as given (PATH_MAX); \"\" = no authentication") \
     STR(          io_engine,  16,   "epoll",     "asked: auto, uring, epoll; after create, the one in use") \

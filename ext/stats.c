@@ -326,8 +326,9 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "chunk_size", s->chunk_size);
     STAT_U64(c, "num_threads", eng->nchannels);
     STAT_U64(c, "num_threads_per_udp", eng->nchannels);
-    STAT_STR(c, "stat_key_prefix", ":");
-    STAT_YESNO(c, "detail_enabled", false);
+    stat_linef(c, "STAT stat_key_prefix %c", s->prefix_delimiter);
+    STAT_YESNO(c, "detail_enabled",
+               __atomic_load_n(&eng->shared.detail_on, __ATOMIC_RELAXED) != 0);
     STAT_U64(c, "reqs_per_event", s->reqs_per_event);
     STAT_YESNO(c, "cas_enabled", s->use_cas);
     STAT_U64(c, "tcp_backlog", s->backlog);
@@ -352,7 +353,7 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "lru_crawler_tocrawl", 0);
     STAT_U64(c, "tail_repair_time", 0);
     STAT_YESNO(c, "flush_enabled", s->flush_enabled);
-    STAT_YESNO(c, "dump_enabled", false);   /* no cachedump / metadump */
+    STAT_YESNO(c, "dump_enabled", s->dump_enabled);
     STAT_STR(c, "hash_algorithm", MP_HASH_NAME);   /* the store's own (store.h) */
     STAT_YESNO(c, "lru_maintainer_thread", true);
     STAT_YESNO(c, "lru_segmented", true);

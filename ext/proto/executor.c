@@ -20,6 +20,7 @@
 #include "io/conn.h"
 #include "latency.h"
 #include "parser.h"
+#include "prefix.h"
 #include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
@@ -75,6 +76,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
     if (it == NULL) {
         mp_shard_unlock(s);
+        if (mp_prefix_on(c->env))
+            mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_GET);
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, why);
         if (touch) {
@@ -110,6 +113,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         deferred = mp_out_value(c, p, s, it);
     }
     mp_shard_unlock(s);
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_HIT);
     if (mp_log_on(c->env, MP_LOG_CONN)) {
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, MP_MISS_NONE);
@@ -257,6 +262,9 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
         return 0;
     }
     uint32_t nbytes = (uint32_t)vlen + 2;
+    /* counted at the command line, stored or not, as memcached does */
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_SET);
     mp_store *st = c->env->store;
     uint64_t hv = mp_hash(key, nkey);
     mp_item *it = NULL;
@@ -438,6 +446,8 @@ static int cmd_delete(mp_conn *c, const mp_request *r)
         REPLY(c, R_BAD_FORMAT);
         return 0;
     }
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_DEL);
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
@@ -616,20 +626,25 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
     }
     if (TOK_IS(r, 1, "reset")) {
         env->hooks->stats_reset(env->owner);
+        mp_prefix_clear(env->shared->prefix);
         REPLY(c, R_RESET);
         return 0;
     }
     if (TOK_IS(r, 1, "detail")) {
-        /* per-prefix statistics are not kept: on/off are accepted and a dump
-         * is empty, which is what memcached shows before any prefix is seen */
-        if (r->ntokens < 3)
+        /* memcached looks at the third word only when there are four */
+        if (r->ntokens < 3) {
             REPLY(c, R_DETAIL_USAGE);
-        else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off"))
+        } else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off")) {
+            __atomic_store_n(&env->shared->detail_on, TOK_IS(r, 2, "on"), __ATOMIC_RELAXED);
             REPLY(c, R_OKAY);
-        else if (TOK_IS(r, 2, "dump"))
+        } else if (TOK_IS(r, 2, "dump")) {
+            /* what was counted stays readable with detail off */
+            if (!mp_prefix_dump(env->shared->prefix, c, &c->proto.resume))
+                return MP_PROC_SUSPEND;
             REPLY_UNLOGGED(c, R_END);
-        else
+        } else {
             REPLY(c, R_DETAIL_USAGE);
+        }
         return 0;
     }
     if (TOK_IS(r, 1, "conns")) {
