@@ -46,6 +46,10 @@ typedef struct mp_proto {
                                 reply half built; where to go on (a multi-get:
                                 the offset of its next key in the line; stats
                                 conns: the next connection, plus one) */
+    /* a key dump stopped at the output mark (dump.c): where it goes on */
+    uint32_t dump_shard;
+    uint32_t dump_count, dump_bytes;   /* cachedump: items and bytes shown */
+    uint64_t dump_cursor;    /* mp_store_walk's, in that shard */
     bool discard;            /* the stopped request's reply will be culled:
                                 run the rest for its effects, compose nothing */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch

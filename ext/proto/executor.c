@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "commands.h"
+#include "dump.h"
 #include "executor.h"
 #include "io/conn.h"
 #include "latency.h"
@@ -654,9 +655,22 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     if (TOK_IS(r, 1, "cachedump")) {
-        /* key dumps are not offered (the store has no walk for them): the
-         * answer memcached gives when dumping is disabled */
-        REPLY(c, R_DUMP_OFF);
+        /* memcached's checks in its order: -X before the words */
+        if (!env->settings->dump_enabled) {
+            REPLY(c, R_DUMP_OFF);
+            return 0;
+        }
+        uint32_t id, limit;
+        if (r->ntokens < 4) {
+            REPLY(c, R_BAD_CMDLINE);
+        } else if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &id) ||
+                   !mp_parse_u32(TOKP(r, 3), TOKL(r, 3), &limit)) {
+            REPLY(c, R_BAD_FORMAT);
+        } else if (id >= MP_MC_SLAB_CLASSES) {
+            REPLY(c, R_ILLEGAL_SLAB);
+        } else if (!mp_dump_cachedump(c, id, limit)) {
+            return MP_PROC_SUSPEND;
+        }
         return 0;
     }
     if (env->hooks->stats(env->owner, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
@@ -798,12 +812,16 @@ static bool crawler_enabled(const mp_conn *c)
     return !__atomic_load_n(&c->env->shared->lru_crawler_off, __ATOMIC_RELAXED);
 }
 
-/* memcached's class list: "all", or comma-separated ids in [1, 63] */
-static bool crawl_classes_ok(const char *p, size_t len, bool *any)
+/* memcached's class list: "all", or comma-separated ids in [1, 63]
+ * (*mask gets them, all ones for "all"); "hash" only where allowed
+ * (metadump walks the hash table for it, crawl refuses it) */
+static bool crawl_classes_ok(const char *p, size_t len, bool hash_ok, bool *any, uint64_t *mask)
 {
     *any = false;
-    if (len == 3 && memcmp(p, "all", 3) == 0) {
+    *mask = 0;
+    if ((len == 3 && memcmp(p, "all", 3) == 0) || (hash_ok && len == 4 && memcmp(p, "hash", 4) == 0)) {
         *any = true;
+        *mask = ~0ull;
         return true;
     }
     size_t i = 0;
@@ -816,6 +834,7 @@ static bool crawl_classes_ok(const char *p, size_t len, bool *any)
             if (!mp_parse_u32(p + i, j - i, &id) || id < 1 || id >= MP_MC_SLAB_CLASSES)
                 return false;
             *any = true;
+            *mask |= 1ull << id;
         }
         i = j + 1;
     }
@@ -826,19 +845,41 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens == 3 && TOK_IS(r, 1, "crawl")) {
         bool any;
+        uint64_t mask;
         if (!crawler_enabled(c))
             REPLY(c, R_CRAWLER_OFF);
-        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), &any))
+        else if (TOK_IS(r, 2, "hash"))   /* a hash walk is metadump's alone */
+            REPLY(c, R_CRAWLER_ERROR);
+        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), false, &any, &mask))
             REPLY(c, R_CRAWLER_BADCLASS);
         else if (!any)
             REPLY(c, R_CRAWLER_NONE);
         else
             REPLY(c, R_OKAY);   /* expiry is swept continuously anyway */
     } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
-        if (!crawler_enabled(c))
+        bool any;
+        uint64_t mask;
+        if (c->proto.resume != 0) {
+            /* going on after the output mark: checked when it started */
+            crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask);
+            if (!mp_dump_metadump(c, mask))
+                return MP_PROC_SUSPEND;
+        } else if (!crawler_enabled(c)) {
             REPLY(c, R_CRAWLER_OFF);
-        else
+        } else if (!c->env->settings->dump_enabled) {
             REPLY(c, R_METADUMP_OFF);
+        } else if (c->wend - c->wstart > c->proto.flush_mark ||
+                   c->wrefs.n > c->proto.flush_mark_refs) {
+            /* memcached hands the connection to its crawler thread, which
+             * cannot take replies still queued before it (resp_has_stack) */
+            REPLY(c, R_METADUMP_PIPE);
+        } else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask)) {
+            REPLY(c, R_CRAWLER_BADCLASS);
+        } else if (!any) {
+            REPLY(c, R_CRAWLER_NONE);
+        } else if (!mp_dump_metadump(c, mask)) {
+            return MP_PROC_SUSPEND;
+        }
     } else if (r->ntokens == 3 && (TOK_IS(r, 1, "tocrawl") || TOK_IS(r, 1, "sleep"))) {
         uint32_t v;
         if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &v))

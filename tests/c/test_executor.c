@@ -4,7 +4,7 @@
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c \
  *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c \
- *      ext/proto/prefix.c ext/store/store.c ext/store/slabs.c \
+ *      ext/proto/dump.c ext/proto/prefix.c ext/store/store.c ext/store/slabs.c \
  *      ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call
@@ -418,7 +418,7 @@ static const wire_case cases[] = {
      "stats\r\nstats settings\r\nstats nope\r\nstats reset\r\nstats detail dump\r\n"
      "stats detail on\r\nstats detail\r\nstats cachedump 1 1\r\nstats conns\r\n",
      "STAT pid 1\r\nEND\r\nSTAT maxbytes 67108864\r\nEND\r\nERROR\r\nRESET\r\nEND\r\nOK\r\n"
-     "CLIENT_ERROR usage: stats detail on|off|dump\r\nCLIENT_ERROR stats cachedump not allowed\r\n"
+     "CLIENT_ERROR usage: stats detail on|off|dump\r\nEND\r\n"
      "STAT 5:state conn_read\r\nSTAT 6:state conn_read\r\nSTAT 7:state conn_read\r\nEND\r\n"},
     {"tuning commands", WHOLE,
      "slabs reassign 1 1\r\nslabs reassign 1 2\r\nslabs reassign 1 99\r\nslabs automove 1\r\n"
