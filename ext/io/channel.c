@@ -23,6 +23,12 @@
 #include "store/store.h"
 #include "tls.h"
 #include "udp.h"
+#include "watch.h"
+
+/* A channel with "watch" connections waits at most this long, so that log
+ * lines go out about as soon as memcached's logger thread sends them (it
+ * sleeps 1 ms to 1 s, longer the quieter it is). */
+#define MP_WATCH_WAIT_MS 10
 
 static uint64_t now_ms(void)
 {
@@ -115,6 +121,8 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     ch->stats.total_conns++;
     if (mp_log_on(&ch->env, MP_LOG_CONN))
         mp_log_opened(c, ch->eng->settings.binding_ascii);
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS))
+        mp_watch_conn(c, false, 0);
     return c;
 }
 
@@ -125,6 +133,8 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     /* not at shutdown, where memcached closes nothing one by one */
     if (mp_log_on(&ch->env, MP_LOG_CONN) && !ch->stopping)
         mp_log_closed(c);
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS) && !ch->stopping && !c->proto.watcher)
+        mp_watch_conn(c, true, c->close_reason);
     mp_proto_reset(c);
     if (c->tls != NULL) {
         ch->tls_handshakes -= c->tls->handshaking;
@@ -490,8 +500,9 @@ static void close_idle(mp_channel *ch, mp_rel_time now, mp_rel_time idle)
     for (uint32_t i = 0; i < ch->nslots; i++) {
         mp_conn *c = mp_conn_at(ch, i);
         if (c->state == MP_CONN_OPEN && mp_out_unsent(c) == 0 && !c->in_ready &&
-            !c->blocked_out && now - c->last_cmd > idle) {
+            !c->blocked_out && !c->proto.watcher && now - c->last_cmd > idle) {
             ch->stats.idle_kicks++;
+            c->close_reason = MP_CLOSE_IDLE;
             if (mp_log_on(&ch->env, MP_LOG_CONN))
                 mp_log_idle(c);
             ch->be->close(ch, c);
@@ -548,6 +559,27 @@ static uint64_t maintain_interval(const mp_channel *ch)
     return ch->stats.events == ch->events_at_maintain ? MP_IDLE_MAINTAIN_MS : MP_MAINTAIN_MS;
 }
 
+/* A watcher's lines into its output, sent as any reply. */
+static void watch_deliver(void *owner, mp_conn *c, const char *p, size_t n)
+{
+    mp_channel *ch = (mp_channel *)((char *)owner - offsetof(mp_channel, env));
+    if (c->state != MP_CONN_OPEN)
+        return;
+    uint32_t sealed = c->wend - c->wstart;
+    mp_out_write(c, p, n);
+    if (c->tls != NULL && !mp_tls_seal(ch, c, sealed)) {
+        ch->be->close(ch, c);
+        return;
+    }
+    ch->be->flush(ch, c);
+}
+
+static void watch_drain(mp_channel *ch)
+{
+    int rc = mp_watch_drain(ch->eng->shared.watch, &ch->env, watch_deliver);
+    ch->owns_watchers = (rc & MP_WATCH_OWNS) != 0;
+}
+
 /* End of a turn: connections that yielded go on, maintenance when due. */
 static void end_turn(mp_channel *ch)
 {
@@ -557,6 +589,8 @@ static void end_turn(mp_channel *ch)
     for (int i = 0; i < ch->nudp; i++)
         if (ch->udp[i]->more)
             mp_udp_serve(ch, ch->udp[i]);
+    if (ch->owns_watchers || __atomic_load_n(&ch->eng->shared.watch_kinds, __ATOMIC_RELAXED))
+        watch_drain(ch);
     uint64_t t = now_ms();
     if (t - ch->last_maintain_ms >= maintain_interval(ch)) {
         ch->last_maintain_ms = t;
@@ -576,7 +610,8 @@ static int wait_ms(const mp_channel *ch)
             return 0;
     uint64_t since = now_ms() - ch->last_maintain_ms;
     uint64_t interval = maintain_interval(ch);
-    return since >= interval ? 0 : (int)(interval - since);
+    int ms = since >= interval ? 0 : (int)(interval - since);
+    return ch->owns_watchers && ms > MP_WATCH_WAIT_MS ? MP_WATCH_WAIT_MS : ms;
 }
 
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what)

@@ -27,6 +27,7 @@
 #include "settings.h"
 #include "stats.h"
 #include "store/store.h"
+#include "watch.h"
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
@@ -37,6 +38,14 @@
 #define MP_MEMLIMIT_MAX_MB 1000000000u
 /* "VALUE " key " " flags " " bytes " " cas "\r\n": the line around a hit */
 #define MP_VALUE_LINE_MAX (6 + MP_KEY_MAX_LENGTH + 1 + 10 + 1 + 10 + 1 + 20 + 2)
+
+/* memcached's resp_has_stack: replies of this batch are still queued
+ * (watch and metadump hand the connection to another thread, which cannot
+ * take them) */
+static bool replies_queued(const mp_conn *c)
+{
+    return c->wend - c->wstart > c->proto.flush_mark || c->wrefs.n > c->proto.flush_mark_refs;
+}
 
 /* memcached's set_noreply_maybe: only the last word it kept counts. */
 static bool noreply_maybe(mp_conn *c, const mp_request *r)
@@ -79,6 +88,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         mp_shard_unlock(s);
         if (mp_prefix_on(c->env))
             mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_GET);
+        if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+            mp_watch_item_get(c, key, nkey, mp_watch_miss_status(why), NULL);
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, why);
         if (touch) {
@@ -91,6 +102,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         count_miss_reason(c, why);
         return GK_OK;
     }
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_item_get(c, key, nkey, MP_WATCH_FOUND, it);
     if (touch)
         mp_item_set_exptime(s, it, exptime);
     mp_item_bump(s, it);
@@ -278,11 +291,16 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
             STATS(c).store_no_memory++;
             p->reply_kind = RK_NO_MEMORY;
         }
+        if (mp_watch_on(c->env, MP_WATCH_MUTATIONS))
+            mp_watch_item_refused(c, key, nkey, op,
+                                  rc == MP_ALLOC_TOO_LARGE ? MP_TOO_LARGE : MP_NO_MEMORY);
         /* stale data must not outlive a failed set (memcached's rule; the
          * other modes keep the old item) */
         if (op == MP_SET) {
             mp_shard *s = mp_store_shard(st, hv);
             mp_shard_lock(s);
+            if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+                mp_watch_lookup(c, s, key, nkey, hv);
             mp_item_unlink_key(s, key, nkey, hv);
             mp_shard_unlock(s);
         }
@@ -335,7 +353,15 @@ static void complete_nread(mp_conn *c)
     }
     mp_shard *s = mp_store_shard(st, p->hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, MP_ITEM_key(it), it->nkey, p->hv);
+    mp_watch_store w;
+    bool watched = mp_watch_on(c->env, MP_WATCH_MUTATIONS);
+    if (watched)
+        mp_watch_store_begin(&w, it);
     mp_store_result res = mp_item_store(s, it, p->hv, (mp_store_op)p->op, p->cas_in, 0, NULL);
+    if (watched)
+        mp_watch_store_end(&w, c, s, p->hv, p->op, res);
     mp_shard_unlock(s);
     count_cas_result(c, p->op, res);
     switch (res) {
@@ -414,6 +440,8 @@ static int cmd_touch(mp_conn *c, const mp_request *r)
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     bool found = mp_item_touch(s, key, nkey, hv, exptime_rel(exptime));
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -452,6 +480,8 @@ static int cmd_delete(mp_conn *c, const mp_request *r)
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     bool found = mp_item_delete(s, key, nkey, hv);
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -486,6 +516,8 @@ static int arith_common(mp_conn *c, const mp_request *r, bool incr)
     mp_item *it;
     bool moved;
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -577,6 +609,7 @@ static int cmd_verbosity(mp_conn *c, const mp_request *r)
 static int cmd_quit(mp_conn *c, const mp_request *r)
 {
     (void)r;
+    c->close_reason = MP_CLOSE_NORMAL;
     c->close_after_write = true;
     /* UDP: memcached transmits quit's empty response, a bare header */
     mp_out_resp_force(c);
@@ -592,6 +625,7 @@ static int cmd_shutdown(mp_conn *c, const mp_request *r)
     if (r->ntokens == 1 || (r->ntokens == 2 && TOK_IS(r, 1, "graceful"))) {
         /* memcached closes this connection at once, without a reply */
         c->env->hooks->shutdown(c->env->owner, r->ntokens == 2);
+        c->close_reason = MP_CLOSE_SHUTDOWN;
         return close_now(c);
     }
     REPLY(c, R_SHUTDOWN_MODE);
@@ -868,8 +902,7 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
             REPLY(c, R_CRAWLER_OFF);
         } else if (!c->env->settings->dump_enabled) {
             REPLY(c, R_METADUMP_OFF);
-        } else if (c->wend - c->wstart > c->proto.flush_mark ||
-                   c->wrefs.n > c->proto.flush_mark_refs) {
+        } else if (replies_queued(c)) {
             /* memcached hands the connection to its crawler thread, which
              * cannot take replies still queued before it (resp_has_stack) */
             REPLY(c, R_METADUMP_PIPE);
@@ -903,10 +936,59 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
     return 0;
 }
 
+/* memcached's process_watch_command: the words after "watch" are the
+ * kinds (fetchers without any); the OK comes with the log lines */
 static int cmd_watch(mp_conn *c, const mp_request *r)
 {
+    static const struct { const char *word; int kind; } words[] = {
+        {"rawcmds", MP_WATCH_RAWCMDS},         {"evictions", MP_WATCH_EVICTIONS},
+        {"fetchers", MP_WATCH_FETCHERS},       {"mutations", MP_WATCH_MUTATIONS},
+        {"sysevents", MP_WATCH_SYSEVENTS},     {"connevents", MP_WATCH_CONNEVENTS},
+        {"proxyreqs", MP_WATCH_PROXYREQS},     {"proxyevents", MP_WATCH_PROXYEVENTS},
+        {"proxyuser", MP_WATCH_PROXYUSER},
+    };
     noreply_maybe(c, r);
-    REPLY(c, R_WATCH_OFF);
+    if (!c->env->settings->watch_enabled) {
+        REPLY(c, R_WATCH_OFF);
+        return 0;
+    }
+    if (replies_queued(c)) {
+        REPLY(c, R_WATCH_PIPE);
+        return 0;
+    }
+    int kinds = 0;
+    for (int i = 1; i < r->ntokens; i++) {
+        int k = 0;
+        for (size_t j = 0; j < sizeof(words) / sizeof(words[0]) && k == 0; j++)
+            if (tok_is(r, i, words[j].word, strlen(words[j].word)))
+                k = words[j].kind;
+        if (k == 0) {
+            REPLY(c, R_ERROR);
+            return 0;
+        }
+        kinds |= k;
+    }
+    if (r->ntokens == 1)
+        kinds = MP_WATCH_FETCHERS;
+    mp_proto_shared *sh = c->env->shared;
+    /* a UDP socket cannot carry a stream of log lines: memcached would hand
+     * it to its logger thread and break UDP; here the watcher is refused */
+    if (c->resps != NULL) {
+        REPLY(c, R_WATCH_FAILED);
+        return 0;
+    }
+    /* its channel drains it: connections of one channel share its env */
+    switch (mp_watch_add(sh->watch, &sh->watch_kinds, c, (void *)c->env, kinds)) {
+    case 0:
+        c->proto.watcher = true;
+        break;
+    case -1:
+        REPLY(c, R_WATCH_TOO_MANY);
+        break;
+    default:
+        REPLY(c, R_WATCH_FAILED);
+        break;
+    }
     return 0;
 }
 
@@ -1113,6 +1195,11 @@ static int process(mp_conn *c, int budget)
     int ran = p->yielded ? 1 : 0;
     p->yielded = false;
     for (;;) {
+        if (p->watcher) {
+            /* memcached's logger reads a watcher's input only to see it close */
+            c->rstart = c->rend;
+            return MP_PROC_NEED_INPUT;
+        }
         /* a reply could not be written whole: what was queued since the
          * last transmit goes, and so does the connection (memcached closes
          * a connection it cannot answer) */
@@ -1228,6 +1315,11 @@ int mp_process(mp_conn *c, int budget)
 void mp_proto_reset(mp_conn *c)
 {
     mp_proto *p = &c->proto;
+    if (p->watcher) {
+        mp_proto_shared *sh = c->env->shared;
+        mp_watch_remove(sh->watch, &sh->watch_kinds, c);
+        p->watcher = false;
+    }
     if (p->item != NULL) {
         mp_store_release(c->env->store, p->item, p->hv);
         p->item = NULL;

@@ -65,6 +65,8 @@ typedef struct mp_proto_shared {
     int lru_crawler_off;             /* "lru_crawler disable" */
     int detail_on;                   /* -D, "stats detail on|off" (prefix.h) */
     struct mp_prefix_stats *prefix;  /* per-prefix stats; NULL: none kept */
+    int watch_kinds;                 /* what "watch" connections watch (watch.h) */
+    struct mp_watch *watch;          /* their hub; NULL: none */
 } mp_proto_shared;
 
 typedef struct mp_proto_env {

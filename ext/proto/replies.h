@@ -40,6 +40,9 @@
 #define R_BAD_CMDLINE      "CLIENT_ERROR bad command line"
 #define R_ILLEGAL_SLAB     "CLIENT_ERROR Illegal slab id"
 #define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
+#define R_WATCH_PIPE       "ERROR cannot pipeline other commands before watch"
+#define R_WATCH_TOO_MANY   "WATCHER_TOO_MANY log watcher limit reached"
+#define R_WATCH_FAILED     "WATCHER_FAILED failed to add log watcher"
 #define R_TLS_OFF          "Error TLS not enabled"
 /* refresh_certs' other replies are memcached's messages naming the file and
  * OpenSSL's error (tls.c), at most this long: a path and two messages */

@@ -149,6 +149,12 @@ struct mp_store {
     uint64_t limit;              /* atomic: bytes, for stats */
     uint64_t too_large, no_memory;   /* atomic */
     uint64_t *ghost_slots;
+    /* "watch evictions": told of each eviction while *watch_kinds has
+     * evict_kind (one relaxed load otherwise) */
+    const int *watch_kinds;
+    int evict_kind;
+    void (*on_evict)(void *arg, const mp_item *it);
+    void *evict_arg;
 };
 
 #define ITEM_SIZE(nkey, nbytes) (offsetof(mp_item, data) + (size_t)(nkey) + 1 + (size_t)(nbytes))
@@ -449,6 +455,10 @@ static void item_reclaim(mp_shard *s, mp_item *it)
 
 static void item_evict(mp_shard *s, mp_item *it, bool to_ghost)
 {
+    const mp_store *st = s->st;
+    if (st->watch_kinds != NULL &&
+        (__atomic_load_n(st->watch_kinds, __ATOMIC_RELAXED) & st->evict_kind))
+        st->on_evict(st->evict_arg, it);
     class_stats *cs = &s->cs[it->clsid];
     cs->evicted++;
     cs->evicted_time = mp_current_time - it->time;
@@ -1644,4 +1654,13 @@ int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max)
 uint64_t mp_item_size_memcached(const mp_store *st, const mp_item *it)
 {
     return item_ntotal(st, it);
+}
+
+void mp_store_watch_evictions(mp_store *st, const int *kinds, int kind,
+                              void (*fn)(void *arg, const mp_item *it), void *arg)
+{
+    st->on_evict = fn;
+    st->evict_arg = arg;
+    st->evict_kind = kind;
+    st->watch_kinds = kinds;
 }

@@ -282,6 +282,12 @@ typedef int (*mp_walk_fn)(void *arg, const mp_item *it);
 int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
                   mp_walk_fn fn, void *arg);
 
+/* Start-up only: fn(arg, item) is called for each item evicted, with its
+ * shard lock held, while *kinds (read relaxed) has kind ("watch
+ * evictions"). */
+void mp_store_watch_evictions(mp_store *st, const int *kinds, int kind,
+                              void (*fn)(void *arg, const mp_item *it), void *arg);
+
 /* memcached's size of an item (ITEM_ntotal), as metadump prints it. */
 uint64_t mp_item_size_memcached(const mp_store *st, const mp_item *it);
 

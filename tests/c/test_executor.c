@@ -4,7 +4,7 @@
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c \
  *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c \
- *      ext/proto/dump.c ext/proto/prefix.c ext/store/store.c ext/store/slabs.c \
+ *      ext/proto/dump.c ext/proto/prefix.c ext/watch.c ext/store/store.c ext/store/slabs.c \
  *      ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call

@@ -38,7 +38,7 @@ PROGRAMS = {
     "test_store": STORE,
     "test_out": ("io/conn.c",) + STORE,
     "test_executor": ("proto/executor.c", "proto/meta.c", "proto/parser.c", "io/conn.c", "proto/auth.c",
-                      "log.c", "proto/dump.c", "proto/prefix.c") + STORE,
+                      "log.c", "proto/dump.c", "proto/prefix.c", "watch.c") + STORE,
 }
 
 
