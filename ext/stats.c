@@ -36,6 +36,7 @@
 #include "settings.h"
 #include "stats.h"
 #include "store/store.h"
+#include "watch.h"
 
 /* Room for one "STAT name value\r\n" line: names and values are short. */
 #define MP_STAT_LINE_MAX 512
@@ -254,11 +255,13 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     }
     STAT_U64(c, "lru_maintainer_juggles", 0);
     STAT_U64(c, "malloc_fails", t.malloc_fails);
-    STAT_U64(c, "log_worker_dropped", 0);
-    STAT_U64(c, "log_worker_written", 0);
-    STAT_U64(c, "log_watcher_skipped", 0);
-    STAT_U64(c, "log_watcher_sent", 0);
-    STAT_U64(c, "log_watchers", 0);
+    uint64_t lg[5];
+    mp_watch_counters(eng->shared.watch, lg);
+    STAT_U64(c, "log_worker_dropped", lg[0]);
+    STAT_U64(c, "log_worker_written", lg[1]);
+    STAT_U64(c, "log_watcher_skipped", lg[2]);
+    STAT_U64(c, "log_watcher_sent", lg[3]);
+    STAT_U64(c, "log_watchers", lg[4]);
     if (set->ssl_enabled) {
         if (set->ssl_session_cache)
             STAT_U64(c, "ssl_new_sessions", t.ssl_new_sessions);

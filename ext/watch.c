@@ -36,6 +36,7 @@ typedef struct mp_watcher {
 struct mp_watch {
     pthread_mutex_t lock;
     uint64_t gid;
+    uint64_t written, skipped, sent;   /* "stats" log_worker_written, ... */
     int count;
     mp_watcher w[MP_WATCH_MAX];
 };
@@ -166,6 +167,7 @@ static void emit(mp_watch *w, int kind, const char *body, size_t n)
     gettimeofday(&tv, NULL);
     pthread_mutex_lock(&w->lock);
     uint64_t gid = ++w->gid;
+    w->written++;
     /* "ts=%lld.%d gid=%llu ": memcached prints the microseconds unpadded */
     char *q = line;
     memcpy(q, "ts=", 3);
@@ -186,6 +188,7 @@ static void emit(mp_watch *w, int kind, const char *body, size_t n)
             continue;
         if (MP_WATCH_BUF - x->len < len + MP_WATCH_SLACK) {
             x->skipped++;
+            w->skipped++;
             continue;
         }
         if (x->skipped > 0) {
@@ -196,6 +199,7 @@ static void emit(mp_watch *w, int kind, const char *body, size_t n)
             x->skipped = 0;
         }
         ring_put(x, line, len);
+        w->sent++;
     }
     pthread_mutex_unlock(&w->lock);
 }
@@ -401,4 +405,26 @@ void mp_watch_conn(mp_conn *c, bool closed, int reason)
     q = u64_to_dec(q, mp_conn_number(c));
     *q++ = '\n';
     emit(hub(c), MP_WATCH_CONNEVENTS, body, (size_t)(q - body));
+}
+
+void mp_watch_counters(mp_watch *w, uint64_t out[5])
+{
+    memset(out, 0, 5 * sizeof(uint64_t));
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    out[1] = w->written;
+    out[2] = w->skipped;
+    out[3] = w->sent;
+    out[4] = (uint64_t)w->count;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void mp_watch_reset(mp_watch *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->written = w->skipped = w->sent = 0;
+    pthread_mutex_unlock(&w->lock);
 }

@@ -69,6 +69,13 @@ void mp_watch_remove(mp_watch *w, int *kinds_out, struct mp_conn *c);
 int mp_watch_drain(mp_watch *w, void *owner,
                    void (*deliver)(void *owner, struct mp_conn *c, const char *p, size_t n));
 
+/* For "stats", in memcached's order: log_worker_dropped (always 0: an
+ * event is never dropped before a watcher's buffer), log_worker_written,
+ * log_watcher_skipped, log_watcher_sent, log_watchers. */
+void mp_watch_counters(mp_watch *w, uint64_t out[5]);
+/* "stats reset": the counts restart (not the number of watchers). */
+void mp_watch_reset(mp_watch *w);
+
 /* ---- the events (callers test mp_watch_on first) ---- */
 
 /* memcached's do_item_get: status 0 not_found, 1 found, 2 flushed, 3

@@ -662,6 +662,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
     if (TOK_IS(r, 1, "reset")) {
         env->hooks->stats_reset(env->owner);
         mp_prefix_clear(env->shared->prefix);
+        mp_watch_reset(env->shared->watch);
         REPLY(c, R_RESET);
         return 0;
     }
