@@ -127,7 +127,8 @@ void mp_watch_remove(mp_watch *w, int *kinds_out, struct mp_conn *c)
 }
 
 int mp_watch_drain(mp_watch *w, void *owner,
-                   void (*deliver)(void *owner, struct mp_conn *c, const char *p, size_t n))
+                   void (*deliver)(void *arg, struct mp_conn *c, const char *p, size_t n),
+                   void *arg)
 {
     if (w == NULL)
         return 0;
@@ -146,9 +147,9 @@ int mp_watch_drain(mp_watch *w, void *owner,
         size_t n = room < x->len ? room : x->len;
         if (n > 0) {
             size_t first = MP_WATCH_BUF - x->head < n ? MP_WATCH_BUF - x->head : n;
-            deliver(owner, c, x->buf + x->head, first);
+            deliver(arg, c, x->buf + x->head, first);
             if (n > first)
-                deliver(owner, c, x->buf, n - first);
+                deliver(arg, c, x->buf, n - first);
             x->head = (x->head + n) % MP_WATCH_BUF;
             x->len -= n;
         }

@@ -60,14 +60,18 @@ int mp_watch_add(mp_watch *w, int *kinds_out, struct mp_conn *c, void *owner, in
 /* c closes (mp_proto_reset). */
 void mp_watch_remove(mp_watch *w, int *kinds_out, struct mp_conn *c);
 
-/* Hands what waits for the watchers owned by `owner` to deliver(owner, c,
+/* Hands what waits for the watchers owned by `owner` to deliver(arg, c,
  * bytes, n) (in at most two pieces each), no more than each connection's
- * output has room for below its mark.  Returns MP_WATCH_OWNS when `owner`
- * has watchers, plus MP_WATCH_LEFT when lines still wait. */
+ * output has room for below its mark.  deliver runs under the hub's mutex:
+ * it may append to c's output and nothing else (a send that fails would
+ * close c, which takes the mutex again); the caller sends afterwards.
+ * Returns MP_WATCH_OWNS when `owner` has watchers, plus MP_WATCH_LEFT when
+ * lines still wait. */
 #define MP_WATCH_OWNS 1
 #define MP_WATCH_LEFT 2
 int mp_watch_drain(mp_watch *w, void *owner,
-                   void (*deliver)(void *owner, struct mp_conn *c, const char *p, size_t n));
+                   void (*deliver)(void *arg, struct mp_conn *c, const char *p, size_t n),
+                   void *arg);
 
 /* For "stats", in memcached's order: log_worker_dropped (always 0: an
  * event is never dropped before a watcher's buffer), log_worker_written,

@@ -559,25 +559,47 @@ static uint64_t maintain_interval(const mp_channel *ch)
     return ch->stats.events == ch->events_at_maintain ? MP_IDLE_MAINTAIN_MS : MP_MAINTAIN_MS;
 }
 
-/* A watcher's lines into its output, sent as any reply. */
-static void watch_deliver(void *owner, mp_conn *c, const char *p, size_t n)
+/* The watchers that got lines this turn, and where their plaintext starts
+ * (TLS seals what follows). */
+typedef struct watch_fed {
+    int n;
+    mp_conn *c[MP_WATCH_MAX];
+    uint32_t sealed[MP_WATCH_MAX];
+} watch_fed;
+
+/* Under the hub's mutex: append only (watch.h). */
+static void watch_deliver(void *arg, mp_conn *c, const char *p, size_t n)
 {
-    mp_channel *ch = (mp_channel *)((char *)owner - offsetof(mp_channel, env));
+    watch_fed *f = arg;
     if (c->state != MP_CONN_OPEN)
         return;
-    uint32_t sealed = c->wend - c->wstart;
-    mp_out_write(c, p, n);
-    if (c->tls != NULL && !mp_tls_seal(ch, c, sealed)) {
-        ch->be->close(ch, c);
-        return;
+    int i = 0;
+    while (i < f->n && f->c[i] != c)
+        i++;
+    if (i == f->n && f->n < MP_WATCH_MAX) {
+        f->c[i] = c;
+        f->sealed[i] = c->wend - c->wstart;
+        f->n++;
     }
-    ch->be->flush(ch, c);
+    mp_out_write(c, p, n);
 }
 
 static void watch_drain(mp_channel *ch)
 {
-    int rc = mp_watch_drain(ch->eng->shared.watch, &ch->env, watch_deliver);
+    watch_fed f = {.n = 0};
+    int rc = mp_watch_drain(ch->eng->shared.watch, &ch->env, watch_deliver, &f);
     ch->owns_watchers = (rc & MP_WATCH_OWNS) != 0;
+    /* sent as any reply, once the hub is let go */
+    for (int i = 0; i < f.n; i++) {
+        mp_conn *c = f.c[i];
+        if (c->state != MP_CONN_OPEN)
+            continue;
+        if (c->tls != NULL && !mp_tls_seal(ch, c, f.sealed[i])) {
+            ch->be->close(ch, c);
+            continue;
+        }
+        ch->be->flush(ch, c);
+    }
 }
 
 /* End of a turn: connections that yielded go on, maintenance when due. */
