@@ -178,3 +178,44 @@ def test_watch_words_limit_and_input(server_factory):
     with srv.connect() as w:
         w.sendall(b"watch\r\n")
         assert read_lines(w, b"\r\n") == b"OK\r\n"
+
+
+def test_watcher_that_falls_behind_is_told_what_it_skipped(server_factory):
+    """A watcher that does not read loses lines, not memory: once its buffer
+    is full, lines are counted and a "skipped=<n>" line precedes the next
+    one that fits."""
+    srv = server_factory(threads=2)
+    w = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    w.connect(srv.addr)
+    try:
+        w.sendall(b"watch fetchers\r\n")
+        assert read_lines(w, b"OK\r\n") == b"OK\r\n"
+        keys = b" ".join(b"key%03d" % i for i in range(100))
+        with srv.connect() as s:
+            for _ in range(30):
+                s.sendall((b"get " + keys + b"\r\n") * 100)
+                buf = b""
+                s.settimeout(30)
+                while buf.count(b"END\r\n") < 100:
+                    buf += s.recv(65536)
+        time.sleep(1.0)
+        # now read what was kept: the last lines come after a skipped= line
+        w.settimeout(2.0)
+        got = _pending.pop(w.fileno(), b"")
+        try:
+            while True:
+                chunk = w.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+                if b"skipped=" in got and got.endswith(b"\n"):
+                    w.settimeout(0.5)
+        except socket.timeout:
+            pass
+        skipped = re.findall(rb"(?m)^skipped=(\d+)$", got)
+        assert skipped and int(skipped[0]) > 0, got[-300:]
+        lines = [l for l in got.split(b"\n") if l.startswith(b"ts=")]
+        assert len(lines) + sum(int(n) for n in skipped) <= 300000
+    finally:
+        w.close()
