@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.support.certs import suite_wrap
 from tests.support.raw import RawConn
 
 SCRIPT = (
@@ -188,6 +189,7 @@ def test_watcher_that_falls_behind_is_told_what_it_skipped(server_factory):
     w = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     w.connect(srv.addr)
+    w = suite_wrap(w)   # MPCACHE_TEST_TLS=1: over TLS like the others
     try:
         w.sendall(b"watch fetchers\r\n")
         assert read_lines(w, b"OK\r\n") == b"OK\r\n"
