@@ -121,8 +121,15 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     ch->stats.total_conns++;
     if (mp_log_on(&ch->env, MP_LOG_CONN))
         mp_log_opened(c, ch->eng->settings.binding_ascii);
-    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS))
-        mp_watch_conn(c, false, 0);
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS)) {
+        /* an io_uring connection's address comes with the channel's next
+         * io_uring_enter (uring.c ask_peer): its conn_new goes out at its
+         * first input, or at its close, with the address */
+        if (c->peerlen == 0 && !c->is_unix)
+            c->conn_new_owed = true;
+        else
+            mp_watch_conn(c, false, 0);
+    }
     return c;
 }
 
@@ -133,8 +140,11 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     /* not at shutdown, where memcached closes nothing one by one */
     if (mp_log_on(&ch->env, MP_LOG_CONN) && !ch->stopping)
         mp_log_closed(c);
-    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS) && !ch->stopping && !c->proto.watcher)
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS) && !ch->stopping && !c->proto.watcher) {
+        if (c->conn_new_owed)
+            mp_watch_conn(c, false, 0);
         mp_watch_conn(c, true, c->close_reason);
+    }
     mp_proto_reset(c);
     if (c->tls != NULL) {
         ch->tls_handshakes -= c->tls->handshaking;
@@ -371,6 +381,11 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
 {
     if (c->state != MP_CONN_OPEN)
         return;   /* closing: input after quit is ignored */
+    if (c->conn_new_owed) {
+        c->conn_new_owed = false;
+        if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS))
+            mp_watch_conn(c, false, 0);
+    }
     if (c->tls != NULL) {
         tls_input(ch, c, data, n);
         return;

@@ -150,6 +150,7 @@ typedef struct mp_conn {
     bool recv_armed;          /* io_uring: a multishot receive is pending */
     bool send_inflight;       /* io_uring: sbuf is being sent */
     uint8_t close_reason;     /* MP_CLOSE_*, for "watch connevents" */
+    bool conn_new_owed;       /* its conn_new waits for its address (io_uring) */
     uint32_t events;          /* epoll interest currently registered */
     uint32_t next_free;       /* free list link */
     mp_rel_time last_cmd;     /* when the last command was read (idle_timeout) */
