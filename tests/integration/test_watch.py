@@ -223,3 +223,26 @@ def test_watcher_that_falls_behind_is_told_what_it_skipped(server_factory, backe
         assert total == 300001 or (backend == "memcached" and total < 300001), total
     finally:
         w.close()
+
+
+def test_idle_timeout_spares_watchers_and_is_a_close_reason(server_factory):
+    """memcached's idle timeout only looks at connections waiting for a
+    command: a watcher stays, and sees the idle one go with its reason."""
+    srv = server_factory(threads=2, extra=("-o", "idle_timeout=1"))
+    with srv.connect() as w:
+        w.sendall(b"watch connevents\r\n")
+        assert read_lines(w, b"OK\r\n") == b"OK\r\n"
+        idle = srv.connect()
+        idle.sendall(b"version\r\n")
+        try:
+            text = read_lines(w, b"type=conn_close", 10)
+        finally:
+            idle.close()
+        _pending.pop(w.fileno(), None)
+        close = text.rstrip(b"\n").split(b"\n")[-1]
+        assert b" reason=idle_timeout " in close, text
+        # the watcher itself, idle far longer, is still served
+        time.sleep(2.5)
+        with RawConn(srv.addr) as c:
+            c.call(b"version\r\n")
+        assert b"type=conn_new" in read_lines(w, b"type=conn_close", 5)
