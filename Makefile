@@ -77,7 +77,8 @@ endif
 # and the reference memcached in plaintext (tests/support/certs.py).  Over
 # TLS refresh_certs answers OK where the plaintext expectation is
 # memcached's "Error TLS not enabled": that case is left out.
-TLS_TESTS ?= tests/differential tests/integration/test_protocol_corners.py tests/integration/test_meta.py
+TLS_TESTS ?= tests/differential tests/integration/test_protocol_corners.py tests/integration/test_meta.py \
+             tests/integration/test_dumps.py tests/integration/test_watch.py
 
 test-tls: test-packages build $(VENV)/.test-deps
 	MPCACHE_TEST_TLS=1 MPCACHE_TEST_BACKENDS=mpcache-epoll,mpcache-uring \

@@ -8,24 +8,40 @@ volatile time_t mp_process_started;
  * exptime equal to "now" is already in the past; ITEM_UPDATE_INTERVAL is 60. */
 #define MP_CLOCK_BACKDATE (60 + 2)
 
-static time_t monotonic_origin;
+/* The instant the clock started, in nanoseconds of the coarse monotonic
+ * clock.  Seconds are counted from that instant, not from the monotonic
+ * clock's own second boundaries: memcached's clock_handler runs first at
+ * start and then every second, so its current_time ticks at the start's
+ * phase, and a rel second r covers wall time [started + r, started + r + 1)
+ * shifted later by the wall clock's fraction at start.  Its clock is thus
+ * never ahead of the wall clock's second, which flush_all <absolute time>
+ * depends on: oldest_live (deadline - 1) is reached no earlier than a
+ * second before the deadline by the wall clock, and the items it flushes
+ * are those stored before the deadline plus that fraction.  Counting from
+ * the monotonic second boundaries instead could put rel time up to a second
+ * ahead of the wall clock and flush items set just after the command, a
+ * second early. */
+static int64_t origin_ns;
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 void mp_clock_init(void)
 {
     if (mp_process_started != 0)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    monotonic_origin = ts.tv_sec;
+    origin_ns = coarse_ns();
     mp_process_started = time(NULL) - MP_CLOCK_BACKDATE;
     mp_clock_update();
 }
 
 void mp_clock_update(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    mp_rel_time now = (mp_rel_time)(ts.tv_sec - monotonic_origin + MP_CLOCK_BACKDATE);
+    mp_rel_time now = (mp_rel_time)((coarse_ns() - origin_ns) / 1000000000 + MP_CLOCK_BACKDATE);
     if (now != mp_current_time)
         mp_current_time = now;
 }

@@ -19,6 +19,8 @@
 #include "log.h"
 #include "io/udp.h"
 #include "proto/commands.h"
+#include "proto/prefix.h"
+#include "watch.h"
 
 /* Shards per channel.  Any channel takes any shard's lock: with N channels
  * over S shards, the chance that another channel holds the lock a command
@@ -114,6 +116,11 @@ static void log_slab_classes(mp_store *st)
         mp_log_slab_class(i, cls[i].chunk_size, cls[i].chunks_per_page);
 }
 
+static void watch_eviction(void *hub, const mp_item *it)
+{
+    mp_watch_eviction(hub, it);
+}
+
 static int pow2_at_least(int n)
 {
     int p = 1;
@@ -194,6 +201,19 @@ mp_engine *mp_engine_create_tls(const mp_settings *settings, void *tls_ctx, char
         if (eng->store == NULL)
             goto fail;
     }
+    eng->shared.prefix = mp_prefix_create((char)eng->settings.prefix_delimiter);
+    if (eng->shared.prefix == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    eng->shared.detail_on = eng->settings.detail_enabled;
+    eng->shared.watch = mp_watch_create();
+    if (eng->shared.watch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    mp_store_watch_evictions(eng->store, &eng->shared.watch_kinds, MP_WATCH_EVICTIONS,
+                             watch_eviction, eng->shared.watch);
     if (eng->settings.verbose > 1)
         log_slab_classes(eng->store);
     eng->channels = calloc((size_t)eng->nchannels, sizeof(mp_channel *));
@@ -229,6 +249,8 @@ void mp_engine_destroy(mp_engine *eng)
         close(eng->control_fd);
     mp_auth_free(eng->auth);
     mp_tls_server_free(eng);
+    mp_prefix_destroy(eng->shared.prefix);
+    mp_watch_destroy(eng->shared.watch);
     free(eng);
 }
 

@@ -48,6 +48,10 @@
     VAL(bool,     shutdown_command, false,       "-A") \
     VAL(bool,     flush_enabled,    true,        "!-F") \
     VAL(bool,     maxconns_fast,    true,        "-o maxconns_fast") \
+    VAL(int,      prefix_delimiter, ':',         "-D: the byte that ends a key's prefix in per-prefix stats") \
+    VAL(bool,     detail_enabled,   false,       "-D: per-prefix stats kept from the start (then stats detail on|off)") \
+    VAL(bool,     dump_enabled,     true,        "!-X: stats cachedump, lru_crawler metadump") \
+    VAL(bool,     watch_enabled,    true,        "!-W: watch") \
     VAL(bool,     binding_ascii,    false,       "-B ascii or -Y: ascii from the start, not auto-negotiated") \
     VAL(bool,     binding_binary,   false,       "-B binary (or -S): binary from the start, not auto-negotiated") \
     VAL(bool,     sasl,             false,       "-S: binary clients authenticate with SASL PLAIN first") \

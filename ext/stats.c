@@ -36,6 +36,7 @@
 #include "settings.h"
 #include "stats.h"
 #include "store/store.h"
+#include "watch.h"
 
 /* Room for one "STAT name value\r\n" line: names and values are short. */
 #define MP_STAT_LINE_MAX 512
@@ -254,11 +255,13 @@ static void compose_general(mp_engine *eng, mp_conn *c)
     }
     STAT_U64(c, "lru_maintainer_juggles", 0);
     STAT_U64(c, "malloc_fails", t.malloc_fails);
-    STAT_U64(c, "log_worker_dropped", 0);
-    STAT_U64(c, "log_worker_written", 0);
-    STAT_U64(c, "log_watcher_skipped", 0);
-    STAT_U64(c, "log_watcher_sent", 0);
-    STAT_U64(c, "log_watchers", 0);
+    uint64_t lg[5];
+    mp_watch_counters(eng->shared.watch, lg);
+    STAT_U64(c, "log_worker_dropped", lg[0]);
+    STAT_U64(c, "log_worker_written", lg[1]);
+    STAT_U64(c, "log_watcher_skipped", lg[2]);
+    STAT_U64(c, "log_watcher_sent", lg[3]);
+    STAT_U64(c, "log_watchers", lg[4]);
     if (set->ssl_enabled) {
         if (set->ssl_session_cache)
             STAT_U64(c, "ssl_new_sessions", t.ssl_new_sessions);
@@ -326,8 +329,9 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "chunk_size", s->chunk_size);
     STAT_U64(c, "num_threads", eng->nchannels);
     STAT_U64(c, "num_threads_per_udp", eng->nchannels);
-    STAT_STR(c, "stat_key_prefix", ":");
-    STAT_YESNO(c, "detail_enabled", false);
+    stat_linef(c, "STAT stat_key_prefix %c", s->prefix_delimiter);
+    STAT_YESNO(c, "detail_enabled",
+               __atomic_load_n(&eng->shared.detail_on, __ATOMIC_RELAXED) != 0);
     STAT_U64(c, "reqs_per_event", s->reqs_per_event);
     STAT_YESNO(c, "cas_enabled", s->use_cas);
     STAT_U64(c, "tcp_backlog", s->backlog);
@@ -354,7 +358,7 @@ static void compose_settings(mp_engine *eng, mp_conn *c)
     STAT_U64(c, "lru_crawler_tocrawl", 0);
     STAT_U64(c, "tail_repair_time", 0);
     STAT_YESNO(c, "flush_enabled", s->flush_enabled);
-    STAT_YESNO(c, "dump_enabled", false);   /* no cachedump / metadump */
+    STAT_YESNO(c, "dump_enabled", s->dump_enabled);
     STAT_STR(c, "hash_algorithm", MP_HASH_NAME);   /* the store's own (store.h) */
     STAT_YESNO(c, "lru_maintainer_thread", true);
     STAT_YESNO(c, "lru_segmented", true);

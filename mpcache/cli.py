@@ -68,7 +68,7 @@ OPTIONS = [
     Option("f", "slab-growth-factor", "num", "chunk size growth factor (default: 1.25)"),
     Option("n", "slab-min-size", "bytes", "min space used for key+value+flags (default: 48)"),
     Option("L", "enable-largepages", "", "try to use large memory pages (accepted, ignored)"),
-    Option("D", "", "char", "prefix delimiter for per-prefix stats (accepted, ignored)"),
+    Option("D", "", "char", "prefix delimiter for per-prefix stats (stats detail), turns them on"),
     Option("t", "threads", "num", "number of channels (threads) to use (default: half the\n"
            "CPUs this process may run on, at least 1; here {cpus})"),
     Option("R", "max-reqs-per-event", "num", "maximum number of requests per event, limits the\n"
@@ -314,9 +314,16 @@ def apply_option(s, warnings, opt, value, listen_given):
         s.auth_file = value
     elif name == "F":
         s.flush_enabled = False
-    elif name in ("X", "W"):
-        pass   # mpcache has no dumping or watch commands to disable
-    elif name in ("k", "L", "D", "e", "N"):
+    elif name == "X":
+        s.dump_enabled = False
+    elif name == "W":
+        s.watch_enabled = False
+    elif name == "D":
+        if not value:
+            raise ConfigError("No delimiter specified")
+        s.prefix_delimiter = value
+        s.detail_enabled = True
+    elif name in ("k", "L", "e", "N"):
         flag = f"-{opt.short}" + (f" {value}" if opt.arg else "")
         warnings.append(f"WARNING: {flag} is not supported by mpcache; ignored")
     elif name == "o":

@@ -156,6 +156,12 @@ class Settings:
     use_cas: bool = True
     evict_to_free: bool = True
     flush_enabled: bool = True
+    # -D <c>: per-prefix stats ("stats detail"), kept from the start, with
+    # this delimiter; "stats detail on|off" switches them at run time
+    prefix_delimiter: str = ":"
+    detail_enabled: bool = False
+    dump_enabled: bool = True       # !-X
+    watch_enabled: bool = True      # !-W
     backlog: int = 1024
     factor: float = 1.25
     chunk_size: int = 48
@@ -345,6 +351,10 @@ ENGINE_KEYS = {
     "shutdown_command": "enable_shutdown",
     "flush_enabled": "flush_enabled",
     "maxconns_fast": "maxconns_fast",
+    "prefix_delimiter": lambda s: os.fsencode(s.prefix_delimiter)[0],
+    "detail_enabled": "detail_enabled",
+    "dump_enabled": "dump_enabled",
+    "watch_enabled": "watch_enabled",
     "binding_ascii": lambda s: s.protocol == "ascii" or s.auth_file is not None,
     "binding_binary": lambda s: s.protocol == "binary" and s.auth_file is None,
     "sasl": "sasl",

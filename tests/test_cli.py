@@ -225,6 +225,7 @@ REFUSED_LIKE_MEMCACHED = [
     (["-n", "0"], 1, "Chunk size must be greater than 0"),
     (["-o", "bogus_key=1"], 1, 'Illegal suboption "bogus_key=1"'),
     (["-o", "idle_timeout"], 1, "Missing numeric argument for idle_timeout"),
+    (["-D", ""], 1, "No delimiter specified"),
     (["-B", "foo"], 64, "Invalid value for binding protocol: foo"),
     (["-l", "fooble"], 71, "getaddrinfo(): Name or service not known"),
     (["-u", "no_such_user_here"], 67, "can't find the user no_such_user_here to switch to"),

@@ -23,6 +23,12 @@
 #include "store/store.h"
 #include "tls.h"
 #include "udp.h"
+#include "watch.h"
+
+/* A channel with "watch" connections waits at most this long, so that log
+ * lines go out about as soon as memcached's logger thread sends them (it
+ * sleeps 1 ms to 1 s, longer the quieter it is). */
+#define MP_WATCH_WAIT_MS 10
 
 static uint64_t now_ms(void)
 {
@@ -115,6 +121,15 @@ mp_conn *mp_conn_open(mp_channel *ch, int fd, const mp_listener *l,
     ch->stats.total_conns++;
     if (mp_log_on(&ch->env, MP_LOG_CONN))
         mp_log_opened(c, &ch->eng->settings);
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS)) {
+        /* an io_uring connection's address comes with the channel's next
+         * io_uring_enter (uring.c ask_peer): its conn_new goes out at its
+         * first input, or at its close, with the address */
+        if (c->peerlen == 0 && !c->is_unix)
+            c->conn_new_owed = true;
+        else
+            mp_watch_conn(c, false, 0);
+    }
     return c;
 }
 
@@ -125,6 +140,11 @@ void mp_conn_release(mp_channel *ch, mp_conn *c)
     /* not at shutdown, where memcached closes nothing one by one */
     if (mp_log_on(&ch->env, MP_LOG_CONN) && !ch->stopping)
         mp_log_closed(c);
+    if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS) && !ch->stopping && !c->proto.watcher) {
+        if (c->conn_new_owed)
+            mp_watch_conn(c, false, 0);
+        mp_watch_conn(c, true, c->close_reason);
+    }
     mp_proto_reset(c);
     if (c->tls != NULL) {
         ch->tls_handshakes -= c->tls->handshaking;
@@ -361,6 +381,11 @@ void mp_conn_input(mp_channel *ch, mp_conn *c, char *data, size_t n)
 {
     if (c->state != MP_CONN_OPEN)
         return;   /* closing: input after quit is ignored */
+    if (c->conn_new_owed) {
+        c->conn_new_owed = false;
+        if (mp_watch_on(&ch->env, MP_WATCH_CONNEVENTS))
+            mp_watch_conn(c, false, 0);
+    }
     if (c->tls != NULL) {
         tls_input(ch, c, data, n);
         return;
@@ -490,8 +515,9 @@ static void close_idle(mp_channel *ch, mp_rel_time now, mp_rel_time idle)
     for (uint32_t i = 0; i < ch->nslots; i++) {
         mp_conn *c = mp_conn_at(ch, i);
         if (c->state == MP_CONN_OPEN && mp_out_unsent(c) == 0 && !c->in_ready &&
-            !c->blocked_out && now - c->last_cmd > idle) {
+            !c->blocked_out && !c->proto.watcher && now - c->last_cmd > idle) {
             ch->stats.idle_kicks++;
+            c->close_reason = MP_CLOSE_IDLE;
             if (mp_log_on(&ch->env, MP_LOG_CONN))
                 mp_log_idle(c);
             ch->be->close(ch, c);
@@ -548,6 +574,49 @@ static uint64_t maintain_interval(const mp_channel *ch)
     return ch->stats.events == ch->events_at_maintain ? MP_IDLE_MAINTAIN_MS : MP_MAINTAIN_MS;
 }
 
+/* The watchers that got lines this turn, and where their plaintext starts
+ * (TLS seals what follows). */
+typedef struct watch_fed {
+    int n;
+    mp_conn *c[MP_WATCH_MAX];
+    uint32_t sealed[MP_WATCH_MAX];
+} watch_fed;
+
+/* Under the hub's mutex: append only (watch.h). */
+static void watch_deliver(void *arg, mp_conn *c, const char *p, size_t n)
+{
+    watch_fed *f = arg;
+    if (c->state != MP_CONN_OPEN)
+        return;
+    int i = 0;
+    while (i < f->n && f->c[i] != c)
+        i++;
+    if (i == f->n && f->n < MP_WATCH_MAX) {
+        f->c[i] = c;
+        f->sealed[i] = c->wend - c->wstart;
+        f->n++;
+    }
+    mp_out_write(c, p, n);
+}
+
+static void watch_drain(mp_channel *ch)
+{
+    watch_fed f = {.n = 0};
+    int rc = mp_watch_drain(ch->eng->shared.watch, &ch->env, watch_deliver, &f);
+    ch->owns_watchers = (rc & MP_WATCH_OWNS) != 0;
+    /* sent as any reply, once the hub is let go */
+    for (int i = 0; i < f.n; i++) {
+        mp_conn *c = f.c[i];
+        if (c->state != MP_CONN_OPEN)
+            continue;
+        if (c->tls != NULL && !mp_tls_seal(ch, c, f.sealed[i])) {
+            ch->be->close(ch, c);
+            continue;
+        }
+        ch->be->flush(ch, c);
+    }
+}
+
 /* End of a turn: connections that yielded go on, maintenance when due. */
 static void end_turn(mp_channel *ch)
 {
@@ -557,6 +626,8 @@ static void end_turn(mp_channel *ch)
     for (int i = 0; i < ch->nudp; i++)
         if (ch->udp[i]->more)
             mp_udp_serve(ch, ch->udp[i]);
+    if (ch->owns_watchers || __atomic_load_n(&ch->eng->shared.watch_kinds, __ATOMIC_RELAXED))
+        watch_drain(ch);
     uint64_t t = now_ms();
     if (t - ch->last_maintain_ms >= maintain_interval(ch)) {
         ch->last_maintain_ms = t;
@@ -576,7 +647,8 @@ static int wait_ms(const mp_channel *ch)
             return 0;
     uint64_t since = now_ms() - ch->last_maintain_ms;
     uint64_t interval = maintain_interval(ch);
-    return since >= interval ? 0 : (int)(interval - since);
+    int ms = since >= interval ? 0 : (int)(interval - since);
+    return ch->owns_watchers && ms > MP_WATCH_WAIT_MS ? MP_WATCH_WAIT_MS : ms;
 }
 
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what)

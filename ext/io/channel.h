@@ -137,6 +137,7 @@ struct mp_channel {
     mp_buf_usage bufs;
 
     uint64_t last_maintain_ms;
+    bool owns_watchers;          /* "watch" connections are drained each turn */
     uint64_t events_at_maintain; /* stats.events then: none since means idle */
     uint64_t turn_hist[MP_TURN_HIST_BUCKETS];   /* events per turn: 0,1,2-3,...,64+ */
     mp_latency latency;          /* per command, written only by this channel */

@@ -54,6 +54,7 @@ typedef struct mp_proto {
     bool log_negotiated;     /* -vv: "Client using the ascii protocol" said */
     uint8_t log_state;       /* -vvv: the state last logged (log.h) */
     bool yielded;            /* the last mp_process returned MP_PROC_YIELD */
+    bool watcher;            /* "watch" took it: input is ignored (watch.h) */
     bool authenticated;      /* may run commands: -Y is off, or the client
                                 sent credentials (false until the first
                                 line tells which) */
@@ -62,6 +63,10 @@ typedef struct mp_proto {
                                 reply half built; where to go on (a multi-get:
                                 the offset of its next key in the line; stats
                                 conns: the next connection, plus one) */
+    /* a key dump stopped at the output mark (dump.c): where it goes on */
+    uint32_t dump_shard;
+    uint32_t dump_count, dump_bytes;   /* cachedump: items and bytes shown */
+    uint64_t dump_cursor;    /* mp_store_walk's, in that shard */
     bool discard;            /* the stopped request's reply will be culled:
                                 run the rest for its effects, compose nothing */
     uint32_t flush_mark;     /* output pending (from wstart) when this batch
@@ -139,6 +144,10 @@ typedef struct mp_refs {
 /* CLOSING: flush the output, then close (quit).  DEAD: io_uring only, the
  * descriptor is being torn down and the slot waits for the completions of
  * operations still in flight, which may reference its buffers. */
+/* Why a connection closed, memcached's close_reasons (what "watch
+ * connevents" prints): anything not named is an error. */
+enum { MP_CLOSE_ERROR = 0, MP_CLOSE_NORMAL, MP_CLOSE_IDLE, MP_CLOSE_SHUTDOWN };
+
 typedef enum { MP_CONN_FREE = 0, MP_CONN_OPEN, MP_CONN_CLOSING, MP_CONN_DEAD } mp_conn_state;
 
 typedef struct mp_conn {
@@ -156,6 +165,8 @@ typedef struct mp_conn {
     bool out_oom;             /* an output write failed for lack of memory */
     bool recv_armed;          /* io_uring: a multishot receive is pending */
     bool send_inflight;       /* io_uring: sbuf is being sent */
+    uint8_t close_reason;     /* MP_CLOSE_*, for "watch connevents" */
+    bool conn_new_owed;       /* its conn_new waits for its address (io_uring) */
     uint32_t events;          /* epoll interest currently registered */
     uint32_t next_free;       /* free list link */
     mp_rel_time last_cmd;     /* when the last command was read (idle_timeout) */

@@ -145,6 +145,8 @@ static void conn_readable(mp_channel *ch, mp_conn *c)
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
+        if (n == 0)
+            c->close_reason = MP_CLOSE_NORMAL;
         epoll_close(ch, c);
         return;
     }

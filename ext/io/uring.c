@@ -384,6 +384,8 @@ static void on_recv(mp_channel *ch, mp_conn *c, int res, unsigned flags)
     /* 0: the peer closed; anything else: the connection failed */
     if (c->state == MP_CONN_CLOSING && res == 0)
         return;   /* still flushing the reply to quit */
+    if (res == 0)
+        c->close_reason = MP_CLOSE_NORMAL;
     uring_close(ch, c);
 }
 

@@ -16,15 +16,18 @@
 
 #include "auth.h"
 #include "commands.h"
+#include "dump.h"
 #include "executor.h"
 #include "io/conn.h"
 #include "latency.h"
 #include "parser.h"
+#include "prefix.h"
 #include "proto_env.h"
 #include "replies.h"
 #include "settings.h"
 #include "stats.h"
 #include "store/store.h"
+#include "watch.h"
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
@@ -35,6 +38,14 @@
 #define MP_MEMLIMIT_MAX_MB 1000000000u
 /* "VALUE " key " " flags " " bytes " " cas "\r\n": the line around a hit */
 #define MP_VALUE_LINE_MAX (6 + MP_KEY_MAX_LENGTH + 1 + 10 + 1 + 10 + 1 + 20 + 2)
+
+/* memcached's resp_has_stack: replies of this batch are still queued
+ * (watch and metadump hand the connection to another thread, which cannot
+ * take them) */
+static bool replies_queued(const mp_conn *c)
+{
+    return c->wend - c->wstart > c->proto.flush_mark || c->wrefs.n > c->proto.flush_mark_refs;
+}
 
 /* memcached's set_noreply_maybe: only the last word it kept counts. */
 static bool noreply_maybe(mp_conn *c, const mp_request *r)
@@ -75,6 +86,10 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
     if (it == NULL) {
         mp_shard_unlock(s);
+        if (mp_prefix_on(c->env))
+            mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_GET);
+        if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+            mp_watch_item_get(c, key, nkey, mp_watch_miss_status(why), NULL);
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, why);
         if (touch) {
@@ -87,6 +102,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         count_miss_reason(c, why);
         return GK_OK;
     }
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_item_get(c, key, nkey, MP_WATCH_FOUND, it);
     if (touch)
         mp_item_set_exptime(s, it, exptime);
     mp_item_bump(s, it);
@@ -110,6 +127,8 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         deferred = mp_out_value(c, p, s, it);
     }
     mp_shard_unlock(s);
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_HIT);
     if (mp_log_on(c->env, MP_LOG_CONN)) {
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, MP_MISS_NONE);
@@ -257,6 +276,9 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
         return 0;
     }
     uint32_t nbytes = (uint32_t)vlen + 2;
+    /* counted at the command line, stored or not, as memcached does */
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_SET);
     mp_store *st = c->env->store;
     uint64_t hv = mp_hash(key, nkey);
     mp_item *it = NULL;
@@ -269,11 +291,16 @@ static int update_common(mp_conn *c, const mp_request *r, mp_store_op op)
             STATS(c).store_no_memory++;
             p->reply_kind = RK_NO_MEMORY;
         }
+        if (mp_watch_on(c->env, MP_WATCH_MUTATIONS))
+            mp_watch_item_refused(c, key, nkey, op,
+                                  rc == MP_ALLOC_TOO_LARGE ? MP_TOO_LARGE : MP_NO_MEMORY);
         /* stale data must not outlive a failed set (memcached's rule; the
          * other modes keep the old item) */
         if (op == MP_SET) {
             mp_shard *s = mp_store_shard(st, hv);
             mp_shard_lock(s);
+            if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+                mp_watch_lookup(c, s, key, nkey, hv);
             mp_item_unlink_key(s, key, nkey, hv);
             mp_shard_unlock(s);
         }
@@ -326,7 +353,15 @@ static void complete_nread(mp_conn *c)
     }
     mp_shard *s = mp_store_shard(st, p->hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, MP_ITEM_key(it), it->nkey, p->hv);
+    mp_watch_store w;
+    bool watched = mp_watch_on(c->env, MP_WATCH_MUTATIONS);
+    if (watched)
+        mp_watch_store_begin(&w, it);
     mp_store_result res = mp_item_store(s, it, p->hv, (mp_store_op)p->op, p->cas_in, 0, NULL);
+    if (watched)
+        mp_watch_store_end(&w, c, s, p->hv, p->op, res);
     mp_shard_unlock(s);
     count_cas_result(c, p->op, res);
     switch (res) {
@@ -405,6 +440,8 @@ static int cmd_touch(mp_conn *c, const mp_request *r)
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     bool found = mp_item_touch(s, key, nkey, hv, exptime_rel(exptime));
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -438,9 +475,13 @@ static int cmd_delete(mp_conn *c, const mp_request *r)
         REPLY(c, R_BAD_FORMAT);
         return 0;
     }
+    if (mp_prefix_on(c->env))
+        mp_prefix_record(c->env->shared->prefix, key, nkey, MP_PREFIX_DEL);
     uint64_t hv = mp_hash(key, nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     bool found = mp_item_delete(s, key, nkey, hv);
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -475,6 +516,8 @@ static int arith_common(mp_conn *c, const mp_request *r, bool incr)
     mp_item *it;
     bool moved;
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, hv);
     mp_delta_result res = mp_item_delta(s, key, nkey, hv, incr, delta, 0, buf, &it, &moved);
     mp_shard_unlock(s);
     if (mp_log_on(c->env, MP_LOG_STATE))
@@ -566,6 +609,7 @@ static int cmd_verbosity(mp_conn *c, const mp_request *r)
 static int cmd_quit(mp_conn *c, const mp_request *r)
 {
     (void)r;
+    c->close_reason = MP_CLOSE_NORMAL;
     c->close_after_write = true;
     /* UDP: memcached transmits quit's empty response, a bare header */
     mp_out_resp_force(c);
@@ -581,6 +625,7 @@ static int cmd_shutdown(mp_conn *c, const mp_request *r)
     if (r->ntokens == 1 || (r->ntokens == 2 && TOK_IS(r, 1, "graceful"))) {
         /* memcached closes this connection at once, without a reply */
         c->env->hooks->shutdown(c->env->owner, r->ntokens == 2);
+        c->close_reason = MP_CLOSE_SHUTDOWN;
         return close_now(c);
     }
     REPLY(c, R_SHUTDOWN_MODE);
@@ -616,20 +661,26 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
     }
     if (TOK_IS(r, 1, "reset")) {
         env->hooks->stats_reset(env->owner);
+        mp_prefix_clear(env->shared->prefix);
+        mp_watch_reset(env->shared->watch);
         REPLY(c, R_RESET);
         return 0;
     }
     if (TOK_IS(r, 1, "detail")) {
-        /* per-prefix statistics are not kept: on/off are accepted and a dump
-         * is empty, which is what memcached shows before any prefix is seen */
-        if (r->ntokens < 3)
+        /* memcached looks at the third word only when there are four */
+        if (r->ntokens < 3) {
             REPLY(c, R_DETAIL_USAGE);
-        else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off"))
+        } else if (TOK_IS(r, 2, "on") || TOK_IS(r, 2, "off")) {
+            __atomic_store_n(&env->shared->detail_on, TOK_IS(r, 2, "on"), __ATOMIC_RELAXED);
             REPLY(c, R_OKAY);
-        else if (TOK_IS(r, 2, "dump"))
+        } else if (TOK_IS(r, 2, "dump")) {
+            /* what was counted stays readable with detail off */
+            if (!mp_prefix_dump(env->shared->prefix, c, &c->proto.resume))
+                return MP_PROC_SUSPEND;
             REPLY_UNLOGGED(c, R_END);
-        else
+        } else {
             REPLY(c, R_DETAIL_USAGE);
+        }
         return 0;
     }
     if (TOK_IS(r, 1, "conns")) {
@@ -639,9 +690,22 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         return 0;
     }
     if (TOK_IS(r, 1, "cachedump")) {
-        /* key dumps are not offered (the store has no walk for them): the
-         * answer memcached gives when dumping is disabled */
-        REPLY(c, R_DUMP_OFF);
+        /* memcached's checks in its order: -X before the words */
+        if (!env->settings->dump_enabled) {
+            REPLY(c, R_DUMP_OFF);
+            return 0;
+        }
+        uint32_t id, limit;
+        if (r->ntokens < 4) {
+            REPLY(c, R_BAD_CMDLINE);
+        } else if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &id) ||
+                   !mp_parse_u32(TOKP(r, 3), TOKL(r, 3), &limit)) {
+            REPLY(c, R_BAD_FORMAT);
+        } else if (id >= MP_MC_SLAB_CLASSES) {
+            REPLY(c, R_ILLEGAL_SLAB);
+        } else if (!mp_dump_cachedump(c, id, limit)) {
+            return MP_PROC_SUSPEND;
+        }
         return 0;
     }
     if (env->hooks->stats(env->owner, c, TOKP(r, 1), TOKL(r, 1)) < 0) {
@@ -783,12 +847,16 @@ static bool crawler_enabled(const mp_conn *c)
     return !__atomic_load_n(&c->env->shared->lru_crawler_off, __ATOMIC_RELAXED);
 }
 
-/* memcached's class list: "all", or comma-separated ids in [1, 63] */
-static bool crawl_classes_ok(const char *p, size_t len, bool *any)
+/* memcached's class list: "all", or comma-separated ids in [1, 63]
+ * (*mask gets them, all ones for "all"); "hash" only where allowed
+ * (metadump walks the hash table for it, crawl refuses it) */
+static bool crawl_classes_ok(const char *p, size_t len, bool hash_ok, bool *any, uint64_t *mask)
 {
     *any = false;
-    if (len == 3 && memcmp(p, "all", 3) == 0) {
+    *mask = 0;
+    if ((len == 3 && memcmp(p, "all", 3) == 0) || (hash_ok && len == 4 && memcmp(p, "hash", 4) == 0)) {
         *any = true;
+        *mask = ~0ull;
         return true;
     }
     size_t i = 0;
@@ -801,6 +869,7 @@ static bool crawl_classes_ok(const char *p, size_t len, bool *any)
             if (!mp_parse_u32(p + i, j - i, &id) || id < 1 || id >= MP_MC_SLAB_CLASSES)
                 return false;
             *any = true;
+            *mask |= 1ull << id;
         }
         i = j + 1;
     }
@@ -811,19 +880,40 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens == 3 && TOK_IS(r, 1, "crawl")) {
         bool any;
+        uint64_t mask;
         if (!crawler_enabled(c))
             REPLY(c, R_CRAWLER_OFF);
-        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), &any))
+        else if (TOK_IS(r, 2, "hash"))   /* a hash walk is metadump's alone */
+            REPLY(c, R_CRAWLER_ERROR);
+        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), false, &any, &mask))
             REPLY(c, R_CRAWLER_BADCLASS);
         else if (!any)
             REPLY(c, R_CRAWLER_NONE);
         else
             REPLY(c, R_OKAY);   /* expiry is swept continuously anyway */
     } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
-        if (!crawler_enabled(c))
+        bool any;
+        uint64_t mask;
+        if (c->proto.resume != 0) {
+            /* going on after the output mark: checked when it started */
+            crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask);
+            if (!mp_dump_metadump(c, mask))
+                return MP_PROC_SUSPEND;
+        } else if (!crawler_enabled(c)) {
             REPLY(c, R_CRAWLER_OFF);
-        else
+        } else if (!c->env->settings->dump_enabled) {
             REPLY(c, R_METADUMP_OFF);
+        } else if (replies_queued(c)) {
+            /* memcached hands the connection to its crawler thread, which
+             * cannot take replies still queued before it (resp_has_stack) */
+            REPLY(c, R_METADUMP_PIPE);
+        } else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask)) {
+            REPLY(c, R_CRAWLER_BADCLASS);
+        } else if (!any) {
+            REPLY(c, R_CRAWLER_NONE);
+        } else if (!mp_dump_metadump(c, mask)) {
+            return MP_PROC_SUSPEND;
+        }
     } else if (r->ntokens == 3 && (TOK_IS(r, 1, "tocrawl") || TOK_IS(r, 1, "sleep"))) {
         uint32_t v;
         if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &v))
@@ -847,10 +937,59 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
     return 0;
 }
 
+/* memcached's process_watch_command: the words after "watch" are the
+ * kinds (fetchers without any); the OK comes with the log lines */
 static int cmd_watch(mp_conn *c, const mp_request *r)
 {
+    static const struct { const char *word; int kind; } words[] = {
+        {"rawcmds", MP_WATCH_RAWCMDS},         {"evictions", MP_WATCH_EVICTIONS},
+        {"fetchers", MP_WATCH_FETCHERS},       {"mutations", MP_WATCH_MUTATIONS},
+        {"sysevents", MP_WATCH_SYSEVENTS},     {"connevents", MP_WATCH_CONNEVENTS},
+        {"proxyreqs", MP_WATCH_PROXYREQS},     {"proxyevents", MP_WATCH_PROXYEVENTS},
+        {"proxyuser", MP_WATCH_PROXYUSER},
+    };
     noreply_maybe(c, r);
-    REPLY(c, R_WATCH_OFF);
+    if (!c->env->settings->watch_enabled) {
+        REPLY(c, R_WATCH_OFF);
+        return 0;
+    }
+    if (replies_queued(c)) {
+        REPLY(c, R_WATCH_PIPE);
+        return 0;
+    }
+    int kinds = 0;
+    for (int i = 1; i < r->ntokens; i++) {
+        int k = 0;
+        for (size_t j = 0; j < sizeof(words) / sizeof(words[0]) && k == 0; j++)
+            if (tok_is(r, i, words[j].word, strlen(words[j].word)))
+                k = words[j].kind;
+        if (k == 0) {
+            REPLY(c, R_ERROR);
+            return 0;
+        }
+        kinds |= k;
+    }
+    if (r->ntokens == 1)
+        kinds = MP_WATCH_FETCHERS;
+    mp_proto_shared *sh = c->env->shared;
+    /* a UDP socket cannot carry a stream of log lines: memcached would hand
+     * it to its logger thread and break UDP; here the watcher is refused */
+    if (c->resps != NULL) {
+        REPLY(c, R_WATCH_FAILED);
+        return 0;
+    }
+    /* its channel drains it: connections of one channel share its env */
+    switch (mp_watch_add(sh->watch, &sh->watch_kinds, c, (void *)c->env, kinds)) {
+    case 0:
+        c->proto.watcher = true;
+        break;
+    case -1:
+        REPLY(c, R_WATCH_TOO_MANY);
+        break;
+    default:
+        REPLY(c, R_WATCH_FAILED);
+        break;
+    }
     return 0;
 }
 
@@ -1057,6 +1196,11 @@ static int process(mp_conn *c, int budget)
     int ran = p->yielded ? 1 : 0;
     p->yielded = false;
     for (;;) {
+        if (p->watcher) {
+            /* memcached's logger reads a watcher's input only to see it close */
+            c->rstart = c->rend;
+            return MP_PROC_NEED_INPUT;
+        }
         /* a reply could not be written whole: what was queued since the
          * last transmit goes, and so does the connection (memcached closes
          * a connection it cannot answer) */
@@ -1194,6 +1338,11 @@ int mp_process(mp_conn *c, int budget)
 void mp_proto_reset(mp_conn *c)
 {
     mp_proto *p = &c->proto;
+    if (p->watcher) {
+        mp_proto_shared *sh = c->env->shared;
+        mp_watch_remove(sh->watch, &sh->watch_kinds, c);
+        p->watcher = false;
+    }
     if (p->item != NULL) {
         mp_store_release(c->env->store, p->item, p->hv);
         p->item = NULL;

@@ -24,6 +24,7 @@
 #include "replies.h"
 #include "stats.h"
 #include "store/store.h"
+#include "watch.h"
 
 /* Room for a meta reply line without its value: "VA " and a length, the key
  * echoed in base64 with " b", the opaque, every other flag of a line of at
@@ -184,6 +185,9 @@ int cmd_mg(mp_conn *c, const mp_request *r)
     bool created = false;
     mp_shard_lock(s);
     mp_item *it = mp_item_find(s, m.key, m.nkey, hv, &why);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_item_get(c, m.key, m.nkey,
+                          it != NULL ? MP_WATCH_FOUND : mp_watch_miss_status(why), it);
     if (it == NULL && vivify) {
         /* a stub for the first client to miss: it wins the recache */
         it = mp_item_vivify(s, m.key, m.nkey, hv, "", 0);
@@ -426,8 +430,16 @@ void mp_meta_complete_nread(mp_conn *c, mp_item *it)
     uint64_t cas = 0;
     mp_shard *s = mp_store_shard(c->env->store, p->hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, key, nkey, p->hv);
+    mp_watch_store w;
+    bool watched = mp_watch_on(c->env, MP_WATCH_MUTATIONS);
+    if (watched)
+        mp_watch_store_begin(&w, it);
     mp_store_result res = mp_item_store(s, it, p->hv, (mp_store_op)p->op, p->cas_in,
                                         p->meta_opts, &cas);
+    if (watched)
+        mp_watch_store_end(&w, c, s, p->hv, p->op, res);
     mp_shard_unlock(s);
     count_cas_result(c, p->op, res);
     const char *code;
@@ -502,6 +514,8 @@ int cmd_md(mp_conn *c, const mp_request *r)
     uint64_t hv = mp_hash(m.key, m.nkey);
     mp_shard *s = mp_store_shard(c->env->store, hv);
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, m.key, m.nkey, hv);
     mp_mdelete_result res = mp_item_mdelete(s, m.key, m.nkey, hv, &md);
     mp_shard_unlock(s);
     switch (res) {
@@ -565,6 +579,8 @@ int cmd_ma(mp_conn *c, const mp_request *r)
     bool created = false, quiet = false, moved = false;
     const char *code = NULL;
     mp_shard_lock(s);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_lookup(c, s, m.key, m.nkey, hv);
     switch (mp_item_delta(s, m.key, m.nkey, hv, incr, m.delta,
                           mp_meta_has(&m, 'C') ? m.cas : 0, num, &it, &moved)) {
     case MP_DELTA_OK:
@@ -701,6 +717,8 @@ int cmd_me(mp_conn *c, const mp_request *r)
     int why = MP_MISS_NONE;
     mp_shard_lock(s);
     mp_item *it = mp_item_find(s, key, nkey, hv, &why);
+    if (mp_watch_on(c->env, MP_WATCH_FETCHERS))
+        mp_watch_item_get(c, key, nkey, it != NULL ? MP_WATCH_FOUND : mp_watch_miss_status(why), it);
     if (it == NULL) {
         mp_shard_unlock(s);
         count_miss_reason(c, why);

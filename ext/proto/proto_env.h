@@ -60,8 +60,13 @@ typedef struct mp_proto_hooks {
 /* What commands change for the whole server rather than one connection:
  * one per engine, shared by its channels (a test has its own).  Written by
  * any channel with relaxed atomics. */
+struct mp_prefix_stats;
 typedef struct mp_proto_shared {
     int lru_crawler_off;             /* "lru_crawler disable" */
+    int detail_on;                   /* -D, "stats detail on|off" (prefix.h) */
+    struct mp_prefix_stats *prefix;  /* per-prefix stats; NULL: none kept */
+    int watch_kinds;                 /* what "watch" connections watch (watch.h) */
+    struct mp_watch *watch;          /* their hub; NULL: none */
 } mp_proto_shared;
 
 typedef struct mp_proto_env {

@@ -36,7 +36,13 @@
 #define R_MEMLIMIT_UNITS   "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
 #define R_DUMP_OFF         "CLIENT_ERROR stats cachedump not allowed"
 #define R_METADUMP_OFF     "ERROR metadump not allowed"
+#define R_METADUMP_PIPE    "ERROR cannot pipeline other commands before metadump"
+#define R_BAD_CMDLINE      "CLIENT_ERROR bad command line"
+#define R_ILLEGAL_SLAB     "CLIENT_ERROR Illegal slab id"
 #define R_WATCH_OFF        "CLIENT_ERROR watch commands not allowed"
+#define R_WATCH_PIPE       "ERROR cannot pipeline other commands before watch"
+#define R_WATCH_TOO_MANY   "WATCHER_TOO_MANY log watcher limit reached"
+#define R_WATCH_FAILED     "WATCHER_FAILED failed to add log watcher"
 #define R_TLS_OFF          "Error TLS not enabled"
 /* refresh_certs' other replies are memcached's messages naming the file and
  * OpenSSL's error (tls.c), at most this long: a path and two messages */
@@ -46,6 +52,7 @@
 #define R_CRAWLER_SLEEP    "CLIENT_ERROR sleep must be one second or less"
 #define R_CRAWLER_BADCLASS "BADCLASS invalid class id"
 #define R_CRAWLER_NONE     "NOTSTARTED no items to crawl"
+#define R_CRAWLER_ERROR    "ERROR an unknown error happened"
 #define R_SLAB_SAME        "SAME src and dst class are identical"
 #define R_SLAB_BADCLASS    "BADCLASS invalid src or dst class id"
 #define R_SLAB_NOSPARE     "NOSPARE source class has no spare pages"

@@ -149,6 +149,12 @@ struct mp_store {
     uint64_t limit;              /* atomic: bytes, for stats */
     uint64_t too_large, no_memory;   /* atomic */
     uint64_t *ghost_slots;
+    /* "watch evictions": told of each eviction while *watch_kinds has
+     * evict_kind (one relaxed load otherwise) */
+    const int *watch_kinds;
+    int evict_kind;
+    void (*on_evict)(void *arg, const mp_item *it);
+    void *evict_arg;
 };
 
 #define ITEM_SIZE(nkey, nbytes) (offsetof(mp_item, data) + (size_t)(nkey) + 1 + (size_t)(nbytes))
@@ -449,6 +455,10 @@ static void item_reclaim(mp_shard *s, mp_item *it)
 
 static void item_evict(mp_shard *s, mp_item *it, bool to_ghost)
 {
+    const mp_store *st = s->st;
+    if (st->watch_kinds != NULL &&
+        (__atomic_load_n(st->watch_kinds, __ATOMIC_RELAXED) & st->evict_kind))
+        st->on_evict(st->evict_arg, it);
     class_stats *cs = &s->cs[it->clsid];
     cs->evicted++;
     cs->evicted_time = mp_current_time - it->time;
@@ -1412,6 +1422,81 @@ static void shard_check(mp_shard *s)
 }
 #endif
 
+/* ---- walks (key dumps) ---- */
+
+static inline uint64_t rev64(uint64_t v)
+{
+    v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+    v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+    return __builtin_bswap64(v);
+}
+
+/* The cursor's next bucket under mask: the high bits count first (Redis's
+ * SCAN), so the buckets already visited at one size are, after a doubling,
+ * exactly the expansions of those visited.  0 again: the walk is over. */
+static inline uint64_t cursor_next(uint64_t v, uint64_t mask)
+{
+    v |= ~mask;
+    v = rev64(v);
+    v++;
+    return rev64(v);
+}
+
+static int walk_chain(mp_shard *s, mp_item *it, mp_walk_fn fn, void *arg)
+{
+    for (; it != NULL; it = it->hnext) {
+        if (item_expired(it) || item_flushed(s->st, it))
+            continue;
+        int rc = fn(arg, it);
+        if (rc != MP_WALK_GO_ON)
+            return rc;
+    }
+    return MP_WALK_GO_ON;
+}
+
+int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
+                  mp_walk_fn fn, void *arg)
+{
+    mp_shard *s = &st->shards[shard];
+    int rc = MP_WALK_GO_ON;
+    uint64_t v = *cursor;
+    mp_shard_lock(s);
+    const mp_htable *t = &s->ht;
+    for (int n = 0; n < max_buckets; n++) {
+        rc = fn(arg, NULL);
+        if (rc != MP_WALK_GO_ON)
+            break;
+        uint64_t mask;
+        if (t->old != NULL) {
+            /* doubling: an old bucket not yet moved holds both new ones */
+            mask = MP_HT_SIZE(t->power - 1) - 1;
+            uint64_t ob = v & mask;
+            if (ob >= t->migrated) {
+                rc = walk_chain(s, t->old[ob], fn, arg);
+            } else {
+                rc = walk_chain(s, t->buckets[ob], fn, arg);
+                if (rc == MP_WALK_GO_ON)
+                    rc = walk_chain(s, t->buckets[ob | (mask + 1)], fn, arg);
+            }
+        } else {
+            mask = MP_HT_SIZE(t->power) - 1;
+            rc = walk_chain(s, t->buckets[v & mask], fn, arg);
+        }
+        if (rc != MP_WALK_GO_ON)
+            break;
+        v = cursor_next(v, mask);
+        if (v == 0) {
+            rc = MP_WALK_SHARD_DONE;
+            break;
+        }
+    }
+    mp_shard_unlock(s);
+    *cursor = v;
+    return rc;
+}
+
+
 void mp_store_maintain(mp_store *st, int shard_index)
 {
     mp_shard *s = &st->shards[shard_index];
@@ -1564,4 +1649,18 @@ int mp_store_get_slab_stats(mp_store *st, mp_slab_class_stats *out, int max)
         out[c].age = have[c] && now > oldest[c] ? now - oldest[c] : 0;
     }
     return n;
+}
+
+uint64_t mp_item_size_memcached(const mp_store *st, const mp_item *it)
+{
+    return item_ntotal(st, it);
+}
+
+void mp_store_watch_evictions(mp_store *st, const int *kinds, int kind,
+                              void (*fn)(void *arg, const mp_item *it), void *arg)
+{
+    st->on_evict = fn;
+    st->evict_arg = arg;
+    st->evict_kind = kind;
+    st->watch_kinds = kinds;
 }

@@ -265,6 +265,32 @@ uint64_t mp_store_next_cas(mp_store *st);
  * hash table growth); returns quickly. */
 void mp_store_maintain(mp_store *st, int shard_index);
 
+/* ---- walks: the key dumps (stats cachedump, lru_crawler metadump) ----
+ * Visits the live items of one shard a batch of buckets at a time under
+ * its lock, from *cursor (0: the start), without stopping the table from
+ * growing: the cursor counts in reverse-binary order, so after a doubling
+ * between batches every item linked for the whole walk is visited once and
+ * none twice.  fn(arg, NULL) opens each bucket; fn(arg, it) sees its items
+ * (expired and flushed ones are skipped) under the shard lock, and must not
+ * block.  fn returns MP_WALK_GO_ON, or anything else to stop: the cursor
+ * then stays at the bucket it stopped in, which the next call visits again
+ * from its start.  Returns fn's stop, MP_WALK_GO_ON after max_buckets (the
+ * cursor at the next one), or MP_WALK_SHARD_DONE. */
+#define MP_WALK_GO_ON      0
+#define MP_WALK_SHARD_DONE 1
+typedef int (*mp_walk_fn)(void *arg, const mp_item *it);
+int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
+                  mp_walk_fn fn, void *arg);
+
+/* Start-up only: fn(arg, item) is called for each item evicted, with its
+ * shard lock held, while *kinds (read relaxed) has kind ("watch
+ * evictions"). */
+void mp_store_watch_evictions(mp_store *st, const int *kinds, int kind,
+                              void (*fn)(void *arg, const mp_item *it), void *arg);
+
+/* memcached's size of an item (ITEM_ntotal), as metadump prints it. */
+uint64_t mp_item_size_memcached(const mp_store *st, const mp_item *it);
+
 /* ---- statistics (take each shard lock briefly) ---- */
 
 /* Per shard, without locking: times its lock was taken, and times a taker

@@ -3,7 +3,8 @@
  * (proto_env.h) filled by the test, no channel, engine, socket or backend.
  *
  *   cc -std=gnu11 -O1 -g -pthread -Iext tests/c/test_executor.c ext/proto/executor.c ext/proto/binary.c \
- *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c ext/store/store.c ext/store/slabs.c \
+ *      ext/proto/meta.c ext/proto/parser.c ext/io/conn.c ext/proto/auth.c ext/log.c \
+ *      ext/proto/dump.c ext/proto/prefix.c ext/watch.c ext/store/store.c ext/store/slabs.c \
  *      ext/store/hash.c ext/store/evict.c ext/clock.c ext/settings.c -lm -o /tmp/t && /tmp/t
  *
  * The client sends bytes and reads every reply after each mp_process call
@@ -24,6 +25,7 @@
 #include "proto/commands.h"
 #include "io/conn.h"
 #include "proto/executor.h"
+#include "proto/prefix.h"
 #include "proto/proto_env.h"
 #include "settings.h"
 #include "store/store.h"
@@ -417,7 +419,7 @@ static const wire_case cases[] = {
      "stats\r\nstats settings\r\nstats nope\r\nstats reset\r\nstats detail dump\r\n"
      "stats detail on\r\nstats detail\r\nstats cachedump 1 1\r\nstats conns\r\n",
      "STAT pid 1\r\nEND\r\nSTAT maxbytes 67108864\r\nEND\r\nERROR\r\nRESET\r\nEND\r\nOK\r\n"
-     "CLIENT_ERROR usage: stats detail on|off|dump\r\nCLIENT_ERROR stats cachedump not allowed\r\n"
+     "CLIENT_ERROR usage: stats detail on|off|dump\r\nEND\r\n"
      "STAT 5:state conn_read\r\nSTAT 6:state conn_read\r\nSTAT 7:state conn_read\r\nEND\r\n"},
     {"tuning commands", WHOLE,
      "slabs reassign 1 1\r\nslabs reassign 1 2\r\nslabs reassign 1 99\r\nslabs automove 1\r\n"
@@ -1081,6 +1083,101 @@ static void test_highwater_multiget(void)
     free(want);
 }
 
+/* Lines of out[0, n) that start with `head`, and how many of them are
+ * distinct (sorted copies compared). */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static size_t count_lines(const char *out, size_t n, const char *head, char sep, size_t *distinct)
+{
+    size_t cap = 1024, cnt = 0;
+    char **lines = malloc(cap * sizeof(char *));
+    const char *p = out, *end = out + n;
+    size_t hl = strlen(head);
+    while (p < end) {
+        const char *e = memchr(p, sep, (size_t)(end - p));
+        if (e == NULL)
+            break;
+        if ((size_t)(e - p) >= hl && memcmp(p, head, hl) == 0) {
+            if (cnt == cap)
+                lines = realloc(lines, (cap *= 2) * sizeof(char *));
+            /* what follows the head up to a space: the key or prefix */
+            const char *q = p + hl;
+            const char *sp = memchr(q, ' ', (size_t)(e - q));
+            size_t len = (size_t)((sp != NULL ? sp : e) - q);
+            lines[cnt] = strndup(q, len);
+            cnt++;
+        }
+        p = e + 1;
+    }
+    qsort(lines, cnt, sizeof(char *), cmp_str);
+    *distinct = cnt > 0;
+    for (size_t i = 1; i < cnt; i++)
+        *distinct += strcmp(lines[i], lines[i - 1]) != 0;
+    for (size_t i = 0; i < cnt; i++)
+        free(lines[i]);
+    free(lines);
+    return cnt;
+}
+
+/* A dump to a client that does not read stops at the output mark with its
+ * line unread, and goes on, whole and without repeats, as it reads. */
+static void dump_streams(client *k, const char *req, const char *head, char sep, size_t want)
+{
+    out_reset(k);
+    k->keep = true;
+    char in[128];
+    snprintf(in, sizeof(in), "%smn\r\n", req);
+    client_send(k, in, strlen(in));
+    CHECK(k->rc == MP_PROC_YIELD);
+    CHECK(k->c.proto.resume > 0);
+    CHECK_EQ_U64(k->c.rstart, 0);
+    CHECK(mp_out_unsent(&k->c) < MP_OUT_HIGHWATER + 256 * 1024);
+    int rounds = 0;
+    client_read(k);
+    while (client_step(k) == MP_PROC_YIELD && rounds++ < 10000)
+        client_read(k);
+    client_read(k);
+    k->keep = false;
+    CHECK(k->rc == MP_PROC_NEED_INPUT);
+    CHECK_EQ_U64(k->c.proto.resume, 0);
+    CHECK(k->nout > 9 && memcmp(k->out + k->nout - 9, "END\r\nMN\r\n", 9) == 0);
+    size_t distinct = 0;
+    CHECK_EQ_U64(count_lines(k->out, k->nout, head, sep, &distinct), want);
+    CHECK_EQ_U64(distinct, want);
+}
+
+static void test_dumps(void)
+{
+    enum { N = 60000 };
+    world_fresh();
+    client k;
+    client_open(&k);
+    char *in = NULL;
+    size_t n = 0, cap = 0;
+    for (int i = 0; i < N; i++)
+        bprintf(&in, &n, &cap, "set k%06d 0 0 1 noreply\r\nv\r\nget p%06d:x\r\n", i, i);
+    /* the gets count per prefix only once detail is on */
+    shared.prefix = mp_prefix_create(':');
+    shared.detail_on = 1;
+    client_send(&k, in, n);
+    shared.detail_on = 0;
+    dump_streams(&k, "lru_crawler metadump all\r\n", "key=k", '\n', N);
+    /* every key is in one class: its number from the first line */
+    const char *cls = strstr(k.out, " cls=");
+    CHECK(cls != NULL);
+    char req[64];
+    snprintf(req, sizeof(req), "stats cachedump %d 0\r\n", cls != NULL ? atoi(cls + 5) : 1);
+    dump_streams(&k, req, "ITEM k", '\n', N);
+    dump_streams(&k, "stats detail dump\r\n", "PREFIX ", '\n', N);
+    mp_prefix_destroy(shared.prefix);
+    shared.prefix = NULL;
+    client_close(&k);
+    free(in);
+}
+
 /* memcached culls the replies it has not sent when a get fails: what came
  * before it in the same read goes too; a later read is not affected. */
 static void test_cull_on_bad_key(void)
@@ -1649,6 +1746,7 @@ int main(void)
     test_large_values();
     test_highwater_multiget();
     test_cull_on_bad_key();
+    test_dumps();
     test_auth_file();
     test_auth_cases();
     test_auth_session();

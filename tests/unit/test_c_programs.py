@@ -37,7 +37,8 @@ STORE = ("store/store.c", "store/slabs.c", "store/hash.c", "store/evict.c", "clo
 PROGRAMS = {
     "test_store": STORE,
     "test_out": ("io/conn.c",) + STORE,
-    "test_executor": ("proto/executor.c", "proto/binary.c", "proto/meta.c", "proto/parser.c", "io/conn.c", "proto/auth.c", "log.c") + STORE,
+    "test_executor": ("proto/executor.c", "proto/binary.c", "proto/meta.c", "proto/parser.c", "io/conn.c",
+                      "proto/auth.c", "log.c", "proto/dump.c", "proto/prefix.c", "watch.c") + STORE,
 }
 
 
