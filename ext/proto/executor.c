@@ -399,15 +399,7 @@ static void complete_swallow(mp_conn *c)
 static bool data_phase(mp_conn *c)
 {
     mp_proto *p = &c->proto;
-    uint32_t avail = c->rend - c->rstart;
-    uint32_t n = avail < p->left ? avail : p->left;
-    if (p->phase == MP_PS_NREAD && n > 0) {
-        memcpy(MP_ITEM_value(p->item) + p->filled, c->rbuf + c->rstart, n);
-        p->filled += n;
-    }
-    c->rstart += n;
-    p->left -= n;
-    if (p->left > 0)
+    if (!take_block(c))
         return false;
     if (p->phase == MP_PS_NREAD)
         complete_nread(c);

@@ -96,6 +96,22 @@ static inline bool tok_is(const mp_request *r, int i, const char *s, size_t n)
 
 /* A reply memcached writes without out_string (a stats listing's END):
  * not logged. */
+/* Takes buffered input into the pending data block (copied into the item,
+ * or dropped when swallowing): true once the whole block is in. */
+static inline bool take_block(mp_conn *c)
+{
+    mp_proto *p = &c->proto;
+    uint32_t avail = c->rend - c->rstart;
+    uint32_t n = avail < p->left ? avail : p->left;
+    if (p->phase == MP_PS_NREAD && n > 0) {
+        memcpy(MP_ITEM_value(p->item) + p->filled, c->rbuf + c->rstart, n);
+        p->filled += n;
+    }
+    c->rstart += n;
+    p->left -= n;
+    return p->left == 0;
+}
+
 static inline void reply_unlogged(mp_conn *c, const char *s, size_t n)
 {
     if (c->proto.noreply) {

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.binproto import (
     OP, BinConn, arith_extras, request, store_extras, touch_extras)
-from tests.support.servers import BACKENDS, ServerProcess
+from tests.support.servers import BACKENDS, ServerProcess, start_pair
 
 SEED = int(os.environ.get("MPCACHE_DIFF_SEED", "1618"))
 TOTAL_OPS = int(os.environ.get("MPCACHE_BIN_OPS", "50000"))
@@ -240,14 +240,7 @@ def server_for(backend):
 
 @pytest.fixture(scope="module")
 def pair(backend):
-    ref = server_for("memcached")
-    cand = server_for(backend)
-    ref.start()
-    try:
-        cand.start()
-    except BaseException:
-        ref.stop()
-        raise
+    ref, cand = start_pair(server_for("memcached"), server_for(backend))
     yield ref, cand
     ref.stop()
     cand.stop()

@@ -15,6 +15,7 @@ import pytest
 
 from tests.differential.harness import Differ, summarize
 from tests.differential.gen import Unit
+from tests.support import servers
 from tests.support.servers import BACKENDS, ServerProcess
 
 SEED = int(os.environ.get("MPCACHE_DIFF_SEED", "1618"))
@@ -37,15 +38,7 @@ def server_for(backend):
 
 
 def start_pair(backend):
-    ref = server_for("memcached")
-    cand = server_for(backend)
-    ref.start()
-    try:
-        cand.start()
-    except BaseException:
-        ref.stop()
-        raise
-    return ref, cand
+    return servers.start_pair(server_for("memcached"), server_for(backend))
 
 
 @pytest.fixture(scope="module")

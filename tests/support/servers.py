@@ -370,5 +370,17 @@ def _recv_line(s):
     return _recv_until(s, b"\n")
 
 
+def start_pair(ref, cand):
+    """Starts a reference server and a candidate (ServerProcess objects),
+    stopping the first if the second cannot start."""
+    ref.start()
+    try:
+        cand.start()
+    except BaseException:
+        ref.stop()
+        raise
+    return ref, cand
+
+
 def start_server(backend_name, **kw):
     return ServerProcess(BACKENDS[backend_name], **kw).start()
