@@ -145,6 +145,11 @@ class Diff:
                 # An incr/decr result differs by its number only: one kind
                 # (memcached calling a number >= 2**63 non-numeric comes in
                 # many numbers, and each would use up a minimization)
+                if a.startswith(NON_NUMERIC_LINE):
+                    # memcached's NON_NUMERIC for a number (incr, decr, ma,
+                    # whatever the reply that computed it): one kind, see
+                    # test_differential.reference_calls_a_number_non_numeric
+                    return (a[:60], b"<a delta's result>")
                 return (_number_kind(a[:60]), _number_kind(b[:60]))
         return (b"|".join(ref[len(cand):])[:60], b"|".join(cand[len(ref):])[:60])
 
@@ -163,6 +168,9 @@ class Diff:
             text += (f"\n  (previous batch: {show(p_req)}\n"
                      f"   memcached: {show(p_ref)}\n   candidate: {show(p_cand)})")
         return text
+
+
+NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
 
 
 def _number_kind(line):

@@ -19,7 +19,7 @@ from tests.support.certs import SUITE_TLS, suite_wrap
 from tests.support.binproto import (
     OP, BinConn, arith_extras, request, split_packets, store_extras, touch_extras)
 from tests.support.raw import RawConn
-from tests.support.servers import BACKENDS, ServerProcess
+from tests.support.servers import BACKENDS, ServerProcess, read_captured
 
 QUIET_MEMCACHED = ("-o", "no_lru_crawler,no_lru_maintainer")
 
@@ -329,11 +329,7 @@ def vv_lines(srv, data, start):
         c.read_to_eof(timeout=1.0)
     deadline = time.monotonic() + 5
     while True:
-        text = srv._stderr
-        text.flush()
-        text.seek(0)
-        log = text.read()[start:]
-        text.seek(0, 2)
+        log = read_captured(srv._stderr)[start:]
         if b"connection closed." in log or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -343,10 +339,7 @@ def vv_lines(srv, data, start):
 
 
 def log_size(srv):
-    f = srv._stderr
-    f.flush()
-    f.seek(0, 2)
-    return f.tell()
+    return len(read_captured(srv._stderr))
 
 
 @pytest.mark.parametrize("script", ["commands", "protocol_error", "bad_magic"])

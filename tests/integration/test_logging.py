@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support.servers import BACKENDS, ServerProcess, selected_backends
+from tests.support.servers import BACKENDS, ServerProcess, read_captured, selected_backends
 
 # A line about a connection: "<N ...", ">N ...", "N: ...", "Closing idle fd N".
 CONN_LINE = re.compile(rb"^(?:([<>])(\d+)( .*)?|(\d+)(: .*)|(Closing idle fd )(\d+))$")
@@ -104,12 +104,7 @@ def _run(sock, data, until, timeout=10):
 
 def _log(srv):
     """Everything the server wrote (srv.output() keeps only the end)."""
-    f = srv._stderr
-    f.flush()
-    f.seek(0)
-    data = f.read()
-    f.seek(0, 2)
-    return data
+    return read_captured(srv._stderr)
 
 
 def _wait_log(srv, pattern, count=1, timeout=10):

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -56,7 +55,7 @@ class Proc:
         self._out = None
 
     def spawn(self):
-        self._out = tempfile.TemporaryFile()
+        self._out = servers.capture_file()
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._out, env=self.env, cwd=self.cwd,
                                      start_new_session=True)

@@ -10,6 +10,7 @@ fails the test with its command line and stderr.
 """
 
 import atexit
+import fcntl
 import itertools
 import os
 import random
@@ -168,16 +169,29 @@ def kill_servers_on_sigterm():
     signal.signal(signal.SIGTERM, handler)
 
 
+def capture_file():
+    """A temporary file for a child's output.  O_APPEND: the child shares
+    the file's offset, and without it a write landing while a test reads
+    the file (seek to 0, read) went to offset 0, over the first lines."""
+    f = tempfile.TemporaryFile()
+    fd = f.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    return f
+
+
+def read_captured(f):
+    """Everything written to a capture_file so far, without moving its offset."""
+    f.flush()
+    fd = f.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0)
+
+
 def captured_output(f):
     """The last 8000 characters a process wrote to the temporary file f
-    (None: nothing captured); later writes still append."""
+    (None: nothing captured)."""
     if f is None:
         return ""
-    f.flush()
-    f.seek(0)
-    data = f.read()
-    f.seek(0, os.SEEK_END)
-    return data.decode("utf-8", "replace")[-8000:]
+    return read_captured(f).decode("utf-8", "replace")[-8000:]
 
 
 @dataclass
@@ -215,7 +229,7 @@ class ServerProcess:
             env = dict(os.environ)
             env.update(dict(self.backend.env))
             env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-            self._stderr = tempfile.TemporaryFile()
+            self._stderr = capture_file()
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=self._stderr, stderr=self._stderr,
                                          env=env, cwd=ROOT, start_new_session=True,
