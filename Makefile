@@ -126,7 +126,8 @@ SANITIZE_PLAIN := memcached memccapable openssl
 SANITIZE_DESELECT ?= \
 	--deselect tests/integration/test_tls.py::test_memory_stays_bounded_over_tls_churn \
 	--deselect tests/integration/test_tls.py::test_unread_multigets_over_tls_memory_is_bounded \
-	--deselect tests/integration/test_tls.py::test_unread_pipelined_gets_over_tls_push_back
+	--deselect tests/integration/test_tls.py::test_unread_pipelined_gets_over_tls_push_back \
+	--deselect "tests/integration/test_dumps.py::test_metadump_of_100000_keys_to_a_client_that_does_not_read"
 # The engine's C sources, without what Cython writes beside its .pyx files.
 ENGINE_C = $(filter-out ext/_engine.c ext/parser_py.c,$(wildcard ext/*.c ext/*/*.c))
 SAN_FLAGS := -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
