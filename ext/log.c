@@ -3,6 +3,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "decimal.h"
 #include "io/conn.h"
 #include "log.h"
 #include "store/store.h"
@@ -28,14 +29,7 @@ static void head_lit(line_head *h, const char *s)
 
 static void head_num(line_head *h, unsigned long long v)
 {
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        h->b[h->n++] = tmp[--n];
+    h->n = (size_t)(u64_to_dec(h->b + h->n, v) - h->b);
 }
 
 /* "<N " or ">N " */
@@ -209,16 +203,12 @@ void mp_log_listening_udp(int fd)
 /* memcached's "%3d" and "%9u" / "%7u": right-aligned in a field */
 static void head_padded(line_head *h, unsigned long long v, int width)
 {
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
+    char digits[20];
+    int n = (int)(u64_to_dec(digits, v) - digits);
     for (int i = n; i < width; i++)
         h->b[h->n++] = ' ';
-    while (n > 0)
-        h->b[h->n++] = tmp[--n];
+    memcpy(h->b + h->n, digits, (size_t)n);
+    h->n += (size_t)n;
 }
 
 void mp_log_slab_class(int id, unsigned chunk_size, unsigned perslab)

@@ -263,13 +263,7 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
     mp_item *it = mp_item_find(s, q->key, nkey, hv, &why);
     if (it == NULL) {
         mp_shard_unlock(s);
-        if (touch) {
-            STATS(c).touch_cmds++;
-            STATS(c).touch_misses++;
-        } else {
-            STATS(c).get_cmds++;
-            STATS(c).get_misses++;
-        }
+        count_fetch(c, touch, false);
         count_miss_reason(c, why);
         if (c->proto.noreply)
             return 0;
@@ -316,13 +310,7 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
                    4 + klen + vlen, 0);
         mp_log_bin_header(c, false, hdr);
     }
-    if (touch) {
-        STATS(c).touch_cmds++;
-        STATS(c).touch_hits++;
-    } else {
-        STATS(c).get_cmds++;
-        STATS(c).get_hits++;
-    }
+    count_fetch(c, touch, true);
     if (deferred != NULL)
         mp_out_value_deferred_n(c, deferred, vlen);
     return 0;
@@ -977,9 +965,7 @@ int mp_bin_process(mp_conn *c, int budget)
 {
     mp_proto *p = &c->proto;
     mp_out_mark(c);
-    /* -R counts as in the text protocol (process in executor.c) */
-    int ran = p->yielded ? 1 : 0;
-    p->yielded = false;
+    int ran = batch_start(c);
     for (;;) {
         if (c->out_oom)
             return close_now(c);
@@ -988,15 +974,9 @@ int mp_bin_process(mp_conn *c, int budget)
                 return MP_PROC_NEED_INPUT;
             continue;
         }
-        if (c->rstart == c->rend) {
-            if (ran > budget)
-                STATS(c).conn_yields++;
-            return MP_PROC_NEED_INPUT;
-        }
-        if (ran > budget || mp_out_over_mark(c)) {
-            p->yielded = true;
-            return MP_PROC_YIELD;
-        }
+        int gate = batch_gate(c, ran, budget);
+        if (gate >= 0)
+            return gate;
         mp_bin_request q;
         size_t consumed = 0;
         mp_bin_parse_status st = mp_bin_parse(c->rbuf + c->rstart, c->rend - c->rstart, &q,

@@ -92,13 +92,7 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
             mp_watch_item_get(c, key, nkey, mp_watch_miss_status(why), NULL);
         if (mp_log_on(c->env, MP_LOG_STATE))
             mp_log_lookup(c, key, nkey, why);
-        if (touch) {
-            STATS(c).touch_cmds++;
-            STATS(c).touch_misses++;
-        } else {
-            STATS(c).get_cmds++;
-            STATS(c).get_misses++;
-        }
+        count_fetch(c, touch, false);
         count_miss_reason(c, why);
         return GK_OK;
     }
@@ -134,13 +128,7 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
             mp_log_lookup(c, key, nkey, MP_MISS_NONE);
         mp_log_sending_key(c, key, nkey);
     }
-    if (touch) {
-        STATS(c).touch_cmds++;
-        STATS(c).touch_hits++;
-    } else {
-        STATS(c).get_cmds++;
-        STATS(c).get_hits++;
-    }
+    count_fetch(c, touch, true);
     if (deferred != NULL && !mp_out_value_deferred(c, deferred))
         return GK_NO_MEMORY;
     return GK_OK;
@@ -1182,11 +1170,7 @@ static int process(mp_conn *c, int budget)
     /* memcached sends its queued replies whenever it runs out of input or
      * yields; both end a call here */
     mp_out_mark(c);
-    /* memcached's nreqs: a call that starts on fresh input runs budget + 1
-     * requests, one that resumes after a yield runs budget (it re-enters
-     * conn_new_cmd, which counts first) */
-    int ran = p->yielded ? 1 : 0;
-    p->yielded = false;
+    int ran = batch_start(c);
     for (;;) {
         if (p->watcher) {
             /* memcached's logger reads a watcher's input only to see it close */
@@ -1212,19 +1196,9 @@ static int process(mp_conn *c, int budget)
                 return MP_PROC_NEED_INPUT;
             continue;
         }
-        if (c->rstart == c->rend) {
-            /* memcached counts a yield whenever -R's budget is spent, even
-             * when the input ran out with it; nothing is left to resume */
-            if (ran > budget)
-                STATS(c).conn_yields++;
-            return MP_PROC_NEED_INPUT;
-        }
-        /* one pipelining client must not starve the others, nor make us
-         * buffer its replies without bound */
-        if (ran > budget || mp_out_over_mark(c)) {
-            p->yielded = true;
-            return MP_PROC_YIELD;
-        }
+        int gate = batch_gate(c, ran, budget);
+        if (gate >= 0)
+            return gate;
         if (!p->authenticated) {
             if (c->env->auth != NULL) {
                 int rc = auth_line(c, &ran);

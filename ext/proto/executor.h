@@ -134,6 +134,25 @@ static inline void reply(mp_conn *c, const char *s, size_t n)
 
 /* A get that missed: memcached also counts why, when the item had expired
  * or been flushed (mp_item_find's *why_missing). */
+/* A retrieval counted as memcached counts it: a get or a touch (gat,
+ * gats, mg with T), a hit or a miss. */
+static inline void count_fetch(mp_conn *c, bool touch, bool hit)
+{
+    if (touch) {
+        STATS(c).touch_cmds++;
+        if (hit)
+            STATS(c).touch_hits++;
+        else
+            STATS(c).touch_misses++;
+    } else {
+        STATS(c).get_cmds++;
+        if (hit)
+            STATS(c).get_hits++;
+        else
+            STATS(c).get_misses++;
+    }
+}
+
 static inline void count_miss_reason(mp_conn *c, int why)
 {
     if (why == MP_MISS_EXPIRED)
@@ -165,6 +184,36 @@ static inline void count_cas_result(mp_conn *c, int op, mp_store_result res)
 /* A handler's result besides 0 and MP_PROC_CLOSE: it stopped with its reply
  * half built and proto.resume set; its line is run again later. */
 #define MP_PROC_SUSPEND 3
+
+/* -R's accounting, memcached's nreqs, for the text and binary protocols
+ * alike: a call that starts on fresh input runs budget + 1 requests, one
+ * that resumes after a yield runs budget (it re-enters conn_new_cmd, which
+ * counts first).  batch_start gives the count a call starts from. */
+static inline int batch_start(mp_conn *c)
+{
+    int ran = c->proto.yielded ? 1 : 0;
+    c->proto.yielded = false;
+    return ran;
+}
+
+/* Before the next request of a batch: MP_PROC_NEED_INPUT when the input is
+ * used up (a spent budget counts as a yield even then, as memcached counts
+ * it; nothing is left to resume), MP_PROC_YIELD when the budget is spent or
+ * the output is over its mark (one pipelining client must not starve the
+ * others, nor make us buffer its replies without bound), -1 to go on. */
+static inline int batch_gate(mp_conn *c, int ran, int budget)
+{
+    if (c->rstart == c->rend) {
+        if (ran > budget)
+            STATS(c).conn_yields++;
+        return MP_PROC_NEED_INPUT;
+    }
+    if (ran > budget || mp_out_over_mark(c)) {
+        c->proto.yielded = true;
+        return MP_PROC_YIELD;
+    }
+    return -1;
+}
 
 /* what a swallowed data block answers once it has been read */
 enum { RK_NONE = 0, RK_TOO_LARGE, RK_NO_MEMORY, RK_META_ERROR };

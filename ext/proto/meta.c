@@ -196,8 +196,7 @@ int cmd_mg(mp_conn *c, const mp_request *r)
 
     if (it == NULL) {
         mp_shard_unlock(s);
-        STATS(c).get_cmds++;
-        STATS(c).get_misses++;
+        count_fetch(c, false, false);
         count_miss_reason(c, why);
         char *p = put2(c->wbuf + c->wend, R_EN);
         p = echo_request_flags(p, r, &m);
@@ -297,13 +296,7 @@ int cmd_mg(mp_conn *c, const mp_request *r)
         mp_item_access(s, it);
     mp_item_count_hit(s, it, ttl_set);
     mp_shard_unlock(s);
-    if (ttl_set) {
-        STATS(c).touch_cmds++;
-        STATS(c).touch_hits++;
-    } else {
-        STATS(c).get_cmds++;
-        STATS(c).get_hits++;
-    }
+    count_fetch(c, ttl_set, true);
     /* a failure leaves out_oom set: the reply is culled with the connection */
     if (deferred != NULL)
         mp_out_value_deferred(c, deferred);

@@ -6,7 +6,7 @@ import ssl
 import struct
 import time
 
-from tests.support.certs import suite_wrap
+from tests.support.raw import RawConn
 
 REQ_MAGIC = 0x80
 RES_MAGIC = 0x81
@@ -90,38 +90,18 @@ def split_packets(buf):
     return out, buf[i:]
 
 
-class BinConn:
-    """A connection speaking the binary protocol with exact bytes."""
+class BinConn(RawConn):
+    """A connection speaking the binary protocol with exact bytes (over TLS
+    when the suite runs mpcache with -Z, as RawConn)."""
 
     def __init__(self, addr, timeout=5.0):
-        sock = socket.create_connection(addr, timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # over TLS when the suite runs mpcache with -Z (make test-tls)
-        self.sock = suite_wrap(sock)
-        self.timeout = timeout
+        super().__init__(addr, timeout)
         self.buf = b""
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def send(self, data, pieces=None, pause=0.002):
         """Sends data whole, or cut at the offsets in pieces with a pause
         between writes so the server reads them apart."""
-        if not pieces:
-            self.sock.sendall(data)
-            return
-        last = 0
-        for cut in list(pieces) + [len(data)]:
-            if cut > last:
-                self.sock.sendall(data[last:cut])
-                time.sleep(pause)
-                last = cut
+        super().send(data, pieces, pause)
 
     def read_until(self, pred, timeout=None):
         """Packets until pred(packet) is true for one (included), or until
