@@ -26,7 +26,8 @@
 
 /* VAL(type, name, default, doc): a number or bool field.
  * STR(name, size, default, doc): a NUL-terminated char[size] field.
- * The defaults are memcached's, so an embedded server and the daemon agree. */
+ * The defaults are memcached's (but -f: see slabs.c), so an embedded server
+ * and the daemon agree. */
 #define MP_SETTINGS(VAL, STR) \
     VAL(size_t,   maxbytes,         64 * 1024 * 1024, "-m, in bytes") \
     VAL(int,      maxconns,         1024,        "-c") \
@@ -39,7 +40,7 @@
     VAL(int,      num_threads,      4,           "-t: channels") \
     VAL(int,      reqs_per_event,   20,          "-R") \
     VAL(uint32_t, item_size_max,    1024 * 1024, "-I") \
-    VAL(double,   factor,           1.25,        "-f") \
+    VAL(double,   factor,           1.08,        "-f") \
     VAL(int,      chunk_size,       48,          "-n") \
     VAL(int,      verbose,          0,           "-v, verbosity command") \
     VAL(int,      idle_timeout,     0,           "-o idle_timeout, seconds, 0 = off") \

@@ -65,7 +65,7 @@ OPTIONS = [
     Option("i", "license", "", "print the license and exit"),
     Option("V", "version", "", "print version and exit"),
     Option("P", "pidfile", "file", "save PID in <file> (removed at exit)"),
-    Option("f", "slab-growth-factor", "num", "chunk size growth factor (default: 1.25)"),
+    Option("f", "slab-growth-factor", "num", "chunk size growth factor (default: 1.08)"),
     Option("n", "slab-min-size", "bytes", "min space used for key+value+flags (default: 48)"),
     Option("L", "enable-largepages", "", "try to use large memory pages (accepted, ignored)"),
     Option("D", "", "char", "prefix delimiter for per-prefix stats (stats detail), turns them on"),

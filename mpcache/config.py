@@ -163,7 +163,7 @@ class Settings:
     dump_enabled: bool = True       # !-X
     watch_enabled: bool = True      # !-W
     backlog: int = 1024
-    factor: float = 1.25
+    factor: float = 1.08            # memcached's is 1.25: see ext/store/slabs.c
     chunk_size: int = 48
     idle_timeout: int = 0
     maxconns_fast: bool = True

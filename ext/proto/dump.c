@@ -24,7 +24,7 @@ typedef struct dump_ctx {
     mp_conn *c;
     const mp_store *st;
     bool meta;
-    uint64_t classes;         /* metadump */
+    mp_class_set classes;     /* metadump */
     unsigned clsid;           /* cachedump */
     uint32_t limit;
     uint32_t count, bytes;    /* cachedump: shown so far */
@@ -91,7 +91,7 @@ static int cachedump_line(dump_ctx *d, const mp_item *it)
 static int metadump_line(dump_ctx *d, const mp_item *it)
 {
     mp_conn *c = d->c;
-    if (it->clsid >= 64 || !((d->classes >> it->clsid) & 1))
+    if (!mp_class_set_has(&d->classes, it->clsid))
         return MP_WALK_GO_ON;
     if (!mp_out_fits(c, MP_METADUMP_LINE_MAX))
         return STOP_ROOM;
@@ -197,9 +197,9 @@ bool mp_dump_cachedump(mp_conn *c, unsigned clsid, uint32_t limit)
     return true;
 }
 
-bool mp_dump_metadump(mp_conn *c, uint64_t classes)
+bool mp_dump_metadump(mp_conn *c, const mp_class_set *classes)
 {
-    dump_ctx d = {.c = c, .st = c->env->store, .meta = true, .classes = classes};
+    dump_ctx d = {.c = c, .st = c->env->store, .meta = true, .classes = *classes};
     if (!dump_run(&d))
         return false;
     mp_out_lit(c, "END\r\n");

@@ -14,15 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/store.h"
+
 struct mp_conn;
 
 /* memcached's item_cachedump: at most `limit` items of slab class `clsid`
  * (0: no limit), within its 2 MB reply; then END.  false: suspended. */
 bool mp_dump_cachedump(struct mp_conn *c, unsigned clsid, uint32_t limit);
 
-/* metadump of the classes in the mask (bit i: class i; all ones: every
- * item); then END.  false: suspended. */
-bool mp_dump_metadump(struct mp_conn *c, uint64_t classes);
+/* metadump of the items of the classes in the set; then END.  false:
+ * suspended. */
+bool mp_dump_metadump(struct mp_conn *c, const mp_class_set *classes);
 
 /* memcached's uriencode: bytes other than ASCII letters, digits and "-._~"
  * become %XX (upper case).  dst holds 3 * n bytes; returns the length. */

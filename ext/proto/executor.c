@@ -31,8 +31,6 @@
 
 /* memcached's MAX_VERBOSITY_LEVEL */
 #define MP_MAX_VERBOSITY 2
-/* memcached's MAX_NUMBER_OF_SLAB_CLASSES: bounds its class ids */
-#define MP_MC_SLAB_CLASSES 64
 /* cache_memlimit's bounds in megabytes, as memcached checks them */
 #define MP_MEMLIMIT_MIN_MB 8
 #define MP_MEMLIMIT_MAX_MB 1000000000u
@@ -681,7 +679,7 @@ static int cmd_stats(mp_conn *c, const mp_request *r)
         } else if (!mp_parse_u32(TOKP(r, 2), TOKL(r, 2), &id) ||
                    !mp_parse_u32(TOKP(r, 3), TOKL(r, 3), &limit)) {
             REPLY(c, R_BAD_FORMAT);
-        } else if (id >= MP_MC_SLAB_CLASSES) {
+        } else if (id >= MP_MAX_SLAB_CLASSES) {
             REPLY(c, R_ILLEGAL_SLAB);
         } else if (!mp_dump_cachedump(c, id, limit)) {
             return MP_PROC_SUSPEND;
@@ -721,25 +719,6 @@ static bool parse_double(const char *p, size_t len, double *out)
     return true;
 }
 
-/* memcached's slabs_init: the number of its largest slab class, which
- * bounds "slabs reassign" (chunks grow by -f from 48 + -n bytes, 8-aligned,
- * up to its fixed 512 KiB slab_chunk_max) */
-#define MP_MC_CHUNK_ALIGN 8
-#define MP_MC_SLAB_CHUNK_MAX (512 * 1024)
-static int mc_power_largest(const mp_settings *s)
-{
-    unsigned size = MEMCACHED_ITEM_HEADER + (unsigned)s->chunk_size;
-    int i = 0;
-    while (++i < MP_MC_SLAB_CLASSES - 1) {
-        if (size >= MP_MC_SLAB_CHUNK_MAX / s->factor)
-            break;
-        if (size % MP_MC_CHUNK_ALIGN)
-            size += MP_MC_CHUNK_ALIGN - size % MP_MC_CHUNK_ALIGN;
-        size = (unsigned)(size * s->factor);
-    }
-    return i;
-}
-
 static int cmd_slabs(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens == 4 && TOK_IS(r, 1, "reassign")) {
@@ -749,7 +728,7 @@ static int cmd_slabs(mp_conn *c, const mp_request *r)
             REPLY(c, R_BAD_FORMAT);
             return 0;
         }
-        int largest = mc_power_largest(c->env->settings);
+        int largest = mp_store_nclasses(c->env->store);
         if (src == dst)
             REPLY(c, R_SLAB_SAME);
         else if (src < 0 || src > largest || dst < 0 || dst > largest)
@@ -827,16 +806,16 @@ static bool crawler_enabled(const mp_conn *c)
     return !__atomic_load_n(&c->env->shared->lru_crawler_off, __ATOMIC_RELAXED);
 }
 
-/* memcached's class list: "all", or comma-separated ids in [1, 63]
- * (*mask gets them, all ones for "all"); "hash" only where allowed
- * (metadump walks the hash table for it, crawl refuses it) */
-static bool crawl_classes_ok(const char *p, size_t len, bool hash_ok, bool *any, uint64_t *mask)
+/* memcached's class list: "all", or comma-separated class ids (*set gets
+ * them, every class for "all"); "hash" only where allowed (metadump walks
+ * the hash table for it, crawl refuses it) */
+static bool crawl_classes_ok(const char *p, size_t len, bool hash_ok, bool *any, mp_class_set *set)
 {
     *any = false;
-    *mask = 0;
+    memset(set, 0, sizeof(*set));
     if ((len == 3 && memcmp(p, "all", 3) == 0) || (hash_ok && len == 4 && memcmp(p, "hash", 4) == 0)) {
         *any = true;
-        *mask = ~0ull;
+        memset(set, 0xff, sizeof(*set));
         return true;
     }
     size_t i = 0;
@@ -846,10 +825,10 @@ static bool crawl_classes_ok(const char *p, size_t len, bool hash_ok, bool *any,
             j++;
         if (j > i) {
             uint32_t id;
-            if (!mp_parse_u32(p + i, j - i, &id) || id < 1 || id >= MP_MC_SLAB_CLASSES)
+            if (!mp_parse_u32(p + i, j - i, &id) || id < 1 || id >= MP_MAX_SLAB_CLASSES)
                 return false;
             *any = true;
-            *mask |= 1ull << id;
+            mp_class_set_add(set, id);
         }
         i = j + 1;
     }
@@ -860,12 +839,12 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
 {
     if (r->ntokens == 3 && TOK_IS(r, 1, "crawl")) {
         bool any;
-        uint64_t mask;
+        mp_class_set classes;
         if (!crawler_enabled(c))
             REPLY(c, R_CRAWLER_OFF);
         else if (TOK_IS(r, 2, "hash"))   /* a hash walk is metadump's alone */
             REPLY(c, R_CRAWLER_ERROR);
-        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), false, &any, &mask))
+        else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), false, &any, &classes))
             REPLY(c, R_CRAWLER_BADCLASS);
         else if (!any)
             REPLY(c, R_CRAWLER_NONE);
@@ -873,11 +852,11 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
             REPLY(c, R_OKAY);   /* expiry is swept continuously anyway */
     } else if (r->ntokens == 3 && TOK_IS(r, 1, "metadump")) {
         bool any;
-        uint64_t mask;
+        mp_class_set classes;
         if (c->proto.resume != 0) {
             /* going on after the output mark: checked when it started */
-            crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask);
-            if (!mp_dump_metadump(c, mask))
+            crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &classes);
+            if (!mp_dump_metadump(c, &classes))
                 return MP_PROC_SUSPEND;
         } else if (!crawler_enabled(c)) {
             REPLY(c, R_CRAWLER_OFF);
@@ -887,11 +866,11 @@ static int cmd_lru_crawler(mp_conn *c, const mp_request *r)
             /* memcached hands the connection to its crawler thread, which
              * cannot take replies still queued before it (resp_has_stack) */
             REPLY(c, R_METADUMP_PIPE);
-        } else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &mask)) {
+        } else if (!crawl_classes_ok(TOKP(r, 2), TOKL(r, 2), true, &any, &classes)) {
             REPLY(c, R_CRAWLER_BADCLASS);
         } else if (!any) {
             REPLY(c, R_CRAWLER_NONE);
-        } else if (!mp_dump_metadump(c, mask)) {
+        } else if (!mp_dump_metadump(c, &classes)) {
             return MP_PROC_SUSPEND;
         }
     } else if (r->ntokens == 3 && (TOK_IS(r, 1, "tocrawl") || TOK_IS(r, 1, "sleep"))) {

@@ -271,6 +271,11 @@ int mp_store_nshards(const mp_store *st)
     return st->nshards;
 }
 
+int mp_store_nclasses(const mp_store *st)
+{
+    return st->arena.nclasses;
+}
+
 uint32_t mp_store_pages(mp_store *st)
 {
     mp_arena *a = &st->arena;

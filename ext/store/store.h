@@ -308,8 +308,30 @@ typedef struct mp_store_stats {
 } mp_store_stats;
 void mp_store_get_stats(mp_store *st, mp_store_stats *out);
 
+/* Class ids are 1 .. MP_MAX_SLAB_CLASSES - 1: memcached stops at 63, which at
+ * a growth factor below ~1.2 leaves everything from a few KiB up to -I in
+ * one page-sized class; ours reach half a page at the default 1.08. */
+#define MP_MAX_SLAB_CLASSES 128
+
+/* A set of class ids (the class lists of lru_crawler). */
+typedef struct mp_class_set {
+    uint64_t w[MP_MAX_SLAB_CLASSES / 64];
+} mp_class_set;
+
+static inline void mp_class_set_add(mp_class_set *s, unsigned id)
+{
+    s->w[id / 64] |= (uint64_t)1 << (id % 64);
+}
+
+static inline bool mp_class_set_has(const mp_class_set *s, unsigned id)
+{
+    return id < MP_MAX_SLAB_CLASSES && ((s->w[id / 64] >> (id % 64)) & 1);
+}
+
+/* The number of the largest class (classes are 1 .. that). */
+int mp_store_nclasses(const mp_store *st);
+
 /* Per slab class, summed over shards, for "stats slabs" and "stats items". */
-#define MP_MAX_SLAB_CLASSES 64
 typedef struct mp_slab_class_stats {
     uint32_t chunk_size, chunks_per_page;
     uint64_t total_pages, total_chunks, used_chunks, free_chunks;

@@ -422,7 +422,7 @@ static const wire_case cases[] = {
      "CLIENT_ERROR usage: stats detail on|off|dump\r\nEND\r\n"
      "STAT 5:state conn_read\r\nSTAT 6:state conn_read\r\nSTAT 7:state conn_read\r\nEND\r\n"},
     {"tuning commands", WHOLE,
-     "slabs reassign 1 1\r\nslabs reassign 1 2\r\nslabs reassign 1 99\r\nslabs automove 1\r\n"
+     "slabs reassign 1 1\r\nslabs reassign 1 2\r\nslabs reassign 1 200\r\nslabs automove 1\r\n"
      "slabs automove 3\r\nlru mode flat\r\nlru tune 10 80 0.1 2\r\nlru_crawler sleep 2000000\r\n"
      "refresh_certs\r\n",
      "SAME src and dst class are identical\r\nNOSPARE source class has no spare pages\r\n"

@@ -996,23 +996,53 @@ static void test_medium_slabs(void)
     mp_store_destroy(st);
 }
 
-static void test_slab_classes(void)
+/* Chunks grow by at most the factor (8-byte aligned) up to half a page, and
+ * the last class is a page. */
+static void check_class_growth(const mp_slab_class_stats *cls, int n, double factor)
 {
-    mp_store *st = make_store(64 * MIB, 1, true, true);
-    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
-    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
-    CHECK(n > 30);
-    /* memcached 1.6.18's boundaries: 96, 120, 152, 192, 240, 304, 384, 480 */
-    static const uint32_t memcached_first[] = {96, 120, 152, 192, 240, 304, 384, 480};
-    for (int c = 1; c <= 8; c++)
-        CHECK_EQ_U64(cls[c].chunk_size, memcached_first[c - 1]);
     for (int c = 2; c < n; c++) {
         CHECK(cls[c].chunk_size > cls[c - 1].chunk_size);
         CHECK_EQ_U64(cls[c].chunk_size % 8, 0);
         if (c < n - 1)
-            CHECK(cls[c].chunk_size <= (uint32_t)(cls[c - 1].chunk_size * 1.25) + 8);
+            CHECK(cls[c].chunk_size <= (uint32_t)(cls[c - 1].chunk_size * factor) + 8);
     }
+    CHECK(cls[n - 2].chunk_size <= 512 * 1024);
+    CHECK(cls[n - 2].chunk_size * factor + 8 > 512 * 1024);
     CHECK(cls[n - 1].chunk_size >= 1024 * 1024);
+}
+
+static void test_slab_classes(void)
+{
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    /* -f 1.25: memcached 1.6.18's boundaries, 96, 120, 152, 192, 240, 304,
+     * 384, 480, and as many classes (39 and the page) */
+    mp_settings s;
+    mp_settings_init(&s);
+    s.factor = 1.25;
+    char err[256] = "";
+    mp_store *mc = mp_store_create(&s, 1, err, sizeof(err));
+    CHECK(mc != NULL);
+    int n = mp_store_get_slab_stats(mc, cls, MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(n, 41);
+    static const uint32_t memcached_first[] = {96, 120, 152, 192, 240, 304, 384, 480};
+    for (int c = 1; c <= 8; c++)
+        CHECK_EQ_U64(cls[c].chunk_size, memcached_first[c - 1]);
+    check_class_growth(cls, n, 1.25);
+    mp_store_destroy(mc);
+
+    /* the default, 1.08: not cut at memcached's 63 classes, so it still
+     * reaches half a page; a 300-byte value under an 8-byte key fits a
+     * chunk of its size to the byte (56 + 9 + 302 = 367 in 368) */
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    CHECK(n > 63 && n < MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(cls[1].chunk_size, 96);
+    check_class_growth(cls, n, 1.08);
+    int c368 = 0;
+    for (int c = 1; c < n; c++)
+        if (cls[c].chunk_size == 368)
+            c368 = c;
+    CHECK(c368 != 0);
     store(st, MP_SET, "a", "1");
     n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
     CHECK_EQ_U64(cls[1].used_chunks, 1);

@@ -107,17 +107,26 @@ def test_metadump_same_lines_as_memcached(backend):
     assert RESULTS[backend] == RESULTS["memcached"]
 
 
-def test_metadump_by_class(server_factory):
+def test_metadump_by_class(server_factory, backend):
     srv = server_factory(threads=2)
     now = load(srv)
     with RawConn(srv.addr) as c:
         assert c.call(b"set big 0 0 5000\r\n" + b"b" * 5000 + b"\r\n") == b"STORED\r\n"
+        assert c.call(b"set bigger 0 0 40000\r\n" + b"b" * 40000 + b"\r\n") == b"STORED\r\n"
     whole = normalized_metadump(metadump(srv), now)
     classes = sorted({int(v[3]) for v in whole.values()})
-    assert len(classes) == 2
+    assert len(classes) == 3
+    # mpcache's finer classes go past memcached's 63, and are dumped by id
+    assert (classes[-1] > 63) == (backend != "memcached")
     for cls in classes:
         part = normalized_metadump(metadump(srv, b"%d" % cls), now)
         assert part == {k: v for k, v in whole.items() if int(v[3]) == cls}
+        with srv.connect() as s:
+            s.sendall(b"stats cachedump %d 0\r\n" % cls)
+            listed = read_until(s, b"END\r\n").split(b"\r\n")[:-2]
+        if backend != "memcached":   # (memcached lists its COLD LRU's)
+            assert {uriencode(CACHEDUMP_LINE.match(line).group(1)) for line in listed} == \
+                {k for k, v in whole.items() if int(v[3]) == cls} - {uriencode(BINARY_KEY)}
     both = b",".join(b"%d" % c for c in classes)
     assert normalized_metadump(metadump(srv, both), now) == whole
 
@@ -149,14 +158,14 @@ def test_cachedump_format_limits_and_errors(server_factory, backend):
         limited = read_until(s, b"END\r\n").split(b"\r\n")[:-2]
         assert 1 <= len(limited) <= 2 and (backend == "memcached" or len(limited) == 2)
         for req, want in [(b"stats cachedump 1\r\n", b"CLIENT_ERROR bad command line\r\n"),
-                          (b"stats cachedump 64 1\r\n", b"CLIENT_ERROR Illegal slab id\r\n"),
+                          (b"stats cachedump 128 1\r\n", b"CLIENT_ERROR Illegal slab id\r\n"),
                           (b"stats cachedump x 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
                           (b"stats cachedump 1 -1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
                           (b"stats cachedump 0 0\r\n", b"END\r\n"),
                           (b"stats cachedump 63 0\r\n", b"END\r\n"),
                           (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
                           (b"lru_crawler metadump 0\r\n", b"BADCLASS invalid class id\r\n"),
-                          (b"lru_crawler metadump 64\r\n", b"BADCLASS invalid class id\r\n"),
+                          (b"lru_crawler metadump 128\r\n", b"BADCLASS invalid class id\r\n"),
                           (b"lru_crawler metadump ,\r\n", b"NOTSTARTED no items to crawl\r\n"),
                           (b"lru_crawler crawl hash\r\n", b"ERROR an unknown error happened\r\n"),
                           (b"lru_crawler mgdump 1\r\n", b"ERROR\r\n")]:
