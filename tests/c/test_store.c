@@ -1055,6 +1055,28 @@ static void test_slab_classes(void)
     n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
     CHECK_EQ_U64(cls[1].get_hits, 2);
     mp_store_destroy(st);
+
+    /* an item takes the smallest class that holds it: one exactly a chunk's
+     * size in that class, one a byte bigger in the next */
+    st = make_store(64 * MIB, 1, true, true);
+    n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    static char value[512 * 1024];
+    memset(value, 'v', sizeof(value));
+    char key[16];
+    for (int c = 1; c < n - 1; c++) {
+        for (int more = 0; more <= 1; more++) {
+            int nkey = snprintf(key, sizeof(key), "%c%d", more ? 'b' : 'a', c);
+            size_t own = 56 + (size_t)nkey + 1 + 2;   /* header, key, NUL, "\r\n" */
+            CHECK_EQ_U64(store_full(st, MP_SET, key, value, cls[c].chunk_size - own + more,
+                                    0, 0, 0, NULL), MP_STORED);
+        }
+    }
+    mp_slab_class_stats after[MP_MAX_SLAB_CLASSES];
+    mp_store_get_slab_stats(st, after, MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(after[1].number, 1);
+    for (int c = 2; c < n; c++)
+        CHECK_EQ_U64(after[c].number, 2 - (c == n - 1));
+    mp_store_destroy(st);
 }
 
 static void test_hash_quality(void)
