@@ -138,10 +138,12 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
      *
      * Unlike memcached, the classes are not cut at 63, so a factor below
      * 1.25 still ends at half a page, and the default is 1.08 (settings.h):
-     * a chunk wastes 4% on average instead of 11%.  Measured on the hit-ratio matrix
-     * (bench/hitmatrix.py, docs/ARCHITECTURE.md): 4-7% more bytes of values
-     * held at -m 64 and higher hit ratios everywhere; at 1.05 the values
-     * spread over so many classes that log-uniform sizes hit less. */
+     * a chunk wastes 4% on average instead of 11% where items are many.
+     * From MP_COARSE_CHUNK up they grow by at least MP_COARSE_FACTOR: large
+     * items are few per class, and spread over three times as many classes
+     * (each with its own queues and first slab) they hit less when
+     * popularity moves to them.  Measured on the hit-ratio matrix
+     * (bench/hitmatrix.py, docs/ARCHITECTURE.md). */
     double factor = settings->factor;   /* > 1: the command line checks it */
     size_t size = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), 8);
     int i = 1;
@@ -154,7 +156,8 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
             k = a->units_per_page;
         a->slab_units[i] = k;
         a->perslab[i] = (uint32_t)((size_t)k * MP_UNIT_SIZE / size);
-        size_t next = round_up((size_t)((double)size * factor), 8);
+        double f = size >= MP_COARSE_CHUNK && factor < MP_COARSE_FACTOR ? MP_COARSE_FACTOR : factor;
+        size_t next = round_up((size_t)((double)size * f), 8);
         size = next > size ? next : size + 8;
         i++;
     }
@@ -205,7 +208,7 @@ void mp_slabs_init(mp_slabs *sl, int shard)
 
 int mp_slabs_clsid(const mp_arena *a, size_t size)
 {
-    /* chunk sizes ascend: up to ~113 classes, seven compares */
+    /* chunk sizes ascend: 69 classes at the default -f, up to 127 */
     if (size > a->chunk_size[a->nclasses])
         return 0;
     int lo = 1, hi = a->nclasses;

@@ -36,6 +36,10 @@
  * (2 to half a page), aligned to that power within its page, and one whose
  * 8 chunks do not fit in half a page a whole page. */
 #define MP_SLAB_MIN_CHUNKS 8
+/* Classes of chunks from this size up grow by at least this factor
+ * (memcached's default), whatever -f (slabs.c). */
+#define MP_COARSE_CHUNK 4096
+#define MP_COARSE_FACTOR 1.25
 /* memcached's page size; larger when -I needs it. */
 #define MP_PAGE_MIN ((size_t)1024 * 1024)
 /* Address space reserved beyond -m so that cache_memlimit can raise the limit
