@@ -112,11 +112,12 @@ def test_metadump_by_class(server_factory, backend):
     now = load(srv)
     with RawConn(srv.addr) as c:
         assert c.call(b"set big 0 0 5000\r\n" + b"b" * 5000 + b"\r\n") == b"STORED\r\n"
-        assert c.call(b"set bigger 0 0 40000\r\n" + b"b" * 40000 + b"\r\n") == b"STORED\r\n"
+        assert c.call(b"set bigger 0 0 200000\r\n" + b"b" * 200000 + b"\r\n") == b"STORED\r\n"
     whole = normalized_metadump(metadump(srv), now)
     classes = sorted({int(v[3]) for v in whole.values()})
     assert len(classes) == 3
-    # mpcache's finer classes go past memcached's 63, and are dumped by id
+    # mpcache's finer classes go past memcached's 63 (200 KB: its 65th, of
+    # 240,240-byte chunks), and are dumped by id
     assert (classes[-1] > 63) == (backend != "memcached")
     for cls in classes:
         part = normalized_metadump(metadump(srv, b"%d" % cls), now)
