@@ -23,6 +23,17 @@
 
 #define MIB ((size_t)1024 * 1024)
 
+static mp_store *store_with(const mp_settings *s, int nshards)
+{
+    char err[256] = "";
+    mp_store *st = mp_store_create(s, nshards, err, sizeof(err));
+    if (st == NULL) {
+        fprintf(stderr, "mp_store_create: %s\n", err);
+        exit(2);
+    }
+    return st;
+}
+
 static mp_store *make_store(size_t maxbytes, int nshards, bool use_cas, bool evict)
 {
     mp_settings s;
@@ -30,13 +41,7 @@ static mp_store *make_store(size_t maxbytes, int nshards, bool use_cas, bool evi
     s.maxbytes = maxbytes;
     s.use_cas = use_cas;
     s.evict_to_free = evict;
-    char err[256] = "";
-    mp_store *st = mp_store_create(&s, nshards, err, sizeof(err));
-    if (st == NULL) {
-        fprintf(stderr, "mp_store_create: %s\n", err);
-        exit(2);
-    }
-    return st;
+    return store_with(&s, nshards);
 }
 
 /* ---- helpers acting like the executor ---- */
@@ -1021,9 +1026,7 @@ static void test_slab_classes(void)
     mp_settings s;
     mp_settings_init(&s);
     s.factor = 1.25;
-    char err[256] = "";
-    mp_store *mc = mp_store_create(&s, 1, err, sizeof(err));
-    CHECK(mc != NULL);
+    mp_store *mc = store_with(&s, 1);
     int n = mp_store_get_slab_stats(mc, cls, MP_MAX_SLAB_CLASSES);
     CHECK_EQ_U64(n, 41);
     static const uint32_t memcached_first[] = {96, 120, 152, 192, 240, 304, 384, 480};
@@ -1068,7 +1071,7 @@ static void test_slab_classes(void)
     for (int c = 1; c < n - 1; c++) {
         for (int more = 0; more <= 1; more++) {
             int nkey = snprintf(key, sizeof(key), "%c%d", more ? 'b' : 'a', c);
-            size_t own = 56 + (size_t)nkey + 1 + 2;   /* header, key, NUL, "\r\n" */
+            size_t own = offsetof(mp_item, data) + (size_t)nkey + 1 + 2;   /* key's NUL, "\r\n" */
             CHECK_EQ_U64(store_full(st, MP_SET, key, value, cls[c].chunk_size - own + more,
                                     0, 0, 0, NULL), MP_STORED);
         }

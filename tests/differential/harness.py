@@ -119,6 +119,9 @@ class Side:
         return b"".join(out)
 
 
+NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+
+
 @dataclass
 class Diff:
     requests: list            # rendered for the reference, one per unit
@@ -142,13 +145,12 @@ class Diff:
         cand = self.cand_reply.split(b"\r\n")
         for a, b in zip(ref, cand):
             if a != b:
-                # An incr/decr result differs by its number only: one kind
-                # (memcached calling a number >= 2**63 non-numeric comes in
-                # many numbers, and each would use up a minimization)
+                # A delta's result differs by its number only: one kind.
+                # memcached calling a number >= 2**63 non-numeric comes in
+                # many numbers and replies (incr, decr, ma with its flags),
+                # each of which would use up a minimization: one kind too
+                # (test_differential.reference_calls_a_number_non_numeric)
                 if a.startswith(NON_NUMERIC_LINE):
-                    # memcached's NON_NUMERIC for a number (incr, decr, ma,
-                    # whatever the reply that computed it): one kind, see
-                    # test_differential.reference_calls_a_number_non_numeric
                     return (a[:60], b"<a delta's result>")
                 return (_number_kind(a[:60]), _number_kind(b[:60]))
         return (b"|".join(ref[len(cand):])[:60], b"|".join(cand[len(ref):])[:60])
@@ -168,9 +170,6 @@ class Diff:
             text += (f"\n  (previous batch: {show(p_req)}\n"
                      f"   memcached: {show(p_ref)}\n   candidate: {show(p_cand)})")
         return text
-
-
-NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
 
 
 def _number_kind(line):
