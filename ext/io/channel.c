@@ -318,6 +318,14 @@ static void tls_fed(mp_channel *ch, mp_conn *c, int r)
     mp_conn_run(ch, c);
 }
 
+/* mp_tls_feed for a handshake step, its records handed on at once. */
+static void tls_step(mp_channel *ch, mp_conn *c, const char *data, size_t n)
+{
+    tls_fed(ch, c, mp_tls_feed(ch, c, data, n));
+    if (ch->be->push != NULL)
+        ch->be->push(ch);
+}
+
 static void tls_input(mp_channel *ch, mp_conn *c, const char *data, size_t n)
 {
     mp_tls *t = c->tls;
@@ -342,6 +350,8 @@ static void tls_input(mp_channel *ch, mp_conn *c, const char *data, size_t n)
             return;
         }
         ch->tls_budget--;
+        tls_step(ch, c, data, n);
+        return;
     }
     tls_fed(ch, c, mp_tls_feed(ch, c, data, n));
 }
@@ -359,9 +369,8 @@ static void tls_resume(mp_channel *ch, mp_conn *c)
     uint32_t size = t->held_size, len = t->held_len;
     t->held = NULL;
     t->held_size = t->held_len = 0;
-    int r = mp_tls_feed(ch, c, held, len);
+    tls_step(ch, c, held, len);
     mp_buf_put(ch, held, size, MP_BUF_IN);
-    tls_fed(ch, c, r);
 }
 
 /* A client that opened TLS and stalled (MP_TLS_HANDSHAKE_TIMEOUT). */

@@ -84,6 +84,11 @@ typedef struct mp_backend {
     /* Flow control, decided by the channel: stop and start receiving. */
     void (*pause_input)(mp_channel *ch, mp_conn *c);
     void (*resume_input)(mp_channel *ch, mp_conn *c);
+    /* Optional: hands the kernel what is queued now, without waiting, after
+     * work long enough (a TLS handshake step) that output held to the end
+     * of the turn would leave the peer idle meanwhile.  NULL where flush
+     * sends at once. */
+    void (*push)(mp_channel *ch);
     /* UDP (udp.h), optional: queues one datagram, the iovecs copied (they
      * hold the header and a slice of the output).  False: not taken (and
      * what was taken is submitted), the caller sends it and the rest of

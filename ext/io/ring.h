@@ -51,6 +51,12 @@ static inline struct io_uring_sqe *mp_ring_sqe(mp_ring *r)
  * returned. */
 int mp_ring_submit(mp_ring *r, unsigned wait_nr, int timeout_ms);
 
+/* Submissions prepared and not yet handed to the kernel. */
+static inline unsigned mp_ring_queued(const mp_ring *r)
+{
+    return r->sqe_tail - r->sqe_head;
+}
+
 /* Completions: iterate from *head to tail, then mp_ring_cq_advance. */
 static inline unsigned mp_ring_cq_ready(mp_ring *r, unsigned *head)
 {
