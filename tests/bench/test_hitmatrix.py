@@ -46,3 +46,7 @@ def test_cache_aside_hit_ratio_is_exact_when_everything_fits(server):
     assert r["gets"] == asked
     assert r["hit_ratio"] == pytest.approx((asked - first_in_half) / asked)
     assert r["curr_items"] == len(seen)
+    # the slab memory reported holds at least every value, and keeps to -m
+    f = hitmatrix.size_fn("small")
+    values_mb = sum(f(k) for k in seen) / (1 << 20)
+    assert round(values_mb, 1) <= r["slab_mb"] <= 64
