@@ -207,7 +207,12 @@ def test_multiget_of_hundreds_of_keys(server):
 def test_lru_crawler_disable_then_crawl(server):
     try:
         assert call(server, b"lru_crawler disable\r\nlru_crawler disable\r\n") == b"OK\r\nOK\r\n"
-        time.sleep(0.5)   # memcached stops its crawler thread asynchronously
+        # memcached stops its crawler thread asynchronously: the setting
+        # clears when the thread has exited
+        deadline = time.monotonic() + 5
+        while b"STAT lru_crawler no\r\n" not in call(server, b"stats settings\r\n"):
+            assert time.monotonic() < deadline, "the crawler never stopped"
+            time.sleep(0.02)
         assert call(server, b"lru_crawler crawl all\r\nlru_crawler metadump all\r\n") == \
             b"CLIENT_ERROR lru crawler disabled\r\n" * 2
         assert b"STAT lru_crawler no\r\n" in call(server, b"stats settings\r\n")
