@@ -99,10 +99,15 @@ def cells(quick=False):
                     "kind": "aside", "memory": memory, "keys": keys, "sizes": sizes, "zipf": zipf,
                     "ops": keys * 4}
     # scans: Zipf 0.9 over 100-500 B values, and every 10,000 gets a scan of
-    # 2,000 keys read once
+    # 2,000 keys read once; every 100,000 gets a scan of 40,000 (about what
+    # -m 16 holds); and the same keys with no scan, the most any policy can
+    # hit on the scanned cells' other gets
     keys = int(16 * 1024 * 1024 / (mean_size("small") + 60) * 5)
-    out["scan-small-m16-z0.9"] = {"kind": "aside", "memory": 16, "keys": keys, "sizes": "small",
-                                  "zipf": 0.9, "ops": keys * 4, "scan_every": 10_000, "scan_len": 2_000}
+    scanned = {"kind": "aside", "memory": 16, "keys": keys, "sizes": "small", "zipf": 0.9,
+               "ops": keys * 4}
+    out["scan-small-m16-z0.9"] = dict(scanned, scan_every=10_000, scan_len=2_000)
+    out["scan-whole-small-m16-z0.9"] = dict(scanned, scan_every=100_000, scan_len=40_000)
+    out["noscan-small-m16-z0.9"] = dict(scanned)
     # popularity moves from 100-500 B values to 4-40 KiB values halfway
     out["shift-small-to-large-m32"] = {"kind": "aside", "memory": 32, "keys": 60_000 // k,
                                        "sizes": "small", "shift_sizes": "large", "zipf": 0.99,
