@@ -127,7 +127,7 @@ void mp_ring_exit(mp_ring *r)
 
 int mp_ring_submit(mp_ring *r, unsigned wait_nr, int timeout_ms)
 {
-    unsigned to_submit = r->sqe_tail - r->sqe_head;
+    unsigned to_submit = mp_ring_queued(r);
     if (to_submit)
         __atomic_store_n(r->sq_ktail, r->sqe_tail, __ATOMIC_RELEASE);
     r->sqe_head = r->sqe_tail;

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.support.raw import stats
+from tests.support.raw import stats, wait_for_stat
 from tests.support.servers import BACKENDS, ServerProcess, selected_backends
 
 # Flags that change which names memcached prints, and a plain start.
@@ -105,18 +105,6 @@ def test_stat_names_and_order_match_memcached(flags):
             assert got[group] == want, (name, group, flags)
 
 
-def _crawler_switched(addr, want, timeout=5.0):
-    """memcached answers "lru_crawler disable" before its crawler thread
-    has exited, and that thread clears the setting on its way out (1.6.18
-    crawler.c, CRAWLER_NOWAIT): wait for the switch to show in `stats
-    settings`, then take the names."""
-    deadline = time.monotonic() + timeout
-    while stats(addr, b"settings")["lru_crawler"] != want:
-        assert time.monotonic() < deadline, "lru_crawler never became " + want
-        time.sleep(0.02)
-    return _names(stats(addr)), want
-
-
 def test_names_follow_the_crawler_switch():
     """"lru_crawler disable" takes lru_crawler_running and _starts out of
     `stats` in memcached; enable brings them back."""
@@ -126,10 +114,12 @@ def test_names_follow_the_crawler_switch():
             with srv.connect() as s:
                 s.sendall(b"lru_crawler disable\r\n")
                 assert s.recv(64) == b"OK\r\n"
-                off = _crawler_switched(srv.addr, "no")
+                wait_for_stat(srv.addr, b"settings", "lru_crawler", "no")
+                off = (_names(stats(srv.addr)), stats(srv.addr, b"settings")["lru_crawler"])
                 s.sendall(b"lru_crawler enable\r\n")
                 assert s.recv(64) == b"OK\r\n"
-                on = _crawler_switched(srv.addr, "yes")
+                wait_for_stat(srv.addr, b"settings", "lru_crawler", "yes")
+                on = (_names(stats(srv.addr)), stats(srv.addr, b"settings")["lru_crawler"])
             seen[srv.name] = (off, on)
     ref = seen.pop("memcached")
     assert "lru_crawler_starts" not in ref[0][0] and "lru_crawler_starts" in ref[1][0]

@@ -155,3 +155,14 @@ def stats(addr, group=b""):
             _, k, v = line.split(" ", 2)
             out[k] = v
     return out
+
+
+def wait_for_stat(addr, group, name, want, timeout=5.0):
+    """Until `stats <group>` shows name = want.  memcached changes some
+    state after its reply: "lru_crawler disable" answers OK before its
+    crawler thread has exited, and the thread clears the setting on its way
+    out (1.6.18 crawler.c, CRAWLER_NOWAIT)."""
+    deadline = time.monotonic() + timeout
+    while stats(addr, group).get(name) != want:
+        assert time.monotonic() < deadline, f"{name} never became {want}"
+        time.sleep(0.02)
