@@ -62,9 +62,10 @@
 #include "slabs.h"
 #include "store.h"
 
-/* memcached starts with 2^16 buckets; the shards share that start. */
+/* memcached starts with 2^16 buckets; the shards share that start (counted
+ * in memcached's chains, hash.h). */
 #define MP_HT_INITIAL_TOTAL_POWER 16
-#define MP_HT_MIN_POWER 8
+#define MP_HT_MIN_POWER 6
 /* Buckets moved per link while a table doubles: inserts drive growth, so
  * they pay for it, a few pointer moves each. */
 #define MP_HT_MIGRATE_PER_LINK 2
@@ -213,7 +214,7 @@ mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, s
     if (st->ghost_slots == NULL)
         goto oom;
 
-    int power = MP_HT_INITIAL_TOTAL_POWER - st->shard_bits;
+    int power = MP_HT_INITIAL_TOTAL_POWER - MP_HT_CHAIN_SHIFT - st->shard_bits;
     if (power < MP_HT_MIN_POWER)
         power = MP_HT_MIN_POWER;
     pthread_mutexattr_t attr;
@@ -227,12 +228,12 @@ mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, s
         s->st = st;
         s->index = i;
         pthread_mutex_init(&s->lock, &attr);
-        mp_item **buckets = calloc(MP_HT_SIZE(power), sizeof(mp_item *));
+        mp_htbucket *buckets = mp_ht_alloc((uint32_t)power);
         if (buckets == NULL) {
             pthread_mutexattr_destroy(&attr);
             goto oom;
         }
-        mp_ht_init(&s->ht, buckets, (uint32_t)power);
+        mp_ht_init(&s->ht, st->arena.base, buckets, (uint32_t)power);
         mp_slabs_init(&s->slabs, i);
         mp_ghost_init(&s->ghost, st->ghost_slots + (uint64_t)i * ghost_buckets * MP_GHOST_WAYS,
                       (uint32_t)ghost_buckets);
@@ -254,9 +255,9 @@ void mp_store_destroy(mp_store *st)
             mp_shard *s = &st->shards[i];
             if (s->st == NULL)
                 continue;
-            free(s->ht.buckets);
-            free(s->ht.old);
-            free(s->ht.retired);
+            mp_ht_free(s->ht.buckets, s->ht.power);
+            mp_ht_free(s->ht.old, s->ht.power - 1);
+            mp_ht_free(s->ht.retired, s->ht.power - 1);
             pthread_mutex_destroy(&s->lock);
         }
         free(st->shards);
@@ -439,8 +440,7 @@ static void item_replace(mp_shard *s, mp_item *old, mp_item *it, uint64_t hv)
  * stays allocated until its last reference goes. */
 static void item_substitute(mp_shard *s, mp_item *old, mp_item *n, uint64_t hv)
 {
-    mp_ht_remove(&s->ht, old, hv);
-    mp_ht_insert(&s->ht, n, hv);
+    mp_ht_replace(&s->ht, old, n, hv);
     mp_s3_replace(&s->q[old->clsid], old, n);
     n->time = old->time;
     n->iflags = old->iflags & (uint8_t)(MP_IT_LINKED | MP_IT_FETCHED | MP_IT_STALE |
@@ -822,7 +822,7 @@ static mp_item *shard_alloc(mp_shard *s, int cls, size_t size, bool pending)
 static void item_init(mp_item *it, const char *key, size_t nkey, uint32_t flags,
                       mp_rel_time exptime, uint32_t nbytes)
 {
-    it->hnext = it->qnext = it->qprev = NULL;
+    it->qnext = it->qprev = NULL;
     it->cas = 0;
     it->time = mp_current_time;
     it->exptime = exptime;
@@ -840,15 +840,15 @@ static void shard_grow_table(mp_shard *s)
     if (__atomic_exchange_n(&s->growing, 1, __ATOMIC_ACQUIRE) != 0)
         return;
     mp_shard_lock(s);
-    mp_item **retired = s->ht.retired;
+    mp_htbucket *retired = s->ht.retired;
     s->ht.retired = NULL;
     bool want = mp_ht_wants_growth(&s->ht);
     uint32_t power = s->ht.power;
     __atomic_store_n(&s->grow_hint, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&s->lock);
-    free(retired);
+    mp_ht_free(retired, power - 1);
     if (want) {
-        mp_item **fresh = calloc(MP_HT_SIZE(power + 1), sizeof(mp_item *));
+        mp_htbucket *fresh = mp_ht_alloc(power + 1);
         if (fresh != NULL) {
             mp_shard_lock(s);
             if (s->ht.power == power && mp_ht_wants_growth(&s->ht)) {
@@ -856,7 +856,7 @@ static void shard_grow_table(mp_shard *s)
                 fresh = NULL;
             }
             pthread_mutex_unlock(&s->lock);
-            free(fresh);
+            mp_ht_free(fresh, power + 1);
         }
     }
     __atomic_store_n(&s->growing, 0, __ATOMIC_RELEASE);
@@ -1390,9 +1390,10 @@ static void shard_sweep(mp_shard *s)
     uint64_t pos = s->sweep_pos % size;
     int reclaimed = 0;
     for (int b = 0; b < MP_SWEEP_BUCKETS && reclaimed < MP_SWEEP_MAX_RECLAIM; b++) {
-        mp_item *it = t->buckets[pos];
-        while (it != NULL) {
-            mp_item *next = it->hnext;
+        mp_item *its[MP_HT_WAYS];
+        int n = mp_ht_bucket_items(t, pos, its);
+        for (int i = 0; i < n; i++) {
+            mp_item *it = its[i];
             bool flushed = item_flushed(s->st, it);
             class_stats *cs = &s->cs[it->clsid];
             cs->crawler_items_checked++;
@@ -1403,7 +1404,6 @@ static void shard_sweep(mp_shard *s)
                 item_unlink(s, it);
                 reclaimed++;
             }
-            it = next;
         }
         pos = (pos + 1) % size;
     }
@@ -1448,16 +1448,18 @@ static inline uint64_t cursor_next(uint64_t v, uint64_t mask)
     return rev64(v);
 }
 
-static int walk_chain(mp_shard *s, mp_item *it, mp_walk_fn fn, void *arg)
+typedef struct walk_ctx {
+    mp_shard *s;
+    mp_walk_fn fn;
+    void *arg;
+} walk_ctx;
+
+static int walk_one(void *arg, mp_item *it)
 {
-    for (; it != NULL; it = it->hnext) {
-        if (item_expired(it) || item_flushed(s->st, it))
-            continue;
-        int rc = fn(arg, it);
-        if (rc != MP_WALK_GO_ON)
-            return rc;
-    }
-    return MP_WALK_GO_ON;
+    walk_ctx *w = arg;
+    if (item_expired(it) || item_flushed(w->s->st, it))
+        return MP_WALK_GO_ON;
+    return w->fn(w->arg, it);
 }
 
 int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
@@ -1466,6 +1468,7 @@ int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
     mp_shard *s = &st->shards[shard];
     int rc = MP_WALK_GO_ON;
     uint64_t v = *cursor;
+    walk_ctx w = {s, fn, arg};
     mp_shard_lock(s);
     const mp_htable *t = &s->ht;
     for (int n = 0; n < max_buckets; n++) {
@@ -1474,19 +1477,18 @@ int mp_store_walk(mp_store *st, int shard, uint64_t *cursor, int max_buckets,
             break;
         uint64_t mask;
         if (t->old != NULL) {
-            /* doubling: an old bucket not yet moved holds both new ones */
+            /* doubling: the old home holds both new ones, some of its items
+             * moved to them, the rest not yet */
             mask = MP_HT_SIZE(t->power - 1) - 1;
             uint64_t ob = v & mask;
-            if (ob >= t->migrated) {
-                rc = walk_chain(s, t->old[ob], fn, arg);
-            } else {
-                rc = walk_chain(s, t->buckets[ob], fn, arg);
-                if (rc == MP_WALK_GO_ON)
-                    rc = walk_chain(s, t->buckets[ob | (mask + 1)], fn, arg);
-            }
+            rc = mp_ht_visit_home(t, true, ob, walk_one, &w);
+            if (rc == MP_WALK_GO_ON)
+                rc = mp_ht_visit_home(t, false, ob, walk_one, &w);
+            if (rc == MP_WALK_GO_ON)
+                rc = mp_ht_visit_home(t, false, ob | (mask + 1), walk_one, &w);
         } else {
             mask = MP_HT_SIZE(t->power) - 1;
-            rc = walk_chain(s, t->buckets[v & mask], fn, arg);
+            rc = mp_ht_visit_home(t, false, v & mask, walk_one, &w);
         }
         if (rc != MP_WALK_GO_ON)
             break;
@@ -1576,7 +1578,7 @@ void mp_store_get_stats(mp_store *st, mp_store_stats *out)
             out->crawler_items_checked += cs->crawler_items_checked;
             out->lrutail_reflocked += cs->lrutail_reflocked;
         }
-        buckets += MP_HT_SIZE(s->ht.power);
+        buckets += MP_HT_SIZE(s->ht.power) << MP_HT_CHAIN_SHIFT;
         out->hash_bytes += mp_ht_bytes(&s->ht);
         if (mp_ht_expanding(&s->ht))
             out->hash_is_expanding = 1;

@@ -29,7 +29,6 @@
 #define MP_IT_FREE     0x80   /* chunk on a free list (store-internal) */
 
 typedef struct mp_item {
-    struct mp_item *hnext;     /* hash chain */
     struct mp_item *qnext;     /* eviction queue (store-internal) */
     struct mp_item *qprev;
     uint64_t cas;
@@ -45,9 +44,9 @@ typedef struct mp_item {
     char data[];               /* key, NUL, value with "\r\n" */
 } mp_item;
 
-/* The header stays 56 bytes: refs fills what was padding, and the smallest
- * chunk size (and so how many items a page holds) does not change. */
-_Static_assert(offsetof(mp_item, data) == 56, "mp_item header grew");
+/* 48 bytes: the key index lives outside the item (hash.h), and refs fills
+ * what would be padding. */
+_Static_assert(offsetof(mp_item, data) == 48, "mp_item header grew");
 
 #define MP_ITEM_key(it)   ((it)->data)
 #define MP_ITEM_value(it) ((it)->data + (it)->nkey + 1)

@@ -853,6 +853,65 @@ static void test_hash_growth(void)
     mp_store_destroy(st);
 }
 
+/* The index near full (six items a bucket before it doubles, so many go
+ * past a full home bucket), then deletes and re-stores in random order
+ * across its doublings: every lookup agrees with a model, and each key
+ * finds its own value. */
+static void test_index_churn(void)
+{
+    mp_store *st = make_store(256 * MIB, 1, true, true);
+    enum { N = 160000 };
+    unsigned char *in = calloc(N, 1);
+    char key[32], val[32];
+    int wrong = 0;
+    /* just under the first table's threshold: 6 x 2^14 buckets */
+    for (int i = 0; i < 98000; i++) {
+        snprintf(key, sizeof(key), "ix:%d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        store(st, MP_SET, key, val);
+        in[i] = 1;
+    }
+    CHECK_EQ_U64(stats(st).hash_power_level, 16);
+    for (int i = 0; i < 98000; i += 3) {
+        snprintf(key, sizeof(key), "ix:%d", i);
+        CHECK(mp_store_delete(st, key, strlen(key), mp_hash(key, strlen(key))));
+        in[i] = 0;
+    }
+    uint64_t x = 88172645463325252ull;
+    for (int op = 0; op < 400000; op++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        int i = (int)(x % N);
+        snprintf(key, sizeof(key), "ix:%d", i);
+        unsigned what = (unsigned)((x >> 40) % 4);
+        if (what == 0) {
+            bool had = mp_store_delete(st, key, strlen(key), mp_hash(key, strlen(key)));
+            wrong += had != (in[i] != 0);
+            in[i] = 0;
+        } else if (what < 3) {
+            snprintf(val, sizeof(val), "v%d", i);
+            store(st, MP_SET, key, val);
+            in[i] = 1;
+        } else {
+            got g = get(st, key);
+            snprintf(val, sizeof(val), "v%d", i);
+            wrong += g.hit != (in[i] != 0) || (g.hit && strcmp(g.value, val) != 0);
+        }
+        if (op % 50000 == 0)
+            mp_store_maintain(st, 0);
+    }
+    uint64_t live = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "ix:%d", i);
+        wrong += exists(st, key) != (in[i] != 0);
+        live += in[i];
+    }
+    CHECK_EQ_U64(wrong, 0);
+    CHECK_EQ_U64(stats(st).curr_items, live);
+    CHECK(stats(st).hash_power_level >= 17);
+    free(in);
+    mp_store_destroy(st);
+}
+
 /* mp_store_walk across the table's doublings: items stored between batches
  * make it grow (and migrate) under the walk; every item linked for the
  * whole walk is seen exactly once. */
@@ -2116,6 +2175,7 @@ int main(void)
         { "no_evictions", test_no_evictions },
         { "pending", test_pending },
         { "hash_growth", test_hash_growth },
+        { "index_churn", test_index_churn },
         { "walk_growth", test_walk_growth },
         { "memlimit", test_memlimit },
         { "slab_classes", test_slab_classes },
