@@ -33,7 +33,9 @@ segments, ITEM_OVERHEAD bytes each beyond key and value, no per-item links.
   oldest; R2 always the oldest; R3 the oldest whose next victim has at most
   half its live items hit.  Age is counted in sets since the segment was
   created, or (`age` "written") last written.  `mix`: per-band segment
-  sizes (64 KiB up to 8 KiB items, else two of the band's largest items).
+  sizes (64 KiB up to 8 KiB items, else two of the band's largest items);
+  `minseg` (overrides mix): per-band segment sizes of `segmul` of the band's
+  largest items in 4 KiB pages, at least `minseg` bytes.
 
 Configurations are CONFIGS below.  The plain ones (a, b, c, d5, d20, e1,
 merge4) have one band; a banded store whose cell uses one band (300 B
@@ -96,6 +98,8 @@ DEFAULTS = {
     "rule": "R1",
     "age": "created",       # or "written"
     "mix": False,
+    "minseg": None,         # bytes; None: `seg` or mix
+    "segmul": 4,            # with minseg: a segment holds this many of its band's largest items
 }
 F2 = {"growth": 2.0, "first": 128}
 F125 = {"growth": 1.25, "first": 96}
@@ -118,6 +122,14 @@ CONFIGS = {
     "F2R2wmix": dict(F2, rule="R2", age="written", mix=True),
     "F2R1wmix": dict(F2, age="written", mix=True),
     "F2R3mix": dict(F2, rule="R3", mix=True),
+    # smaller segments for small bands, fewer shards, fewer bands
+    "F2R1wM16": dict(F2, age="written", minseg=16 << 10),
+    "F2R1wM32": dict(F2, age="written", minseg=32 << 10),
+    "F2R1wM16x2": dict(F2, age="written", minseg=16 << 10, segmul=2),
+    "F2R1wmixS1": dict(F2, age="written", mix=True, shards=1),
+    "F2R1wM16S1": dict(F2, age="written", minseg=16 << 10, shards=1),
+    "F2f256R1wM16": dict(F2, first=256, age="written", minseg=16 << 10),
+    "F2f512R1wM16": dict(F2, first=512, age="written", minseg=16 << 10),
 }
 
 
@@ -151,6 +163,8 @@ def band_bounds(growth, first, top):
 
 
 def segment_size(spec, p, bound):
+    if p["minseg"]:
+        return max(p["minseg"], (p["segmul"] * bound + 4095) // 4096 * 4096)
     if p["mix"]:
         # small items share 64 KiB segments; a large band's segment holds two
         # of its largest items, in 4 KiB pages

@@ -37,30 +37,50 @@ def test_fill_holds_the_newest_whole_segments():
     assert r["census"]["segments"] == segments
 
 
-@pytest.fixture(scope="module")
-def plain_c():
-    r = storesim.run_cell(aside_300(2), storesim.params("c"))
-    # the cell evicts, promotes and compacts: the comparison means something
-    assert r["stats"]["victims_main"] and r["stats"]["promoted"]
-    assert r["stats"]["victim_became_main_tail"]
-    return r
+_plain = {}
+
+
+def plain(seg, shards):
+    """The plain store with this segment size and shard count on aside_300(2)."""
+    if (seg, shards) not in _plain:
+        r = storesim.run_cell(aside_300(2), dict(storesim.params("c"), seg=seg, shards=shards))
+        # the cell evicts, promotes and compacts: the comparison means something
+        assert r["stats"]["victims_main"] and r["stats"]["promoted"]
+        assert r["stats"]["victim_became_main_tail"]
+        _plain[seg, shards] = r
+    return _plain[seg, shards]
 
 
 @pytest.mark.parametrize("name", BANDED)
-def test_one_band_in_use_is_the_plain_store(name, plain_c):
+def test_one_band_in_use_is_the_plain_store(name):
     """Every item of 300 B values falls in the last band: the empty bands,
-    the rule choosing among bands and the byte pool must change nothing."""
+    the rule choosing among bands and the byte pool must change nothing
+    from the plain store with that band's segment size and the same shards."""
     p = storesim.params(name)
-    assert {k: p[k] for k in ("seg", "shards", "small_share", "merge")} == \
-        {k: storesim.DEFAULTS[k] for k in ("seg", "shards", "small_share", "merge")}
+    assert {k: p[k] for k in ("small_share", "merge")} == \
+        {k: storesim.DEFAULTS[k] for k in ("small_share", "merge")}
     r = storesim.run_cell(aside_300(2), p)
-    assert len(r["bands"]) > 1
+    assert len(r["bands"]) > 1 or p["first"] >= r["bands"][0][0]   # first=512: one band
+    ref = plain(r["bands"][-1][1], p["shards"])
     for key in ("hit_ratio", "gets", "hits"):
-        assert r[key] == plain_c[key]
-    assert r["census"] == plain_c["census"]
+        assert r[key] == ref[key]
+    assert r["census"] == ref["census"]
     for key in ("victims_small", "victims_main", "promoted", "reinserted", "evicted_small",
                 "evicted_main", "ghost_hits", "copied_bytes", "victim_became_main_tail"):
-        assert r["stats"].get(key) == plain_c["stats"].get(key), key
+        assert r["stats"].get(key) == ref["stats"].get(key), key
+
+
+def test_minseg_sizes():
+    """minseg: segmul of the band's bound in 4 KiB pages, at least minseg;
+    the 300 B band of the mix configs keeps 64 KiB, of minseg ones minseg."""
+    spec = hitmatrix.cells()["aside-loguniform-m16-z0.7"]
+    sizes = storesim.Store(spec, storesim.params("F2R1wM16")).seg_sizes
+    assert [s >> 10 for s in sizes] == [16] * 6 + [32, 64, 128, 256, 260]
+    sizes = storesim.Store(spec, storesim.params("F2R1wM16x2")).seg_sizes
+    assert [s >> 10 for s in sizes] == [16] * 7 + [32, 64, 128, 132]
+    p300 = storesim.params("F2R1wM32")
+    assert storesim.segment_size(aside_300(2), p300, 332) == 32 << 10
+    assert storesim.segment_size(aside_300(2), storesim.params("F2R1wmix"), 332) == 64 << 10
 
 
 def test_unknown_config_is_refused(capsys):
