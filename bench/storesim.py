@@ -52,7 +52,12 @@ Finding: plain segment logs hold 1.15x memcached's 300 B items and about
 log-uniform 100 B-64 KiB values (a log-uniform fill holds a quarter of
 memcached's items in about the same bytes).  Size bands with per-band
 segment sizes and last-write age (F2R1wmix) reach 0.88-1.0x there; so a
-segment store is not adopted as is.
+segment store is not adopted as is.  Smaller segments for small bands
+(F2R1wM16, F2R1wM32, F2R1wM16x2), fewer bands (F2f256R1wM16, F2f512R1wM16)
+and one shard (F2R1wmixS1, F2R1wM16S1) all lose to F2R1wmix on the 9
+log-uniform cells (geomean 0.898-0.917 vs 0.954, none >= memcached): one
+shard cuts the open segments' unused bytes at -m 16 from 4.6 MB to 0.5 MB
+and holds more live bytes, but fewer items (2,450 vs 3,684 at z0.7).
 
 One process, one cell at a time, standard library only: a configuration
 takes 1.5-3 minutes over the 25 cells, all 17 about half an hour (one core
