@@ -29,6 +29,7 @@ Needs memcached and the standard library only.
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import os
@@ -46,24 +47,22 @@ ARRANGEMENT = {"threads": 2, "server_cpus": None, "client_cpus": None}
 # ---------------------------------------------------------------- sizes
 
 
+# Value sizes, smallest and largest: uniform between them, or log-uniform.
+SIZES = {"fixed-300": (300, 300), "tiny": (10, 100), "small": (100, 500),
+         "large": (4096, 40959), "loguniform": (100, 65535)}
+
+
 def size_fn(kind):
     """key id -> value size, deterministic (a hash of the id)."""
     def h(i):
         x = (i * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
         return (x * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF) / 2.0 ** 64
-    if kind == "fixed-300":
-        return lambda i: 300
-    if kind == "tiny":          # 10-100 B, uniform
-        return lambda i: 10 + int(h(i) * 91)
-    if kind == "small":         # 100-500 B, uniform
-        return lambda i: 100 + int(h(i) * 401)
-    if kind == "large":         # 4-40 KiB, uniform
-        return lambda i: 4096 + int(h(i) * (40960 - 4096))
-    if kind == "loguniform":    # 100 B - 64 KiB, log-uniform
-        lo, hi = math.log(100), math.log(65536)
+    least, most = SIZES[kind]
+    if kind == "loguniform":
+        lo, hi = math.log(least), math.log(most + 1)
         return lambda i: int(math.exp(lo + h(i) * (hi - lo)))
-    raise ValueError(kind)
+    return lambda i: least + int(h(i) * (most - least + 1))
 
 
 def mean_size(kind, n=20000):
@@ -268,44 +267,43 @@ def run_fill(server, spec):
         c.close()
 
 
-def run_aside(server, spec, seed):
+def cache_aside(spec, seed, multiget, set_many):
+    """The cell's gets as a cache-aside client makes them, in batches of
+    BATCH: one multi-get of the batch's distinct key ids (multiget(ids) ->
+    the ids that hit), then one write setting each miss (set_many([(id,
+    size)]), in batch order).  A key asked again later in the batch hits if
+    it hit, or if its miss was filled in between, as for a client asking one
+    by one (the sets go after the batch: nothing is evicted that early, so
+    the sequence is what a sequential client makes).  Returns (gets, hits)
+    of the second half of the sequence."""
     fs = [size_fn(spec["sizes"]), size_fn(spec.get("shift_sizes", spec["sizes"]))]
-    c = Client(server.port)
-    gets = hits = 0
     measured_from = spec["ops"] // 2
-    n = 0
-    batch = []
-    try:
-        def flush():
-            nonlocal gets, hits
-            keys = [key_of(i) for i, _ in batch]
-            got = c.multiget(list(dict.fromkeys(keys)))
-            # A key asked again later in the batch hits if it hit, or if its
-            # miss was filled in between, as for a client asking one by one
-            # (the set is sent after the batch: nothing is evicted that
-            # early, so the sequence is what a sequential client makes).
-            misses = []
-            filled = set()
-            for (i, which), k in zip(batch, keys):
-                hit = k in got or k in filled
-                if batch_index[0] >= measured_from:
-                    gets += 1
-                    hits += hit
-                batch_index[0] += 1
-                if not hit:
-                    filled.add(k)
-                    misses.append((k, fs[which](i)))
-            c.set_many(misses)
-            batch.clear()
+    asked = gets = hits = 0
+    seq = iter(aside_sequence(spec, seed))
+    while batch := list(itertools.islice(seq, BATCH)):
+        got = multiget(list(dict.fromkeys(i for i, _ in batch)))
+        filled = {}
+        for i, which in batch:
+            hit = i in got or i in filled
+            if asked >= measured_from:
+                gets += 1
+                hits += hit
+            asked += 1
+            if not hit:
+                filled[i] = fs[which](i)
+        set_many(list(filled.items()))
+    return gets, hits
 
-        batch_index = [0]
-        for item in aside_sequence(spec, seed):
-            batch.append(item)
-            n += 1
-            if len(batch) == BATCH:
-                flush()
-        if batch:
-            flush()
+
+def run_aside(server, spec, seed):
+    c = Client(server.port)
+    try:
+        def multiget(ids):
+            got = c.multiget([key_of(i) for i in ids])
+            return {i for i in ids if key_of(i) in got}
+
+        gets, hits = cache_aside(spec, seed, multiget,
+                                 lambda items: c.set_many([(key_of(i), size) for i, size in items]))
         c.sync()
         st = c.stats()
         # memcached grants each slab class its first 1 MiB page past -m

@@ -67,7 +67,6 @@ of a 2-CPU machine shared with other work).
 import argparse
 import bisect
 import collections
-import itertools
 import json
 import math
 import os
@@ -87,11 +86,6 @@ FREQ_MAX = 3                    # S3-FIFO's two-bit counter
 # without promotion (the second never reached in the recorded runs).
 FALLBACK_OWN = 4
 FALLBACK_NOPROMO = 32
-
-# The largest value hitmatrix.size_fn gives for each kind (the tests check
-# it): the cell's largest item closes the last size band.
-LARGEST_VALUE = {"fixed-300": 300, "tiny": 100, "small": 500, "large": 40959,
-                 "loguniform": 65535}
 
 DEFAULTS = {
     "seg": 64 << 10,        # bytes; at least 128 KiB in log-uniform and shift cells
@@ -153,7 +147,7 @@ def item_bytes(key, vsize):
 
 def largest_item(spec):
     sizes = {spec["sizes"], spec.get("shift_sizes", spec["sizes"])}
-    return item_bytes(spec["keys"] - 1, max(LARGEST_VALUE[s] for s in sizes))
+    return item_bytes(spec["keys"] - 1, max(hitmatrix.SIZES[s][1] for s in sizes))
 
 
 def band_bounds(growth, first, top):
@@ -500,27 +494,13 @@ def run_fill(spec, store):
 
 
 def run_aside(spec, store, seed):
-    """hitmatrix.run_aside: per batch, one multi-get of its distinct keys,
-    then, in batch order, a set for each key that missed and was not set
-    earlier in the batch."""
-    fs = [hitmatrix.size_fn(spec["sizes"]),
-          hitmatrix.size_fn(spec.get("shift_sizes", spec["sizes"]))]
-    measured_from = spec["ops"] // 2
-    asked = gets = hits = 0
-    seq = iter(hitmatrix.aside_sequence(spec, seed))
-    while batch := list(itertools.islice(seq, hitmatrix.BATCH)):
-        got = {i for i in dict.fromkeys(i for i, _ in batch) if store.get(i)}
-        filled = {}
-        for i, which in batch:
-            hit = i in got or i in filled
-            if asked >= measured_from:
-                gets += 1
-                hits += hit
-            asked += 1
-            if not hit:
-                filled[i] = which
-        for i, which in filled.items():
-            store.set(i, fs[which](i))
+    """hitmatrix.run_aside's client, with the store in place of a server."""
+    def set_many(items):
+        for i, size in items:
+            store.set(i, size)
+
+    gets, hits = hitmatrix.cache_aside(spec, seed, lambda ids: {i for i in ids if store.get(i)},
+                                       set_many)
     return {"hit_ratio": hits / gets if gets else 0.0, "gets": gets, "hits": hits}
 
 

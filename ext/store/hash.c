@@ -154,39 +154,41 @@ static void table_insert(mp_htbucket *tab, uint64_t mask, uint64_t slot, uint64_
     MP_ASSERT(!"index full");
 }
 
-/* Empties the slot holding `want` and takes back the counts of the buckets
- * it went past.  false if it is not in this table. */
-static bool table_remove(mp_htbucket *tab, uint64_t mask, uint64_t want, uint64_t hv)
+/* The slot holding `want` (its bucket in *at), or NULL if it is not in
+ * this table. */
+static uint64_t *table_slot(mp_htbucket *tab, uint64_t mask, uint64_t want, uint64_t hv,
+                            uint64_t *at)
 {
-    uint64_t home = hv & mask, b = home;
-    for (uint64_t n = 0; n <= mask; b = (b + 1) & mask, n++) {
+    for (uint64_t b = hv & mask, n = 0; n <= mask; b = (b + 1) & mask, n++) {
         mp_htbucket *bk = &tab[b];
         for (int i = 0; i < MP_HT_WAYS; i++) {
             if (bk->slot[i] == want) {
-                bk->slot[i] = 0;
-                for (uint64_t p = home; p != b; p = (p + 1) & mask)
-                    tab[p].over--;
-                return true;
+                *at = b;
+                return &bk->slot[i];
             }
         }
         if (bk->over == 0)
             break;
     }
-    return false;
+    return NULL;
 }
 
-/* The slot holding `want`, or NULL. */
-static uint64_t *table_slot(mp_htbucket *tab, uint64_t mask, uint64_t want, uint64_t hv)
+/* Empties a slot of bucket b and takes back the counts of the buckets its
+ * item went past on the way from its home. */
+static void table_clear(mp_htbucket *tab, uint64_t mask, uint64_t *slot, uint64_t hv, uint64_t b)
 {
-    for (uint64_t b = hv & mask, n = 0; n <= mask; b = (b + 1) & mask, n++) {
-        mp_htbucket *bk = &tab[b];
-        for (int i = 0; i < MP_HT_WAYS; i++)
-            if (bk->slot[i] == want)
-                return &bk->slot[i];
-        if (bk->over == 0)
-            break;
-    }
-    return NULL;
+    *slot = 0;
+    for (uint64_t p = hv & mask; p != b; p = (p + 1) & mask)
+        tab[p].over--;
+}
+
+static bool table_remove(mp_htbucket *tab, uint64_t mask, uint64_t want, uint64_t hv)
+{
+    uint64_t b;
+    uint64_t *sl = table_slot(tab, mask, want, hv, &b);
+    if (sl != NULL)
+        table_clear(tab, mask, sl, hv, b);
+    return sl != NULL;
 }
 
 void mp_ht_insert(mp_htable *t, mp_item *it, uint64_t hv)
@@ -205,10 +207,10 @@ void mp_ht_remove(mp_htable *t, mp_item *it, uint64_t hv)
 
 void mp_ht_replace(mp_htable *t, mp_item *old, mp_item *n, uint64_t hv)
 {
-    uint64_t want = slot_of(t, old, hv);
-    uint64_t *sl = table_slot(t->buckets, MP_HT_SIZE(t->power) - 1, want, hv);
+    uint64_t want = slot_of(t, old, hv), b;
+    uint64_t *sl = table_slot(t->buckets, MP_HT_SIZE(t->power) - 1, want, hv, &b);
     if (sl == NULL && t->old != NULL)
-        sl = table_slot(t->old, MP_HT_SIZE(t->power - 1) - 1, want, hv);
+        sl = table_slot(t->old, MP_HT_SIZE(t->power - 1) - 1, want, hv, &b);
     MP_ASSERT(sl != NULL);
     if (sl != NULL)
         *sl = slot_of(t, n, hv);
@@ -237,7 +239,7 @@ uint64_t mp_ht_migrate(mp_htable *t, uint64_t n)
                 continue;
             mp_item *it = item_at(t, sl);
             uint64_t hv = mp_hash(MP_ITEM_key(it), it->nkey);
-            table_remove(t->old, omask, sl, hv);
+            table_clear(t->old, omask, &bk->slot[i], hv, t->migrated);
             table_insert(t->buckets, mask, sl, hv);
         }
         t->migrated++;

@@ -92,9 +92,9 @@ def test_unknown_config_is_refused(capsys):
     assert "unknown config 'c2'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", sorted(storesim.LARGEST_VALUE))
+@pytest.mark.parametrize("kind", sorted(hitmatrix.SIZES))
 def test_largest_value_matches_size_fn(kind):
-    """The last band's bound comes from this table, not from size_fn."""
+    """The last band's bound comes from hitmatrix.SIZES, not from size_fn."""
     f = hitmatrix.size_fn(kind)
     top = max(f(i) for i in range(20000))
-    assert 0.99 * storesim.LARGEST_VALUE[kind] <= top <= storesim.LARGEST_VALUE[kind]
+    assert 0.99 * hitmatrix.SIZES[kind][1] <= top <= hitmatrix.SIZES[kind][1]

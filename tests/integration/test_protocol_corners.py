@@ -8,7 +8,6 @@ at mn, when its -R budget of 20 + 1 requests is spent); a get with a key over
 250 bytes culls everything queued since, and a silent close drops it.
 """
 
-
 import pytest
 
 from tests.support.raw import MARKER, RawConn, EOF_TAG, wait_for_stat

@@ -111,16 +111,15 @@ def test_names_follow_the_crawler_switch():
     seen = {}
     for srv in _servers(()):
         with srv:
+            switched = []
             with srv.connect() as s:
-                s.sendall(b"lru_crawler disable\r\n")
-                assert s.recv(64) == b"OK\r\n"
-                wait_for_stat(srv.addr, b"settings", "lru_crawler", "no")
-                off = (_names(stats(srv.addr)), stats(srv.addr, b"settings")["lru_crawler"])
-                s.sendall(b"lru_crawler enable\r\n")
-                assert s.recv(64) == b"OK\r\n"
-                wait_for_stat(srv.addr, b"settings", "lru_crawler", "yes")
-                on = (_names(stats(srv.addr)), stats(srv.addr, b"settings")["lru_crawler"])
-            seen[srv.name] = (off, on)
+                for command, want in ((b"disable", "no"), (b"enable", "yes")):
+                    s.sendall(b"lru_crawler " + command + b"\r\n")
+                    assert s.recv(64) == b"OK\r\n"
+                    wait_for_stat(srv.addr, b"settings", "lru_crawler", want)
+                    switched.append((_names(stats(srv.addr)),
+                                     stats(srv.addr, b"settings")["lru_crawler"]))
+            seen[srv.name] = tuple(switched)
     ref = seen.pop("memcached")
     assert "lru_crawler_starts" not in ref[0][0] and "lru_crawler_starts" in ref[1][0]
     for name, got in seen.items():
