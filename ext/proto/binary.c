@@ -236,7 +236,7 @@ static void bin_error_swallow(mp_conn *c, uint16_t status, const char *text, siz
 #define MC_SLAB_CHUNK_MAX (512 * 1024)
 static bool chunked(const mp_conn *c, const mp_item *it)
 {
-    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags,
+    return mp_item_ntotal_memcached(it->nkey, it->nbytes, mp_item_flags(it),
                                     c->env->settings->use_cas) > MC_SLAB_CHUNK_MAX;
 }
 
@@ -296,7 +296,7 @@ static int bin_get(mp_conn *c, const mp_bin_request *q, uint8_t cmd)
     char *p = c->wbuf + c->wend;
     p = bin_header(p, c->proto.bin_opcode, c->proto.bin_opaque, ST_SUCCESS, 4, klen,
                    4 + klen + vlen, it->cas);
-    p = wr32(p, it->flags);
+    p = wr32(p, mp_item_flags(it));
     if (with_key) {
         memcpy(p, MP_ITEM_key(it), nkey);
         p += nkey;

@@ -107,7 +107,7 @@ static get_key_result get_one(mp_conn *c, const char *key, size_t nkey, bool ret
         memcpy(p, MP_ITEM_key(it), it->nkey);
         p += it->nkey;
         *p++ = ' ';
-        p = u64_to_dec(p, it->flags);
+        p = u64_to_dec(p, mp_item_flags(it));
         *p++ = ' ';
         p = u64_to_dec(p, it->nbytes - 2);
         if (return_cas) {

@@ -247,7 +247,7 @@ int cmd_mg(mp_conn *c, const mp_request *r)
             p = echo_num(p, 'c', it->cas);
             break;
         case 'f':
-            p = echo_num(p, 'f', it->flags);
+            p = echo_num(p, 'f', mp_item_flags(it));
             break;
         case 'l':
             p = echo_num(p, 'l', (uint32_t)(mp_current_time - it->time));
@@ -718,7 +718,8 @@ int cmd_me(mp_conn *c, const mp_request *r)
         REPLY(c, R_EN);
         return 0;
     }
-    mp_item found = *it;
+    mp_item found = *it;   /* the header only: the flags word is in the data */
+    uint32_t found_flags = mp_item_flags(it);
     char ikey[MP_KEY_MAX_LENGTH];
     memcpy(ikey, MP_ITEM_key(it), it->nkey);
     mp_shard_unlock(s);
@@ -763,7 +764,7 @@ int cmd_me(mp_conn *c, const mp_request *r)
     memcpy(q, " cls=", 5);
     q = u64_to_dec(q + 5, found.clsid);
     memcpy(q, " size=", 6);
-    q = u64_to_dec(q + 6, mp_item_ntotal_memcached(found.nkey, found.nbytes, found.flags,
+    q = u64_to_dec(q + 6, mp_item_ntotal_memcached(found.nkey, found.nbytes, found_flags,
                                                    c->env->settings->use_cas));
     q = put2(q, "\r\n");
     mp_out_commit(c, (size_t)(q - out));

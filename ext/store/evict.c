@@ -5,13 +5,17 @@
 
 /* Queue links: qprev points toward the head (newer), qnext toward the tail. */
 
-static inline void fifo_push(mp_fifo *f, mp_item *it)
+#define NEXT(it) mp_qitem(qb, (it)->qnext)
+#define PREV(it) mp_qitem(qb, (it)->qprev)
+#define LINK(it) mp_qlink_of(qb, (it))
+
+static inline void fifo_push(mp_qbase qb, mp_fifo *f, mp_item *it)
 {
-    MP_ASSERT(it->qprev == NULL && it->qnext == NULL && f->head != it);
-    it->qprev = NULL;
-    it->qnext = f->head;
+    MP_ASSERT(it->qprev == 0 && it->qnext == 0 && f->head != it);
+    it->qprev = 0;
+    it->qnext = LINK(f->head);
     if (f->head != NULL)
-        f->head->qprev = it;
+        f->head->qprev = LINK(it);
     else
         f->tail = it;
     f->head = it;
@@ -20,25 +24,27 @@ static inline void fifo_push(mp_fifo *f, mp_item *it)
 
 /* An item unlinked from the queue it is not in would corrupt both: its
  * neighbours must point back at it, or the queue's ends be it. */
-static inline void fifo_check_linked(const mp_fifo *f, const mp_item *it)
+static inline void fifo_check_linked(mp_qbase qb, const mp_fifo *f, const mp_item *it)
 {
+    (void)qb;
     MP_ASSERT(f->n > 0);
-    MP_ASSERT(it->qprev != NULL ? it->qprev->qnext == it : f->head == it);
-    MP_ASSERT(it->qnext != NULL ? it->qnext->qprev == it : f->tail == it);
+    MP_ASSERT(it->qprev != 0 ? NEXT(PREV(it)) == it : f->head == it);
+    MP_ASSERT(it->qnext != 0 ? PREV(NEXT(it)) == it : f->tail == it);
 }
 
-static inline void fifo_unlink(mp_fifo *f, mp_item *it)
+static inline void fifo_unlink(mp_qbase qb, mp_fifo *f, mp_item *it)
 {
-    fifo_check_linked(f, it);
-    if (it->qprev != NULL)
-        it->qprev->qnext = it->qnext;
+    fifo_check_linked(qb, f, it);
+    mp_item *prev = PREV(it), *next = NEXT(it);
+    if (prev != NULL)
+        prev->qnext = it->qnext;
     else
-        f->head = it->qnext;
-    if (it->qnext != NULL)
-        it->qnext->qprev = it->qprev;
+        f->head = next;
+    if (next != NULL)
+        next->qprev = it->qprev;
     else
-        f->tail = it->qprev;
-    it->qnext = it->qprev = NULL;
+        f->tail = prev;
+    it->qnext = it->qprev = 0;
     f->n--;
 }
 
@@ -46,34 +52,36 @@ void mp_s3_insert(mp_s3 *q, mp_item *it, bool to_main)
 {
     if (to_main) {
         it->freq |= MP_FREQ_MAIN;
-        fifo_push(&q->main, it);
+        fifo_push(q->qb, &q->main, it);
     } else {
         it->freq &= (uint8_t)~MP_FREQ_MAIN;
-        fifo_push(&q->small, it);
+        fifo_push(q->qb, &q->small, it);
     }
 }
 
 void mp_s3_remove(mp_s3 *q, mp_item *it)
 {
-    fifo_unlink((it->freq & MP_FREQ_MAIN) ? &q->main : &q->small, it);
+    fifo_unlink(q->qb, (it->freq & MP_FREQ_MAIN) ? &q->main : &q->small, it);
 }
 
 void mp_s3_replace(mp_s3 *q, mp_item *old, mp_item *n)
 {
+    mp_qbase qb = q->qb;
     mp_fifo *f = (old->freq & MP_FREQ_MAIN) ? &q->main : &q->small;
-    fifo_check_linked(f, old);
+    fifo_check_linked(qb, f, old);
     n->freq = old->freq;
     n->qprev = old->qprev;
     n->qnext = old->qnext;
-    if (n->qprev != NULL)
-        n->qprev->qnext = n;
+    mp_item *prev = PREV(n), *next = NEXT(n);
+    if (prev != NULL)
+        prev->qnext = LINK(n);
     else
         f->head = n;
-    if (n->qnext != NULL)
-        n->qnext->qprev = n;
+    if (next != NULL)
+        next->qprev = LINK(n);
     else
         f->tail = n;
-    old->qnext = old->qprev = NULL;
+    old->qnext = old->qprev = 0;
 }
 
 static inline bool small_turn(const mp_s3 *q)
@@ -106,21 +114,21 @@ mp_item *mp_s3_victim(mp_s3 *q, int max_steps, mp_s3_judge judge, void *ctx,
         if (verdict == MP_S3_SKIP) {
             if (++skips > total)
                 return NULL;
-            fifo_unlink(f, t);
-            fifo_push(f, t);
+            fifo_unlink(q->qb, f, t);
+            fifo_push(q->qb, f, t);
             continue;
         }
         bool forced = steps >= max_steps;
         if (!forced && (t->freq & MP_FREQ_MASK) > 0) {
             steps++;
-            fifo_unlink(f, t);
+            fifo_unlink(q->qb, f, t);
             if (use_small) {
                 /* read while in the small queue: promote, keeping its count */
                 t->freq |= MP_FREQ_MAIN;
             } else {
                 t->freq--;
             }
-            fifo_push(&q->main, t);
+            fifo_push(q->qb, &q->main, t);
             continue;
         }
         *dead = false;
@@ -147,12 +155,12 @@ mp_rel_time mp_s3_tail_time(const mp_s3 *q, bool *empty)
 }
 
 #ifdef MPCACHE_DEBUG
-static void fifo_check(const mp_fifo *f, int cls, bool main)
+static void fifo_check(mp_qbase qb, const mp_fifo *f, int cls, bool main)
 {
     uint32_t n = 0;
     const mp_item *prev = NULL;
-    for (const mp_item *it = f->head; it != NULL; prev = it, it = it->qnext, n++) {
-        MP_ASSERT(n < f->n && it->qprev == prev && it->clsid == cls);
+    for (const mp_item *it = f->head; it != NULL; prev = it, it = NEXT(it), n++) {
+        MP_ASSERT(n < f->n && PREV(it) == prev && it->clsid == cls);
         MP_ASSERT((it->iflags & (MP_IT_LINKED | MP_IT_FREE | MP_IT_PENDING)) == MP_IT_LINKED);
         MP_ASSERT(((it->freq & MP_FREQ_MAIN) != 0) == main);
     }
@@ -161,8 +169,8 @@ static void fifo_check(const mp_fifo *f, int cls, bool main)
 
 void mp_s3_check(const mp_s3 *q, int cls)
 {
-    fifo_check(&q->small, cls, false);
-    fifo_check(&q->main, cls, true);
+    fifo_check(q->qb, &q->small, cls, false);
+    fifo_check(q->qb, &q->main, cls, true);
 }
 #endif
 

@@ -35,6 +35,7 @@ typedef struct mp_fifo {
 
 typedef struct mp_s3 {
     mp_fifo small, main;
+    mp_qbase qb;      /* what the items' links are relative to */
 } mp_s3;
 
 /* Ghost: fingerprints of keys recently evicted from the small queue, so a key

@@ -91,9 +91,17 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
     size_t limit_pages = limit / a->page_size;
     if (limit_pages < 1)
         limit_pages = 1;
+    /* 32-bit links reach 2^32 - 1 alignment units: 8 bytes cover 32 GiB,
+     * and a limit beyond takes the next power of two that covers it */
+    unsigned shift = 3;
+    while (((size_t)UINT32_MAX << shift) < limit_pages * a->page_size)
+        shift++;
+    size_t reach = ((size_t)UINT32_MAX << shift) / a->page_size * a->page_size;
     size_t reserve = MP_ARENA_RESERVE;
     if (reserve < limit_pages * a->page_size)
         reserve = limit_pages * a->page_size;
+    if (reserve > reach)
+        reserve = reach;
     reserve = reserve / a->page_size * a->page_size;
     void *base = mmap(NULL, reserve, PROT_NONE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -109,6 +117,7 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
         }
     }
     a->base = base;
+    a->qb = (mp_qbase){ .base = base, .shift = shift };
     a->pages_reserved = (uint32_t)(reserve / a->page_size);
     if (mprotect(base, limit_pages * a->page_size, PROT_READ | PROT_WRITE) != 0) {
         snprintf(err, errlen, "cannot map %zu bytes for items: %s",
@@ -131,7 +140,7 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
 
     /* Classes as memcached builds them, from memcached's header plus -n
      * (not ours: with cas our 56 bytes are its 48 plus the cas), growing by
-     * -f, 8-byte aligned, up to half a page; the last class is a whole page
+     * -f, aligned (8 bytes up to 32 GiB), up to half a page; the last class is a whole page
      * and holds the largest item.  Counting from memcached's header puts an
      * item in a chunk no bigger than memcached's at the same -f (at 300-byte
      * values 384 bytes, where counting from our header gave 440).
@@ -145,7 +154,8 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
      * popularity moves to them.  Measured on the hit-ratio matrix
      * (bench/hitmatrix.py, docs/ARCHITECTURE.md). */
     double factor = settings->factor;   /* > 1: the command line checks it */
-    size_t size = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), 8);
+    size_t align = (size_t)1 << shift;
+    size_t size = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), align);
     int i = 1;
     while (i < MP_MAX_SLAB_CLASSES - 1 && size <= a->page_size / 2) {
         a->chunk_size[i] = (uint32_t)size;
@@ -157,8 +167,8 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
         a->slab_units[i] = k;
         a->perslab[i] = (uint32_t)((size_t)k * MP_UNIT_SIZE / size);
         double f = size >= MP_COARSE_CHUNK && factor < MP_COARSE_FACTOR ? MP_COARSE_FACTOR : factor;
-        size_t next = round_up((size_t)((double)size * f), 8);
-        size = next > size ? next : size + 8;
+        size_t next = round_up((size_t)((double)size * f), align);
+        size = next > size ? next : size + align;
         i++;
     }
     a->chunk_size[i] = (uint32_t)a->page_size;
@@ -461,28 +471,29 @@ bool mp_slab_grow(mp_arena *a, mp_slabs *sl, int cls)
 
 /* ---- chunks ---- */
 
-static inline void free_push(mp_slab_class *c, mp_item *it)
+static inline void free_push(mp_qbase qb, mp_slab_class *c, mp_item *it)
 {
-    it->qprev = NULL;
-    it->qnext = c->free;
+    it->qprev = 0;
+    it->qnext = mp_qlink_of(qb, c->free);
     if (c->free != NULL)
-        c->free->qprev = it;
+        c->free->qprev = mp_qlink_of(qb, it);
     c->free = it;
     c->nfree++;
 }
 
-static inline void free_unlink(mp_slab_class *c, mp_item *it)
+static inline void free_unlink(mp_qbase qb, mp_slab_class *c, mp_item *it)
 {
+    mp_item *prev = mp_qitem(qb, it->qprev), *next = mp_qitem(qb, it->qnext);
     MP_ASSERT(c->nfree > 0 && it->iflags == MP_IT_FREE);
-    MP_ASSERT(it->qprev != NULL ? it->qprev->qnext == it : c->free == it);
-    MP_ASSERT(it->qnext == NULL || it->qnext->qprev == it);
-    if (it->qprev != NULL)
-        it->qprev->qnext = it->qnext;
+    MP_ASSERT(prev != NULL ? mp_qitem(qb, prev->qnext) == it : c->free == it);
+    MP_ASSERT(next == NULL || mp_qitem(qb, next->qprev) == it);
+    if (prev != NULL)
+        prev->qnext = it->qnext;
     else
-        c->free = it->qnext;
-    if (it->qnext != NULL)
-        it->qnext->qprev = it->qprev;
-    it->qnext = it->qprev = NULL;
+        c->free = next;
+    if (next != NULL)
+        next->qprev = it->qprev;
+    it->qnext = it->qprev = 0;
     c->nfree--;
 }
 
@@ -492,7 +503,7 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
     mp_item *it = c->free;
     if (it != NULL) {
         MP_ASSERT(it->clsid == cls);
-        free_unlink(c, it);
+        free_unlink(a->qb, c, it);
     } else if (c->cur != MP_NONE) {
         uint32_t u = c->cur - 1;
         mp_slab_meta *m = &a->slabs[u];
@@ -536,7 +547,7 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     char *base = mp_slab_base(a, u);
     MP_ASSERT(m->used == 0 && m->pinned == 0);
     for (uint32_t k = 0; k < m->carved; k++)
-        free_unlink(c, (mp_item *)(base + (size_t)k * a->chunk_size[cls]));
+        free_unlink(a->qb, c, (mp_item *)(base + (size_t)k * a->chunk_size[cls]));
     slist_del(a->slabs, &c->slabs, u);
     c->nslabs--;
     if (c->cur == u + 1)
@@ -578,7 +589,7 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     c->used--;
     c->requested -= size;
     it->iflags = MP_IT_FREE;
-    free_push(c, it);
+    free_push(a->qb, c, it);
     POISON(it->data, a->chunk_size[it->clsid] - offsetof(mp_item, data));
     if (m->used == 0)
         slab_release(a, sl, u);
@@ -671,9 +682,9 @@ void mp_slabs_check(const mp_arena *a, const mp_slabs *sl)
         }
         MP_ASSERT(used == c->used && nfree == c->nfree);
         uint32_t n = 0;
-        for (const mp_item *it = c->free; it != NULL; it = it->qnext, n++) {
+        for (const mp_item *it = c->free; it != NULL; it = mp_qitem(a->qb, it->qnext), n++) {
             MP_ASSERT(n < c->nfree && it->iflags == MP_IT_FREE && it->clsid == cls);
-            MP_ASSERT(it->qnext == NULL || it->qnext->qprev == it);
+            MP_ASSERT(it->qnext == 0 || mp_qitem(a->qb, mp_qitem(a->qb, it->qnext)->qprev) == it);
         }
         MP_ASSERT(n == c->nfree);
     }

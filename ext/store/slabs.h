@@ -42,9 +42,11 @@
 #define MP_COARSE_FACTOR 1.25
 /* memcached's page size; larger when -I needs it. */
 #define MP_PAGE_MIN ((size_t)1024 * 1024)
-/* Address space reserved beyond -m so that cache_memlimit can raise the limit
- * without moving the arena; PROT_NONE until used, so it costs nothing. */
-#define MP_ARENA_RESERVE ((size_t)64 << 30)
+/* Address space reserved so that cache_memlimit can raise the limit without
+ * moving the arena; PROT_NONE until used, so it costs nothing.  At most what
+ * 32-bit item links reach (store.h): 32 GiB with 8-byte aligned items, or
+ * -m itself when that is larger (and items are aligned to more). */
+#define MP_ARENA_RESERVE ((size_t)32 << 30)
 
 enum { MP_PAGE_FREE = 0, MP_PAGE_WHOLE, MP_PAGE_SPLIT };
 
@@ -69,6 +71,7 @@ typedef struct mp_slab_meta {
 
 typedef struct mp_arena {
     char *base;
+    mp_qbase qb;                 /* item links: base, log2 of the item alignment */
     size_t page_size;
     uint32_t units_per_page;
     uint32_t pages_reserved;     /* address space */

@@ -158,12 +158,11 @@ struct mp_store {
     void *evict_arg;
 };
 
-#define ITEM_SIZE(nkey, nbytes) (offsetof(mp_item, data) + (size_t)(nkey) + 1 + (size_t)(nbytes))
-#define ITEM_size(it) ITEM_SIZE((it)->nkey, (it)->nbytes)
+#define ITEM_size(it) mp_item_size((it)->nkey, (it)->nbytes, mp_item_flags(it))
 
 static inline uint64_t item_ntotal(const mp_store *st, const mp_item *it)
 {
-    return mp_item_ntotal_memcached(it->nkey, it->nbytes, it->flags, st->use_cas);
+    return mp_item_ntotal_memcached(it->nkey, it->nbytes, mp_item_flags(it), st->use_cas);
 }
 
 /* ---- life cycle ---- */
@@ -235,6 +234,8 @@ mp_store *mp_store_create(const mp_settings *settings, int nshards, char *err, s
         }
         mp_ht_init(&s->ht, st->arena.base, buckets, (uint32_t)power);
         mp_slabs_init(&s->slabs, i);
+        for (int c = 0; c < MP_MAX_SLAB_CLASSES; c++)
+            s->q[c].qb = st->arena.qb;
         mp_ghost_init(&s->ghost, st->ghost_slots + (uint64_t)i * ghost_buckets * MP_GHOST_WAYS,
                       (uint32_t)ghost_buckets);
     }
@@ -444,7 +445,7 @@ static void item_substitute(mp_shard *s, mp_item *old, mp_item *n, uint64_t hv)
     mp_s3_replace(&s->q[old->clsid], old, n);
     n->time = old->time;
     n->iflags = old->iflags & (uint8_t)(MP_IT_LINKED | MP_IT_FETCHED | MP_IT_STALE |
-                                        MP_IT_WIN | MP_IT_KEY_BINARY);
+                                        MP_IT_WIN | MP_IT_KEY_BINARY | MP_IT_FLAGS);
     old->iflags &= (uint8_t)~MP_IT_LINKED;
 }
 
@@ -512,7 +513,7 @@ static int class_make_room(mp_shard *s, int cls)
     mp_fifo *fifos[2] = { &q->small, &q->main };
     for (int f = 0; f < 2; f++) {
         mp_item *it = fifos[f]->tail;
-        for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = it->qprev) {
+        for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = mp_qitem(q->qb, it->qprev)) {
             if (!(item_expired(it) || item_flushed(s->st, it)))
                 continue;
             if (it->refs != 0) {
@@ -822,16 +823,19 @@ static mp_item *shard_alloc(mp_shard *s, int cls, size_t size, bool pending)
 static void item_init(mp_item *it, const char *key, size_t nkey, uint32_t flags,
                       mp_rel_time exptime, uint32_t nbytes)
 {
-    it->qnext = it->qprev = NULL;
+    it->qnext = it->qprev = 0;
     it->cas = 0;
     it->time = mp_current_time;
     it->exptime = exptime;
-    it->flags = flags;
     it->nbytes = nbytes;
     it->nkey = (uint8_t)nkey;
     it->freq = 0;
     memcpy(it->data, key, nkey);
     it->data[nkey] = '\0';
+    if (flags != 0) {
+        it->iflags |= MP_IT_FLAGS;
+        memcpy(MP_ITEM_value(it) + nbytes, &flags, sizeof(flags));
+    }
 }
 
 /* A bigger table is allocated outside the lock by whoever notices first. */
@@ -936,7 +940,7 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         __atomic_add_fetch(&st->too_large, 1, __ATOMIC_RELAXED);
         return MP_ALLOC_TOO_LARGE;
     }
-    size_t size = ITEM_SIZE(nkey, nbytes_with_crlf);
+    size_t size = mp_item_size(nkey, nbytes_with_crlf, flags);
     int cls = mp_slabs_clsid(&st->arena, size);
     if (cls == 0) {   /* cannot happen: the page holds the largest item */
         __atomic_add_fetch(&st->too_large, 1, __ATOMIC_RELAXED);
@@ -993,9 +997,10 @@ static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_
 {
     mp_store *st = s->st;
     uint32_t nbytes = old->nbytes + it->nbytes - 2;
-    if (mp_item_ntotal_memcached(it->nkey, nbytes, old->flags, st->use_cas) > st->item_size_max)
+    uint32_t flags = mp_item_flags(old);
+    if (mp_item_ntotal_memcached(it->nkey, nbytes, flags, st->use_cas) > st->item_size_max)
         return NULL;
-    size_t size = ITEM_SIZE(it->nkey, nbytes);
+    size_t size = mp_item_size(it->nkey, nbytes, flags);
     int cls = mp_slabs_clsid(&st->arena, size);
     if (cls == 0)
         return NULL;
@@ -1004,7 +1009,7 @@ static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_
     item_unref(s, old);
     if (n == NULL)
         return NULL;
-    item_init(n, MP_ITEM_key(it), it->nkey, old->flags, old->exptime, nbytes);
+    item_init(n, MP_ITEM_key(it), it->nkey, flags, old->exptime, nbytes);
     char *dst = MP_ITEM_value(n);
     if (op == MP_APPEND) {
         memcpy(dst, MP_ITEM_value(old), old->nbytes - 2);
@@ -1235,14 +1240,14 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
      * concurrent reader; the copy here is padded as the in-place write
      * would have been, and stands for the old item (item_substitute). */
     uint32_t nbytes = fits ? it->nbytes : (uint32_t)len + 2;
-    size_t size = ITEM_SIZE(nkey, nbytes);
+    size_t size = mp_item_size(nkey, nbytes, mp_item_flags(it));
     int cls = mp_slabs_clsid(&st->arena, size);
     item_ref(s, it);   /* survives the allocation */
     mp_item *n = shard_alloc(s, cls, size, false);
     item_unref(s, it);
     if (n == NULL)
         return MP_DELTA_EOM;
-    item_init(n, key, nkey, it->flags, it->exptime, nbytes);
+    item_init(n, key, nkey, mp_item_flags(it), it->exptime, nbytes);
     char *v = MP_ITEM_value(n);
     memcpy(v, buf, len);
     memset(v + len, ' ', nbytes - 2 - len);
@@ -1283,7 +1288,7 @@ mp_item *mp_item_vivify(mp_shard *s, const char *key, size_t nkey, uint64_t hv,
     if (nkey > MP_KEY_MAX_LENGTH ||
         mp_item_ntotal_memcached(nkey, nbytes, 0, st->use_cas) > st->item_size_max)
         return NULL;
-    size_t size = ITEM_SIZE(nkey, nbytes);
+    size_t size = mp_item_size(nkey, nbytes, 0);
     int cls = mp_slabs_clsid(&st->arena, size);
     if (cls == 0)
         return NULL;

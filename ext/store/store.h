@@ -25,31 +25,74 @@
 #define MP_IT_STALE    0x08   /* meta: invalidated by md I / ms I */
 #define MP_IT_WIN      0x10   /* meta: a W flag has been handed out */
 #define MP_IT_KEY_BINARY 0x20 /* meta: stored by ms b, so its key is echoed base64-encoded */
-/* 0x40 unused */
+#define MP_IT_FLAGS    0x40   /* a client flags word follows the value (non-zero flags) */
 #define MP_IT_FREE     0x80   /* chunk on a free list (store-internal) */
 
+/* Queue and free-list links between items: an arena offset in units of the
+ * item alignment, plus one (0 is none).  Half a pointer: 8 bytes less per
+ * item, for an arena of at most 2^32 alignment units (32 GiB at the usual
+ * 8 bytes; a larger -m takes a larger alignment, slabs.c). */
+typedef uint32_t mp_qlink;
+typedef struct mp_qbase {
+    char *base;
+    unsigned shift;
+} mp_qbase;
+
+struct mp_item;
+static inline struct mp_item *mp_qitem(mp_qbase b, mp_qlink l)
+{
+    return l != 0 ? (struct mp_item *)(b.base + ((size_t)(l - 1) << b.shift)) : NULL;
+}
+
+static inline mp_qlink mp_qlink_of(mp_qbase b, const struct mp_item *it)
+{
+    return it != NULL ? (mp_qlink)((size_t)((const char *)it - b.base) >> b.shift) + 1 : 0;
+}
+
+/* The cas needs no more than 4-byte alignment, so the header is not padded
+ * to a multiple of 8 (it sits at offset 8 of an 8-byte aligned item anyway). */
+typedef uint64_t mp_u64_a4 __attribute__((aligned(4)));
+
 typedef struct mp_item {
-    struct mp_item *qnext;     /* eviction queue (store-internal) */
-    struct mp_item *qprev;
-    uint64_t cas;
+    mp_qlink qnext;            /* eviction queue or free list (store-internal) */
+    mp_qlink qprev;
+    mp_u64_a4 cas;
     mp_rel_time time;          /* last access */
     mp_rel_time exptime;       /* 0 = never */
-    uint32_t flags;            /* client flags */
     uint32_t nbytes;           /* value length INCLUDING the trailing "\r\n" */
     uint8_t nkey;
     uint8_t iflags;
     uint8_t clsid;             /* slab class (store-internal) */
     uint8_t freq;              /* eviction policy state (store-internal) */
     uint32_t refs;             /* references (mp_item_ref), shard lock */
-    char data[];               /* key, NUL, value with "\r\n" */
+    char data[];               /* key, NUL, value with "\r\n", client flags if MP_IT_FLAGS */
 } mp_item;
 
-/* 48 bytes: the key index lives outside the item (hash.h), and refs fills
- * what would be padding. */
-_Static_assert(offsetof(mp_item, data) == 48, "mp_item header grew");
+/* 36 bytes, 40 with non-zero client flags (memcached, too, stores flags only
+ * when they are not zero): the key index lives outside the item (hash.h),
+ * links are 32 bits, and refs fills what would be padding. */
+_Static_assert(offsetof(mp_item, data) == 36, "mp_item header grew");
 
+#define MP_ITEM_FLAGS_BYTES(flags) ((flags) != 0 ? sizeof(uint32_t) : 0)
+/* Key and value are where nkey alone says, so a reference holder finds them
+ * without the lock (iflags changes under it); the flags word is read under
+ * the lock, with the rest of a reply's header line. */
 #define MP_ITEM_key(it)   ((it)->data)
 #define MP_ITEM_value(it) ((it)->data + (it)->nkey + 1)
+
+static inline uint32_t mp_item_flags(const mp_item *it)
+{
+    uint32_t f = 0;
+    if (it->iflags & MP_IT_FLAGS)
+        __builtin_memcpy(&f, MP_ITEM_value(it) + it->nbytes, sizeof(f));
+    return f;
+}
+
+/* Bytes an item takes in our layout (before rounding to its slab class). */
+static inline size_t mp_item_size(size_t nkey, size_t nbytes_with_crlf, uint32_t flags)
+{
+    return offsetof(mp_item, data) + MP_ITEM_FLAGS_BYTES(flags) + nkey + 1 + nbytes_with_crlf;
+}
 
 /* memcached's item header without the cas (sizeof(item) in 1.6.18), which
  * its sizes count from: -I, "bytes", the slab classes. */

@@ -655,7 +655,7 @@ static bool peek(const char *key, char *value, size_t cap, uint32_t *flags, uint
         memcpy(value, MP_ITEM_value(it), n);
         value[n] = '\0';
         if (flags != NULL)
-            *flags = it->flags;
+            *flags = mp_item_flags(it);
         if (cas != NULL)
             *cas = it->cas;
     }

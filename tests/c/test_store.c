@@ -108,7 +108,7 @@ static got get(mp_store *st, const char *key)
             n = sizeof(g.value) - 1;
         memcpy(g.value, MP_ITEM_value(it), n);
         g.value[n] = '\0';
-        g.flags = it->flags;
+        g.flags = mp_item_flags(it);
         g.cas = it->cas;
         g.exptime = it->exptime;
         mp_item_bump(s, it);
@@ -604,8 +604,8 @@ static void test_mixed_sizes(void)
         mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
         if (it != NULL) {
             size_t len = it->nbytes - 2;
-            fill_value(val, len, (int)it->flags);
-            if (memcmp(MP_ITEM_value(it), val, len) != 0 || it->flags % 5000 != (uint32_t)k)
+            fill_value(val, len, (int)mp_item_flags(it));
+            if (memcmp(MP_ITEM_value(it), val, len) != 0 || mp_item_flags(it) % 5000 != (uint32_t)k)
                 corrupt++;
         }
         mp_shard_unlock(s);
@@ -1130,7 +1130,7 @@ static void test_slab_classes(void)
     for (int c = 1; c < n - 1; c++) {
         for (int more = 0; more <= 1; more++) {
             int nkey = snprintf(key, sizeof(key), "%c%d", more ? 'b' : 'a', c);
-            size_t own = offsetof(mp_item, data) + (size_t)nkey + 1 + 2;   /* key's NUL, "\r\n" */
+            size_t own = mp_item_size((size_t)nkey, 2, 0);   /* key, NUL, "\r\n" */
             CHECK_EQ_U64(store_full(st, MP_SET, key, value, cls[c].chunk_size - own + more,
                                     0, 0, 0, NULL), MP_STORED);
         }
@@ -1140,6 +1140,101 @@ static void test_slab_classes(void)
     CHECK_EQ_U64(after[1].number, 1);
     for (int c = 2; c < n; c++)
         CHECK_EQ_U64(after[c].number, 2 - (c == n - 1));
+    mp_store_destroy(st);
+}
+
+/* The client flags take 4 bytes only when not zero (as in memcached): a
+ * value that fills a chunk with flags 0 spills into the next class with
+ * flags 1, and one 4 bytes shorter fits again.  Flags and value read back
+ * intact through every path that copies an item. */
+static void test_flags_word(void)
+{
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES], after[MP_MAX_SLAB_CLASSES];
+    mp_store *st = make_store(64 * MIB, 1, true, true);
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    static char value[4096];
+    memset(value, 'v', sizeof(value));
+    int c = 10;
+    size_t fill = cls[c].chunk_size - mp_item_size(2, 2, 0);   /* key "kN" */
+    CHECK_EQ_U64(store_full(st, MP_SET, "k0", value, fill, 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_SET, "k1", value, fill, 1, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_SET, "k2", value, fill - 4, 0xdeadbeef, 0, 0, NULL), MP_STORED);
+    mp_store_get_slab_stats(st, after, MP_MAX_SLAB_CLASSES);
+    CHECK_EQ_U64(after[c].number, 2);
+    CHECK_EQ_U64(after[c + 1].number, 1);
+    CHECK(n > c + 1);
+    CHECK_EQ_U64(get(st, "k0").flags, 0);
+    CHECK_EQ_U64(get(st, "k1").flags, 1);
+    CHECK_EQ_U64(get(st, "k2").flags, 0xdeadbeef);
+
+    /* append, prepend and incr's copy keep the flags word and the key */
+    CHECK_EQ_U64(store_full(st, MP_SET, "a", "12", 2, 77, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_APPEND, "a", "34", 2, 0, 0, 0, NULL), MP_STORED);
+    CHECK_EQ_U64(store_full(st, MP_PREPEND, "a", "0", 1, 0, 0, 0, NULL), MP_STORED);
+    got g = get(st, "a");
+    CHECK(g.hit && strcmp(g.value, "01234") == 0);
+    CHECK_EQ_U64(g.flags, 77);
+    char buf[32];
+    CHECK_EQ_U64(arith(st, "a", true, 99999999, buf), MP_DELTA_OK);   /* longer: a copy */
+    g = get(st, "a");
+    CHECK(g.hit && strcmp(g.value, "100001233") == 0);
+    CHECK_EQ_U64(g.flags, 77);
+    CHECK(exists(st, "a"));
+    mp_store_destroy(st);
+}
+
+/* A limit above what 32-bit links reach at 8-byte alignment (32 GiB) aligns
+ * items to 16 bytes instead of refusing: classes are multiples of 16, and
+ * the queues and free lists work under churn and eviction (at a lowered
+ * limit, so nothing near 40 GiB is touched). */
+static void test_large_arena(void)
+{
+    mp_store *st = make_store((size_t)40 << 30, 2, true, true);
+    mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
+    int n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
+    int misaligned = 0;
+    for (int c = 1; c < n; c++)
+        misaligned += cls[c].chunk_size % 16 != 0;
+    CHECK_EQ_U64(misaligned, 0);
+    mp_store_set_limit(st, 4 * MIB);
+    static char val[20000];
+    char key[32];
+    unsigned seed = 777;
+    for (int i = 0; i < 30000; i++) {
+        seed = seed * 1103515245 + 12345;
+        size_t len = (seed >> 4) % ((seed >> 20) % 8 == 0 ? 20000 : 300);
+        snprintf(key, sizeof(key), "L%d", i % 3000);
+        fill_value(val, len, i);
+        CHECK(store_full(st, MP_SET, key, val, len, (uint32_t)i, 0, 0, NULL) == MP_STORED || i < 0);
+        if (i % 5 == 0) {
+            snprintf(key, sizeof(key), "L%d", (i * 7) % 3000);
+            get(st, key);
+        }
+        if (i % 11 == 0) {
+            snprintf(key, sizeof(key), "L%d", (i * 13) % 3000);
+            mp_store_delete_quiet(st, key, strlen(key), mp_hash(key, strlen(key)));
+        }
+    }
+    CHECK(stats(st).evictions > 0);
+    int corrupt = 0, present = 0;
+    for (int k = 0; k < 3000; k++) {
+        snprintf(key, sizeof(key), "L%d", k);
+        size_t nkey = strlen(key);
+        uint64_t hv = mp_hash(key, nkey);
+        mp_shard *s = mp_store_shard(st, hv);
+        mp_shard_lock(s);
+        mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
+        if (it != NULL) {
+            present++;
+            size_t len = it->nbytes - 2;
+            fill_value(val, len, (int)mp_item_flags(it));
+            corrupt += (uintptr_t)it % 16 != 0 || memcmp(MP_ITEM_value(it), val, len) != 0 ||
+                       mp_item_flags(it) % 3000 != (uint32_t)k;
+        }
+        mp_shard_unlock(s);
+    }
+    CHECK(present > 100);
+    CHECK_EQ_U64(corrupt, 0);
     mp_store_destroy(st);
 }
 
@@ -1646,7 +1741,7 @@ static void test_ref_overwrite(void)
     CHECK_EQ_U64(g.flags, 6);
     CHECK(!item_linked(st, ra));
     CHECK(ref_intact(ra, "o", a, sizeof(a)));
-    CHECK_EQ_U64(ra->flags, 5);
+    CHECK_EQ_U64(mp_item_flags(ra), 5);
     CHECK_EQ_U64(stats(st).curr_items, 1);
     CHECK_EQ_U64(class_stats_of(st, cls).used_chunks, 2);
     /* the new one referenced too, then appended to and cas-replaced */
@@ -1913,7 +2008,7 @@ static void test_ref_mixed_sizes(void)
         mp_shard_lock(s);
         mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
         if (it != NULL) {
-            value_with_id(val, it->nbytes - 2, (int)it->flags);
+            value_with_id(val, it->nbytes - 2, (int)mp_item_flags(it));
             if (memcmp(MP_ITEM_value(it), val, it->nbytes - 2) != 0)
                 bad++;
         }
@@ -2179,6 +2274,8 @@ int main(void)
         { "walk_growth", test_walk_growth },
         { "memlimit", test_memlimit },
         { "slab_classes", test_slab_classes },
+        { "flags_word", test_flags_word },
+        { "large_arena", test_large_arena },
         { "medium_slabs", test_medium_slabs },
         { "hash_quality", test_hash_quality },
         { "policy_vs_lru", test_policy_vs_lru },
