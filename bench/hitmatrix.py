@@ -312,6 +312,7 @@ def run_aside(server, spec, seed):
         slab_mb = int(c.stats(b"slabs")["total_malloced"]) / (1 << 20)
         return {"hit_ratio": hits / gets if gets else 0.0, "gets": gets,
                 "curr_items": int(st["curr_items"]), "evictions": int(st.get("evictions", 0)),
+                "slabs_moved": int(st.get("slabs_moved", 0)),
                 "rss_mb": round(rss_mb(server.pid), 1), "memory_mb": spec["memory"],
                 "slab_mb": round(slab_mb, 1)}
     finally:
