@@ -140,8 +140,8 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
 
     /* Classes as memcached builds them, from memcached's header plus -n
      * (not ours: with cas our 56 bytes are its 48 plus the cas), growing by
-     * -f, aligned (8 bytes up to 32 GiB), up to half a page; the last class is a whole page
-     * and holds the largest item.  Counting from memcached's header puts an
+     * -f, aligned (8 bytes up to 32 GiB), up to half a page; the last class
+     * is a whole page and holds the largest item.  Counting from memcached's header puts an
      * item in a chunk no bigger than memcached's at the same -f (at 300-byte
      * values 384 bytes, where counting from our header gave 440).
      *

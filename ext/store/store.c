@@ -100,11 +100,15 @@
 /* Rebalancing between classes (memcached's slab automover, done inline):
  * a class about to evict takes a slab from another class instead when that
  * class's oldest item is more than twice as old (plus a margin of whole
- * seconds, the clock's resolution).  Checked on every 16th eviction of a
- * class, which is often enough to follow a shift in value sizes within
- * seconds and keeps the scan of ~40 classes off the common path. */
+ * seconds, the clock's resolution), or when a class of chunks at least
+ * MP_WEIGHT_SIZES times larger holds its memory more than MP_WEIGHT_RATIO
+ * times as long per set (class_weight).  Checked on every 16th eviction of
+ * a class, which is often enough to follow a shift in value sizes within
+ * seconds and keeps the scan of ~70 classes off the common path. */
 #define MP_REBALANCE_EVERY 16
 #define MP_REBALANCE_MARGIN 2
+#define MP_WEIGHT_RATIO 2.0
+#define MP_WEIGHT_SIZES 4
 /* Slabs moved per maintenance call at most: each move evicts up to a few
  * hundred items under the lock. */
 #define MP_REBALANCE_PER_MAINTAIN 4
@@ -117,6 +121,9 @@ typedef struct class_stats {
     uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits,
              cas_badval, touch_hits;
     uint32_t evict_tick;         /* evictions until the next rebalance check */
+    uint64_t set_clock;          /* the shard's set clock at the class's last set */
+    uint64_t set_gap16;          /* sets of the shard between two of the class's,
+                                    a moving average (1/8), in sixteenths */
     uint64_t evicted_seen;       /* "evicted" at the last maintenance call */
 } class_stats;
 
@@ -128,6 +135,7 @@ struct mp_shard {
     mp_slabs slabs;
     mp_ghost ghost;
     uint64_t curr_items, total_items, bytes;
+    uint64_t set_clock;          /* items allocated for sets so far (class_note_set) */
     uint64_t sweep_pos;
     int grow_hint;               /* written under the lock, read without */
     uint64_t lock_acquires, lock_waits;   /* written under the lock, read without */
@@ -686,9 +694,62 @@ static bool class_age(mp_shard *s, int cls, mp_rel_time now, mp_rel_time *age)
     return !empty;
 }
 
+/* A set into class cls, on the shard's set clock. */
+static inline void class_note_set(mp_shard *s, int cls)
+{
+    class_stats *cs = &s->cs[cls];
+    uint64_t now = ++s->set_clock, gap16 = (now - cs->set_clock) << 4;
+    if (cs->set_clock == 0)
+        cs->set_gap16 = gap16;
+    else
+        cs->set_gap16 = cs->set_gap16 - (cs->set_gap16 >> 3) + (gap16 >> 3);
+    cs->set_clock = now;
+}
+
+/* How long class d holds a byte, in sets of the shard: its memory (items
+ * times chunk size) times the sets between two of its own, or since its
+ * last one when that is longer.  For one class against another this is
+ * memory over set rate, so where it is equal every class has memory in
+ * proportion to how often it is written, whatever its size: a class of
+ * small items keeps them longer than one of large items, which is what
+ * more hits per byte asks when popularity does not depend on size (a get
+ * counts the same for 100 bytes as for 60 KiB). */
+static double class_weight(const mp_shard *s, int d)
+{
+    const class_stats *cs = &s->cs[d];
+    double gap = (double)cs->set_gap16 / 16.0, since = (double)(s->set_clock - cs->set_clock);
+    if (since > gap)
+        gap = since;
+    return (double)mp_s3_count(&s->q[d]) * gap * (double)s->st->arena.chunk_size[d];
+}
+
+/* A class of much larger chunks that holds its memory much longer than cls
+ * (class_weight), or 0.  Only from larger to smaller: both ways, or between
+ * classes of close sizes, the estimate's noise and the miss rate's answer to
+ * each move (a class given memory misses, so sets, less) moved slabs back
+ * and forth, and each move evicts a slab's items hot or not (measured:
+ * docs/ARCHITECTURE.md, "Which class gets the memory"). */
+static int weight_donor(mp_shard *s, int cls)
+{
+    mp_arena *a = &s->st->arena;
+    double w_c = class_weight(s, cls), best_w = 0;
+    int best = 0;
+    for (int d = cls + 1; d <= a->nclasses; d++) {
+        if (a->chunk_size[d] < MP_WEIGHT_SIZES * a->chunk_size[cls] ||
+            s->slabs.cls[d].nslabs == 0 || mp_s3_count(&s->q[d]) == 0)
+            continue;
+        double w = class_weight(s, d);
+        if (w > best_w) {
+            best = d;
+            best_w = w;
+        }
+    }
+    return best != 0 && best_w > MP_WEIGHT_RATIO * w_c ? best : 0;
+}
+
 /* Moves one slab (a page for a large class) to class cls from the class
- * whose oldest item is much older than cls's: the memory goes where it holds
- * more recently used data.  The freed unit or page stays in the shard (or,
+ * whose oldest item is much older than cls's (the memory goes where it holds
+ * more recently used data), or else from a weight_donor.  The freed unit or page stays in the shard (or,
  * outside an allocation, returns to the pool) and cls takes it next. */
 static bool shard_rebalance(mp_shard *s, int cls)
 {
@@ -711,6 +772,8 @@ static bool shard_rebalance(mp_shard *s, int cls)
         }
     }
     if (best == 0 || (uint64_t)best_age < 2 * (uint64_t)age_c + MP_REBALANCE_MARGIN)
+        best = weight_donor(s, cls);
+    if (best == 0)
         return false;
     uint32_t u = pick_victim_slab(s, best);
     if (u == UINT32_MAX)
@@ -954,8 +1017,10 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
     /* memcached counts a set per class once the value is read, even when its
      * data chunk turns out bad: counting here differs only for a connection
      * that dies mid-value */
-    if (it != NULL)
+    if (it != NULL) {
         s->cs[cls].cmd_set++;
+        class_note_set(s, cls);
+    }
     pthread_mutex_unlock(&s->lock);
     /* Every other shard was busy when shard_alloc tried to take a page: now,
      * holding no lock, wait for one to hand a page over. */
@@ -966,8 +1031,10 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         mp_shard_lock(s);
         mp_page_attach(&st->arena, &s->slabs, pg);
         it = shard_alloc(s, cls, size, true);
-        if (it != NULL)
+        if (it != NULL) {
             s->cs[cls].cmd_set++;
+            class_note_set(s, cls);
+        }
         pthread_mutex_unlock(&s->lock);
     }
     if (it == NULL) {
