@@ -2255,6 +2255,18 @@ static void test_ref_threads(void)
     enum { WRITERS = 2, READERS = 2 };
     pthread_t wt[WRITERS], rt[READERS], dt;
     ref_worker ww[WRITERS], rw[READERS], dw = { &sh, 99, 0, 0 };
+    /* the shared keys exist before the readers start: on a busy machine
+     * they could otherwise finish before a writer ran at all */
+    static char val[REF_VMAX + 32];
+    char key[32];
+    for (int k = 0; k < REF_KEYS; k++) {
+        uint32_t v = ++sh.version;
+        versioned_value(val, v);
+        snprintf(key, sizeof(key), "v%d", k);
+        CHECK_EQ_U64(store_full(sh.st, MP_SET, key, val, versioned_len(v), 0, 0, 0, NULL), MP_STORED);
+        snprintf(key, sizeof(key), "c%d", k);
+        CHECK_EQ_U64(store(sh.st, MP_SET, key, "1000000"), MP_STORED);
+    }
     pthread_create(&dt, NULL, ref_dropper, &dw);
     for (int i = 0; i < WRITERS; i++) {
         ww[i] = (ref_worker){ &sh, i, 0, 0 };
