@@ -135,7 +135,7 @@ struct mp_shard {
     mp_slabs slabs;
     mp_ghost ghost;
     uint64_t curr_items, total_items, bytes;
-    uint64_t set_clock;          /* items allocated for sets so far (class_note_set) */
+    uint64_t set_clock;          /* items allocated for sets so far (class_count_set) */
     uint64_t sweep_pos;
     int grow_hint;               /* written under the lock, read without */
     uint64_t lock_acquires, lock_waits;   /* written under the lock, read without */
@@ -694,10 +694,12 @@ static bool class_age(mp_shard *s, int cls, mp_rel_time now, mp_rel_time *age)
     return !empty;
 }
 
-/* A set into class cls, on the shard's set clock. */
-static inline void class_note_set(mp_shard *s, int cls)
+/* A set into class cls: memcached's per-class count, and the shard's set
+ * clock that class_weight reads. */
+static inline void class_count_set(mp_shard *s, int cls)
 {
     class_stats *cs = &s->cs[cls];
+    cs->cmd_set++;
     uint64_t now = ++s->set_clock, gap16 = (now - cs->set_clock) << 4;
     if (cs->set_clock == 0)
         cs->set_gap16 = gap16;
@@ -749,8 +751,9 @@ static int weight_donor(mp_shard *s, int cls)
 
 /* Moves one slab (a page for a large class) to class cls from the class
  * whose oldest item is much older than cls's (the memory goes where it holds
- * more recently used data), or else from a weight_donor.  The freed unit or page stays in the shard (or,
- * outside an allocation, returns to the pool) and cls takes it next. */
+ * more recently used data), or else from a weight_donor.  The freed unit or
+ * page stays in the shard (or, outside an allocation, returns to the pool)
+ * and cls takes it next. */
 static bool shard_rebalance(mp_shard *s, int cls)
 {
     mp_arena *a = &s->st->arena;
@@ -1017,10 +1020,8 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
     /* memcached counts a set per class once the value is read, even when its
      * data chunk turns out bad: counting here differs only for a connection
      * that dies mid-value */
-    if (it != NULL) {
-        s->cs[cls].cmd_set++;
-        class_note_set(s, cls);
-    }
+    if (it != NULL)
+        class_count_set(s, cls);
     pthread_mutex_unlock(&s->lock);
     /* Every other shard was busy when shard_alloc tried to take a page: now,
      * holding no lock, wait for one to hand a page over. */
@@ -1031,10 +1032,8 @@ int mp_store_alloc(mp_store *st, const char *key, size_t nkey, uint64_t hv,
         mp_shard_lock(s);
         mp_page_attach(&st->arena, &s->slabs, pg);
         it = shard_alloc(s, cls, size, true);
-        if (it != NULL) {
-            s->cs[cls].cmd_set++;
-            class_note_set(s, cls);
-        }
+        if (it != NULL)
+            class_count_set(s, cls);
         pthread_mutex_unlock(&s->lock);
     }
     if (it == NULL) {
@@ -1306,15 +1305,15 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
      * result unpadded, so what a later get shows would depend on a
      * concurrent reader; the copy here is padded as the in-place write
      * would have been, and stands for the old item (item_substitute). */
-    uint32_t nbytes = fits ? it->nbytes : (uint32_t)len + 2;
-    size_t size = mp_item_size(nkey, nbytes, mp_item_flags(it));
+    uint32_t nbytes = fits ? it->nbytes : (uint32_t)len + 2, flags = mp_item_flags(it);
+    size_t size = mp_item_size(nkey, nbytes, flags);
     int cls = mp_slabs_clsid(&st->arena, size);
     item_ref(s, it);   /* survives the allocation */
     mp_item *n = shard_alloc(s, cls, size, false);
     item_unref(s, it);
     if (n == NULL)
         return MP_DELTA_EOM;
-    item_init(n, key, nkey, mp_item_flags(it), it->exptime, nbytes);
+    item_init(n, key, nkey, flags, it->exptime, nbytes);
     char *v = MP_ITEM_value(n);
     memcpy(v, buf, len);
     memset(v + len, ' ', nbytes - 2 - len);
