@@ -152,10 +152,18 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
      * items are few per class, and spread over three times as many classes
      * (each with its own queues and first slab) they hit less when
      * popularity moves to them.  Measured on the hit-ratio matrix
-     * (bench/hitmatrix.py, docs/ARCHITECTURE.md). */
+     * (bench/hitmatrix.py, docs/ARCHITECTURE.md).
+     *
+     * Below memcached's first class come classes of our own, from our
+     * smallest item (a 1-byte key and an empty value) up by -f: an item
+     * smaller than memcached's smallest chunk (96 bytes at -n 48: a counter,
+     * a 50-byte value) takes a chunk its own size instead of 96 bytes. */
     double factor = settings->factor;   /* > 1: the command line checks it */
     size_t align = (size_t)1 << shift;
-    size_t size = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), align);
+    size_t first = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), align);
+    size_t size = round_up(mp_item_size(1, 2, 0), align);
+    if (size > first)
+        size = first;
     int i = 1;
     while (i < MP_MAX_SLAB_CLASSES - 1 && size <= a->page_size / 2) {
         a->chunk_size[i] = (uint32_t)size;
@@ -168,7 +176,8 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
         a->perslab[i] = (uint32_t)((size_t)k * MP_UNIT_SIZE / size);
         double f = size >= MP_COARSE_CHUNK && factor < MP_COARSE_FACTOR ? MP_COARSE_FACTOR : factor;
         size_t next = round_up((size_t)((double)size * f), align);
-        size = next > size ? next : size + align;
+        next = next > size ? next : size + align;
+        size = size < first && next > first ? first : next;
         i++;
     }
     a->chunk_size[i] = (uint32_t)a->page_size;

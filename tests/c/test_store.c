@@ -1117,13 +1117,14 @@ static void test_medium_slabs(void)
 
 /* Chunks grow by the factor (8-byte aligned; by 1.25 from 4 KiB chunks up
  * when the factor is smaller) up to half a page, and the last class is a
- * page. */
-static void check_class_growth(const mp_slab_class_stats *cls, int n, double factor)
+ * page; the step to memcached's first chunk (`first`) may be shorter. */
+static void check_class_growth(const mp_slab_class_stats *cls, int n, double factor, uint32_t first)
 {
+    CHECK_EQ_U64(cls[1].chunk_size, mp_item_size(1, 2, 0));   /* a 1-byte key, empty value */
     for (int c = 2; c < n - 1; c++) {
         uint32_t prev = cls[c - 1].chunk_size;
         double f = prev >= 4096 && factor < 1.25 ? 1.25 : factor;
-        CHECK(cls[c].chunk_size >= (uint32_t)(prev * f));
+        CHECK(cls[c].chunk_size >= (uint32_t)(prev * f) || cls[c].chunk_size == first);
         CHECK(cls[c].chunk_size <= (uint32_t)(prev * f) + 8);
         CHECK_EQ_U64(cls[c].chunk_size % 8, 0);
     }
@@ -1135,44 +1136,46 @@ static void check_class_growth(const mp_slab_class_stats *cls, int n, double fac
 static void test_slab_classes(void)
 {
     mp_slab_class_stats cls[MP_MAX_SLAB_CLASSES];
-    /* -f 1.25: memcached 1.6.18's boundaries, 96, 120, 152, 192, 240, 304,
-     * 384, 480, and as many classes (39 and the page) */
+    /* -f 1.25: our own classes for items below memcached's smallest chunk
+     * (40, 56, 72), then memcached 1.6.18's boundaries, 96, 120, 152, 192,
+     * 240, 304, 384, 480, and as many classes as it has (39 and the page) */
     mp_settings s;
     mp_settings_init(&s);
     s.factor = 1.25;
     mp_store *mc = store_with(&s, 1);
     int n = mp_store_get_slab_stats(mc, cls, MP_MAX_SLAB_CLASSES);
-    CHECK_EQ_U64(n, 41);
-    static const uint32_t memcached_first[] = {96, 120, 152, 192, 240, 304, 384, 480};
-    for (int c = 1; c <= 8; c++)
-        CHECK_EQ_U64(cls[c].chunk_size, memcached_first[c - 1]);
-    check_class_growth(cls, n, 1.25);
+    CHECK_EQ_U64(n, 3 + 41);
+    static const uint32_t first[] = {40, 56, 72, 96, 120, 152, 192, 240, 304, 384, 480};
+    for (int c = 1; c <= 11; c++)
+        CHECK_EQ_U64(cls[c].chunk_size, first[c - 1]);
+    check_class_growth(cls, n, 1.25, 96);
     mp_store_destroy(mc);
 
     /* the default, 1.08: not cut at memcached's 63 classes, so it still
-     * reaches half a page; a 300-byte value under an 8-byte key fits a
-     * chunk of its size to the byte (56 + 9 + 302 = 367 in 368) */
+     * reaches half a page; a 300-byte value under an 8-byte key (36 + 9 +
+     * 302 = 347 bytes) takes a 368-byte chunk, memcached's 384 */
     mp_store *st = make_store(64 * MIB, 1, true, true);
     n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
     CHECK(n > 63 && n < MP_MAX_SLAB_CLASSES);
-    CHECK_EQ_U64(cls[1].chunk_size, 96);
-    check_class_growth(cls, n, 1.08);
+    check_class_growth(cls, n, 1.08, 96);
     int c368 = 0;
     for (int c = 1; c < n; c++)
         if (cls[c].chunk_size == 368)
             c368 = c;
     CHECK(c368 != 0);
-    store(st, MP_SET, "a", "1");
+    store(st, MP_SET, "a", "1");   /* 41 bytes: the 48-byte class 2 */
     n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
-    CHECK_EQ_U64(cls[1].used_chunks, 1);
-    CHECK_EQ_U64(cls[1].number, 1);
-    CHECK_EQ_U64(cls[1].total_pages, 1);
-    CHECK_EQ_U64(cls[1].free_chunks, cls[1].total_chunks - 1);
-    CHECK_EQ_U64(cls[1].cmd_set, 1);
+    CHECK_EQ_U64(cls[2].chunk_size, 48);
+    CHECK_EQ_U64(cls[2].used_chunks, 1);
+    CHECK_EQ_U64(cls[2].number, 1);
+    CHECK_EQ_U64(cls[2].total_pages, 1);
+    CHECK_EQ_U64(cls[2].free_chunks, cls[2].total_chunks - 1);
+    CHECK_EQ_U64(cls[2].cmd_set, 1);
+    CHECK_EQ_U64(cls[1].used_chunks + cls[1].cmd_set, 0);
     get(st, "a");
     get(st, "a");
     n = mp_store_get_slab_stats(st, cls, MP_MAX_SLAB_CLASSES);
-    CHECK_EQ_U64(cls[1].get_hits, 2);
+    CHECK_EQ_U64(cls[2].get_hits, 2);
     mp_store_destroy(st);
 
     /* an item takes the smallest class that holds it: one exactly a chunk's
@@ -1184,7 +1187,9 @@ static void test_slab_classes(void)
     char key[16];
     for (int c = 1; c < n - 1; c++) {
         for (int more = 0; more <= 1; more++) {
-            int nkey = snprintf(key, sizeof(key), "%c%d", more ? 'b' : 'a', c);
+            /* the first class holds only a 1-byte key and an empty value */
+            int nkey = c == 1 ? snprintf(key, sizeof(key), "%c", more ? 'b' : 'a')
+                              : snprintf(key, sizeof(key), "%c%d", more ? 'b' : 'a', c);
             size_t own = mp_item_size((size_t)nkey, 2, 0);   /* key, NUL, "\r\n" */
             CHECK_EQ_U64(store_full(st, MP_SET, key, value, cls[c].chunk_size - own + more,
                                     0, 0, 0, NULL), MP_STORED);
