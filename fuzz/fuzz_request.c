@@ -212,7 +212,11 @@ static void check_output(mp_conn *c, bool verify)
         if (r->at < at || r->at > c->wend)
             fail("an output reference outside the pending output");
         at = r->at;
-        if (r->it->refs == 0)
+        mp_shard *s = mp_store_shard(eng->store, mp_hash(MP_ITEM_key(r->it), r->it->nkey));
+        mp_shard_lock(s);
+        uint32_t refs = mp_item_slab_refs(s, r->it);
+        mp_shard_unlock(s);
+        if (refs == 0)
             fail("an output reference to an item without references");
         const char *end = r->data + r->len;
         int k = 0;

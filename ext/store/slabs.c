@@ -359,7 +359,7 @@ uint32_t mp_slabs_empty_page(const mp_arena *a, const mp_slabs *sl)
 static void slab_assign(mp_arena *a, mp_slabs *sl, int cls, uint32_t u)
 {
     mp_slab_meta *m = &a->slabs[u];
-    m->used = m->carved = m->pinned = 0;
+    m->used = m->carved = m->pinned = m->refs = m->zombies = 0;
     m->clsid = (uint8_t)cls;
     mp_slab_class *c = &sl->cls[cls];
     slist_add(a->slabs, &c->slabs, u, false);
@@ -528,12 +528,11 @@ mp_item *mp_slab_chunk(mp_arena *a, mp_slabs *sl, int cls, size_t size, bool pen
     m->used++;
     if (pending)
         m->pinned++;
-    MP_ASSERT(m->clsid == cls && m->used <= m->carved && m->pinned <= m->used);
+    MP_ASSERT(m->clsid == cls && m->used <= m->carved);
     c->used++;
     c->requested += size;
     it->clsid = (uint8_t)cls;
     it->iflags = pending ? MP_IT_PENDING : 0;
-    it->refs = 0;
     return it;
 }
 
@@ -554,7 +553,7 @@ static void slab_release(mp_arena *a, mp_slabs *sl, uint32_t u)
     int cls = m->clsid;
     mp_slab_class *c = &sl->cls[cls];
     char *base = mp_slab_base(a, u);
-    MP_ASSERT(m->used == 0 && m->pinned == 0);
+    MP_ASSERT(m->used == 0 && m->pinned == 0 && m->refs == 0 && m->zombies == 0);
     for (uint32_t k = 0; k < m->carved; k++)
         free_unlink(a->qb, c, (mp_item *)(base + (size_t)k * a->chunk_size[cls]));
     slist_del(a->slabs, &c->slabs, u);
@@ -588,13 +587,13 @@ void mp_slab_free(mp_arena *a, mp_slabs *sl, mp_item *it, size_t size)
     uint32_t u = mp_slab_of(a, it);
     mp_slab_meta *m = &a->slabs[u];
     mp_slab_class *c = &sl->cls[it->clsid];
-    /* freed once, by its last holder: nothing links or references it */
-    MP_ASSERT(!(it->iflags & (MP_IT_FREE | MP_IT_LINKED)) && it->refs == 0);
+    /* freed once, by its last holder: nothing links it */
+    MP_ASSERT(!(it->iflags & (MP_IT_FREE | MP_IT_LINKED)));
     MP_ASSERT(m->clsid == it->clsid && m->used > 0 && c->used > 0);
     m->used--;
     if (it->iflags & MP_IT_PENDING)
         m->pinned--;
-    MP_ASSERT(m->pinned <= m->used);
+    MP_ASSERT(m->pinned >= m->refs && m->zombies <= m->used);
     c->used--;
     c->requested -= size;
     it->iflags = MP_IT_FREE;
@@ -626,12 +625,15 @@ static uint32_t slab_list_check(const mp_arena *a, uint32_t head, int cls)
 }
 
 /* One slab of class cls: its counts against its chunks (a free chunk is
- * exactly MP_IT_FREE; a pending item pins once, a referenced one once). */
+ * exactly MP_IT_FREE; a pending item pins once, as each reference does; an
+ * item neither linked nor pending is a zombie, only while references are
+ * held). */
 static void slab_check(const mp_arena *a, uint32_t u, int cls)
 {
     const mp_slab_meta *m = &a->slabs[u];
-    MP_ASSERT(m->carved <= a->perslab[cls] && m->used <= m->carved && m->pinned <= m->used);
-    uint32_t used = 0, pinned = 0;
+    MP_ASSERT(m->carved <= a->perslab[cls] && m->used <= m->carved);
+    MP_ASSERT(m->zombies == 0 || m->refs != 0);
+    uint32_t used = 0, pinned = m->refs, zombies = 0;
     const char *base = mp_slab_base(a, u);
     for (uint32_t k = 0; k < m->carved; k++) {
         const mp_item *it = (const mp_item *)(base + (size_t)k * a->chunk_size[cls]);
@@ -640,9 +642,10 @@ static void slab_check(const mp_arena *a, uint32_t u, int cls)
             continue;
         MP_ASSERT(!(it->iflags & MP_IT_FREE));
         used++;
-        pinned += ((it->iflags & MP_IT_PENDING) != 0) + (it->refs != 0);
+        pinned += (it->iflags & MP_IT_PENDING) != 0;
+        zombies += !(it->iflags & (MP_IT_PENDING | MP_IT_LINKED));
     }
-    MP_ASSERT(used == m->used && pinned == m->pinned);
+    MP_ASSERT(used == m->used && pinned == m->pinned && zombies == m->zombies);
 }
 
 void mp_slabs_check(const mp_arena *a, const mp_slabs *sl)

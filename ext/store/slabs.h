@@ -64,8 +64,10 @@ typedef struct mp_slab_meta {
     uint32_t used;           /* chunks holding an item (linked, pending, or
                                 unlinked with references left) */
     uint32_t carved;         /* chunks [0, carved) have been handed out once */
-    uint32_t pinned;         /* of the used ones, MP_IT_PENDING or with refs:
-                                while non-zero the slab is never emptied */
+    uint32_t pinned;         /* pending items plus references: while
+                                non-zero the slab is never emptied */
+    uint32_t refs;           /* references to its items (mp_item_ref) */
+    uint32_t zombies;        /* items unlinked while refs > 0, not yet freed */
     uint8_t clsid;           /* 0: free unit */
 } mp_slab_meta;
 
@@ -157,18 +159,29 @@ static inline bool mp_slab_is_head(const mp_arena *a, uint32_t u)
     return cls != 0 && ((u % a->units_per_page) & (a->slab_units[cls] - 1)) == 0;
 }
 
-/* An item's first reference was taken / its last one dropped: the slab is
- * pinned as by a pending item. */
-static inline void mp_slab_pin(mp_arena *a, const mp_item *it)
-{
-    a->slabs[mp_slab_of(a, it)].pinned++;
-}
-
-static inline void mp_slab_unpin(mp_arena *a, const mp_item *it)
+/* References are counted per slab, not per item (the item header has no
+ * count): a reference pins its item's slab as a pending item does, and an
+ * item of a referenced slab that is unlinked stays allocated (a zombie)
+ * until the slab's last reference goes. */
+static inline void mp_slab_ref(mp_arena *a, const mp_item *it)
 {
     mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
-    MP_ASSERT(m->pinned > 0);
+    m->pinned++;
+    m->refs++;
+}
+
+/* True when that was the slab's last reference and zombies wait. */
+static inline bool mp_slab_unref(mp_arena *a, const mp_item *it)
+{
+    mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
+    MP_ASSERT(m->refs > 0 && m->pinned >= m->refs);
     m->pinned--;
+    return --m->refs == 0 && m->zombies != 0;
+}
+
+static inline bool mp_slab_referenced(const mp_arena *a, const mp_item *it)
+{
+    return a->slabs[mp_slab_of(a, it)].refs != 0;
 }
 
 static inline char *mp_slab_base(const mp_arena *a, uint32_t u)

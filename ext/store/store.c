@@ -19,18 +19,21 @@
  *       and mp_store_item / mp_store_release; no lock is held while their data
  *       arrives.  A slab holding a pending item is never emptied for reuse, so
  *       the connection's pointer stays valid.
- *   referenced items (it->refs > 0)
+ *   referenced items (slab meta "refs" > 0)
  *       a reply sending the value from the item itself holds a reference
- *       (mp_item_ref under the shard lock, mp_store_unref takes the lock), so
- *       refs is a plain counter under the shard lock, no atomics.  Readers of
- *       a referenced item's key and value need no lock: nothing writes them
- *       (incr/decr make a new item instead of writing in place).  Unlinking
- *       takes the item out of the table, queues and statistics as usual but
- *       leaves its chunk allocated; the last unref frees it.  Eviction skips
- *       it and its slab is pinned like a pending item's (slab meta "pinned"),
- *       so it is never emptied nor its page moved to another class or shard;
- *       hence the page's owner, which mp_store_unref reads without a lock to
- *       find the shard, does not change while a reference is held.
+ *       (mp_item_ref under the shard lock, mp_store_unref takes the lock),
+ *       counted in the item's slab (slabs.h), a plain counter under the shard
+ *       lock, no atomics; the item itself carries no count.  Readers of a
+ *       referenced item's key and value need no lock: nothing writes them
+ *       (incr/decr make a new item instead of writing in place into a
+ *       referenced slab).  Unlinking any item of a referenced slab takes it
+ *       out of the table, queues and statistics as usual but leaves its chunk
+ *       allocated (a zombie); the slab's last unref frees them.  Eviction
+ *       skips the items of a referenced slab, and the slab is pinned like a
+ *       pending item's (slab meta "pinned"), so it is never emptied nor its
+ *       page moved to another class or shard; hence the page's owner, which
+ *       mp_store_unref reads without a lock to find the shard, does not
+ *       change while a reference is held.
  *       The old item of an append/prepend/incr holds a reference of the
  *       store's own while the new one is being allocated under the same lock.
  *   global atomics
@@ -352,7 +355,7 @@ static inline bool item_expired(const mp_item *it)
 static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, uint8_t inherit_freq)
 {
     mp_store *st = s->st;
-    MP_ASSERT(!(it->iflags & (MP_IT_LINKED | MP_IT_FREE)) && it->refs == 0);
+    MP_ASSERT(!(it->iflags & (MP_IT_LINKED | MP_IT_FREE)));
     if (it->iflags & MP_IT_PENDING)
         mp_slab_unpend(&st->arena, it);
     it->iflags |= MP_IT_LINKED;
@@ -375,8 +378,19 @@ static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, u
         __atomic_store_n(&s->grow_hint, 1, __ATOMIC_RELAXED);
 }
 
+/* An unlinked item of a referenced slab waits for the slab's last
+ * reference (slabs.h); any other is freed now. */
+static void item_free_or_hold(mp_shard *s, mp_item *it)
+{
+    mp_arena *a = &s->st->arena;
+    if (mp_slab_referenced(a, it))
+        a->slabs[mp_slab_of(a, it)].zombies++;
+    else
+        mp_slab_free(a, &s->slabs, it, ITEM_size(it));
+}
+
 /* Takes a linked item out of the table and queues and frees its chunk, or
- * leaves that to its last reference. */
+ * leaves that to its slab's last reference. */
 static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
 {
     mp_store *st = s->st;
@@ -386,27 +400,44 @@ static void item_unlink_hv(mp_shard *s, mp_item *it, uint64_t hv)
     s->curr_items--;
     s->bytes -= item_ntotal(st, it);
     it->iflags &= (uint8_t)~MP_IT_LINKED;
-    if (it->refs == 0)
-        mp_slab_free(&st->arena, &s->slabs, it, ITEM_size(it));
+    item_free_or_hold(s, it);
 }
 
 /* ---- references ---- */
 
 static inline void item_ref(mp_shard *s, mp_item *it)
 {
-    MP_ASSERT(!(it->iflags & MP_IT_FREE) && it->refs < UINT32_MAX);
-    if (it->refs++ == 0)
-        mp_slab_pin(&s->st->arena, it);
+    MP_ASSERT(!(it->iflags & (MP_IT_FREE | MP_IT_PENDING)));
+    mp_slab_ref(&s->st->arena, it);
+}
+
+/* The slab's last reference went: the items unlinked while it was held are
+ * freed (one pass over the slab, only when there are any).  Every other
+ * item of the slab is linked, pending or free, so what is neither linked
+ * nor pending is one of them; a chunk the store takes for a copy under the
+ * lock is pending until linked for that reason. */
+static void slab_free_zombies(mp_shard *s, const mp_item *any)
+{
+    mp_arena *a = &s->st->arena;
+    uint32_t u = mp_slab_of(a, any);
+    mp_slab_meta *m = &a->slabs[u];
+    size_t csize = a->chunk_size[m->clsid];
+    char *base = mp_slab_base(a, u);
+    for (uint32_t k = 0; m->zombies != 0 && k < m->carved; k++) {
+        mp_item *it = (mp_item *)(base + (size_t)k * csize);
+        if (it->iflags & (MP_IT_FREE | MP_IT_LINKED | MP_IT_PENDING))
+            continue;
+        m->zombies--;
+        mp_slab_free(a, &s->slabs, it, ITEM_size(it));
+    }
+    MP_ASSERT(m->zombies == 0);
 }
 
 static inline void item_unref(mp_shard *s, mp_item *it)
 {
-    MP_ASSERT(it->refs > 0 && !(it->iflags & MP_IT_FREE));
-    if (--it->refs != 0)
-        return;
-    mp_slab_unpin(&s->st->arena, it);
-    if (!(it->iflags & MP_IT_LINKED))
-        mp_slab_free(&s->st->arena, &s->slabs, it, ITEM_size(it));
+    MP_ASSERT(!(it->iflags & MP_IT_FREE));
+    if (mp_slab_unref(&s->st->arena, it))
+        slab_free_zombies(s, it);
 }
 
 void mp_item_ref(mp_shard *s, mp_item *it)
@@ -425,6 +456,12 @@ void mp_store_unref(mp_store *st, mp_item *it)
     mp_shard_lock(s);
     item_unref(s, it);
     pthread_mutex_unlock(&s->lock);
+}
+
+uint32_t mp_item_slab_refs(mp_shard *s, const mp_item *it)
+{
+    const mp_arena *a = &s->st->arena;
+    return a->slabs[mp_slab_of(a, it)].refs;
 }
 
 static void item_unlink(mp_shard *s, mp_item *it)
@@ -449,12 +486,15 @@ static void item_replace(mp_shard *s, mp_item *old, mp_item *it, uint64_t hv)
  * stays allocated until its last reference goes. */
 static void item_substitute(mp_shard *s, mp_item *old, mp_item *n, uint64_t hv)
 {
+    if (n->iflags & MP_IT_PENDING)
+        mp_slab_unpend(&s->st->arena, n);
     mp_ht_replace(&s->ht, old, n, hv);
     mp_s3_replace(&s->q[old->clsid], old, n);
     n->time = old->time;
     n->iflags = old->iflags & (uint8_t)(MP_IT_LINKED | MP_IT_FETCHED | MP_IT_STALE |
                                         MP_IT_WIN | MP_IT_KEY_BINARY | MP_IT_FLAGS);
     old->iflags &= (uint8_t)~MP_IT_LINKED;
+    item_free_or_hold(s, old);
 }
 
 /* Dead (expired or flushed) item found while looking for memory. */
@@ -501,8 +541,9 @@ static void item_evict_or_reclaim(mp_shard *s, mp_item *it)
 static int judge_item(void *ctx, mp_item *it)
 {
     mp_shard *s = ctx;
-    /* memcached's lru_pull_tail skips refcounted items too, and counts them */
-    if (it->refs != 0) {
+    /* memcached's lru_pull_tail skips refcounted items too, and counts them
+     * (here: items of a slab with a reference held) */
+    if (mp_slab_referenced(&s->st->arena, it)) {
         s->cs[it->clsid].lrutail_reflocked++;
         return MP_S3_SKIP;
     }
@@ -524,7 +565,7 @@ static int class_make_room(mp_shard *s, int cls)
         for (int k = 0; k < MP_TAIL_SEARCH && it != NULL; k++, it = mp_qitem(q->qb, it->qprev)) {
             if (!(item_expired(it) || item_flushed(s->st, it)))
                 continue;
-            if (it->refs != 0) {
+            if (mp_slab_referenced(&s->st->arena, it)) {
                 s->cs[cls].lrutail_reflocked++;
                 continue;
             }
@@ -1071,7 +1112,7 @@ static mp_item *combine_values(mp_shard *s, mp_item *old, mp_item *it, mp_store_
     if (cls == 0)
         return NULL;
     item_ref(s, old);   /* survives the allocation */
-    mp_item *n = shard_alloc(s, cls, size, false);
+    mp_item *n = shard_alloc(s, cls, size, true);   /* pending: slab_free_zombies */
     item_unref(s, old);
     if (n == NULL)
         return NULL;
@@ -1290,7 +1331,7 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
     size_t len = (size_t)(u64_to_dec(buf, value) - buf);
     buf[len] = '\0';
     bool fits = len + 2 <= it->nbytes;
-    if (fits && it->refs == 0) {
+    if (fits && !mp_slab_referenced(&st->arena, it)) {
         /* in place, blank-padded to the old length, with a new cas */
         char *v = MP_ITEM_value(it);
         memcpy(v, buf, len);
@@ -1309,7 +1350,7 @@ mp_delta_result mp_item_delta(mp_shard *s, const char *key, size_t nkey, uint64_
     size_t size = mp_item_size(nkey, nbytes, flags);
     int cls = mp_slabs_clsid(&st->arena, size);
     item_ref(s, it);   /* survives the allocation */
-    mp_item *n = shard_alloc(s, cls, size, false);
+    mp_item *n = shard_alloc(s, cls, size, true);   /* pending: slab_free_zombies */
     item_unref(s, it);
     if (n == NULL)
         return MP_DELTA_EOM;

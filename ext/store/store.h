@@ -64,14 +64,13 @@ typedef struct mp_item {
     uint8_t iflags;
     uint8_t clsid;             /* slab class (store-internal) */
     uint8_t freq;              /* eviction policy state (store-internal) */
-    uint32_t refs;             /* references (mp_item_ref), shard lock */
     char data[];               /* key, NUL, value with "\r\n", client flags if MP_IT_FLAGS */
 } mp_item;
 
-/* 36 bytes, 40 with non-zero client flags (memcached, too, stores flags only
+/* 32 bytes, 36 with non-zero client flags (memcached, too, stores flags only
  * when they are not zero): the key index lives outside the item (hash.h),
- * links are 32 bits, and refs fills what would be padding. */
-_Static_assert(offsetof(mp_item, data) == 36, "mp_item header grew");
+ * links are 32 bits, and references are counted per slab (slabs.h). */
+_Static_assert(offsetof(mp_item, data) == 32, "mp_item header grew");
 
 #define MP_ITEM_FLAGS_BYTES(flags) ((flags) != 0 ? sizeof(uint32_t) : 0)
 /* Key and value are where nkey alone says, so a reference holder finds them
@@ -176,6 +175,9 @@ void mp_item_unlink(mp_shard *s, mp_item *it);
 void mp_item_ref(mp_shard *s, mp_item *it);
 /* No lock held (takes the item's shard lock itself). Any thread. */
 void mp_store_unref(mp_store *st, mp_item *it);
+/* Shard lock held: references held on the items of its slab (they are
+ * counted per slab, not per item; tests and debugging). */
+uint32_t mp_item_slab_refs(mp_shard *s, const mp_item *it);
 
 /* ---- allocation of a new item whose data will be filled by the caller ----
  * Not under a lock: takes the shard lock itself for the slab work.  Returns

@@ -558,8 +558,8 @@ static const wire_case cases[] = {
      "CLIENT_ERROR bad command line format\r\n"},
     {"me of a hit (mpcache's own slab class)", WHOLE | BYTES | NOMC,
      "set k 0 0 1\r\na\r\nme k\r\nget k\r\nme k x y\r\n",
-     "STORED\r\nME k exp=-1 la=0 cas=1 fetch=no cls=2 size=61\r\nVALUE k 0 1\r\na\r\nEND\r\n"
-     "ME k exp=-1 la=0 cas=1 fetch=yes cls=2 size=61\r\n"},
+     "STORED\r\nME k exp=-1 la=0 cas=1 fetch=no cls=1 size=61\r\nVALUE k 0 1\r\na\r\nEND\r\n"
+     "ME k exp=-1 la=0 cas=1 fetch=yes cls=1 size=61\r\n"},
     {"mn and two-letter words", ALL,
      "mn extra tokens\r\nmx\r\nmgg k\r\nMG k\r\n",
      "MN\r\nERROR\r\nERROR\r\nERROR\r\n"},
@@ -670,7 +670,7 @@ static uint32_t refs_of(const char *key)
     mp_shard *s = mp_store_shard(st, hv);
     mp_shard_lock(s);
     mp_item *it = mp_item_find(s, key, nkey, hv, NULL);
-    uint32_t n = it != NULL ? it->refs : 0;
+    uint32_t n = it != NULL ? mp_item_slab_refs(s, it) : 0;
     mp_shard_unlock(s);
     return n;
 }

@@ -43,7 +43,7 @@ static uint32_t refs_of(mp_item *it)
 {
     mp_shard *s = mp_store_shard(st, mp_hash(MP_ITEM_key(it), it->nkey));
     mp_shard_lock(s);
-    uint32_t n = it->refs;
+    uint32_t n = mp_item_slab_refs(s, it);
     mp_shard_unlock(s);
     return n;
 }
@@ -194,7 +194,7 @@ static void test_deferred_copy(void)
     memcpy(p, "LINE\r\n", 6);
     mp_item *later = mp_out_value(&c, p + 6, s, v);
     CHECK(later == v);
-    CHECK(v->refs == 1);
+    CHECK(mp_item_slab_refs(s, v) == 1);
     CHECK(c.wsize == MP_BUF_INITIAL);   /* nothing grew under the lock */
     mp_shard_unlock(s);
     CHECK(mp_out_value_deferred(&c, later));
