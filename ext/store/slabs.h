@@ -62,7 +62,7 @@ typedef struct mp_page_meta {
 typedef struct mp_slab_meta {
     uint32_t next, prev;     /* class's circular slab list, or the shard's free units */
     uint32_t used;           /* chunks holding an item (linked, pending, or
-                                unlinked with references left) */
+                                a zombie: see mp_slab_ref) */
     uint32_t carved;         /* chunks [0, carved) have been handed out once */
     uint32_t pinned;         /* pending items plus references: while
                                 non-zero the slab is never emptied */

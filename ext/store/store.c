@@ -483,7 +483,7 @@ static void item_replace(mp_shard *s, mp_item *old, mp_item *it, uint64_t hv)
  * same size (so class), takes its place in the table and at its position in
  * its queue, with its policy state, access time and flags, and no store is
  * counted: only the address tells it from the in-place write.  The old item
- * stays allocated until its last reference goes. */
+ * stays allocated until its slab's last reference goes. */
 static void item_substitute(mp_shard *s, mp_item *old, mp_item *n, uint64_t hv)
 {
     if (n->iflags & MP_IT_PENDING)
