@@ -162,8 +162,6 @@ int mp_arena_init(mp_arena *a, const mp_settings *settings, size_t limit,
     size_t align = (size_t)1 << shift;
     size_t first = round_up(MEMCACHED_ITEM_HEADER + (size_t)(settings->chunk_size > 0 ? settings->chunk_size : 48), align);
     size_t size = round_up(mp_item_size(1, 2, 0), align);
-    if (size > first)
-        size = first;
     int i = 1;
     while (i < MP_MAX_SLAB_CLASSES - 1 && size <= a->page_size / 2) {
         a->chunk_size[i] = (uint32_t)size;

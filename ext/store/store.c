@@ -383,8 +383,9 @@ static void item_link(mp_shard *s, mp_item *it, uint64_t hv, int inherit_main, u
 static void item_free_or_hold(mp_shard *s, mp_item *it)
 {
     mp_arena *a = &s->st->arena;
-    if (mp_slab_referenced(a, it))
-        a->slabs[mp_slab_of(a, it)].zombies++;
+    mp_slab_meta *m = &a->slabs[mp_slab_of(a, it)];
+    if (m->refs != 0)
+        m->zombies++;
     else
         mp_slab_free(a, &s->slabs, it, ITEM_size(it));
 }

@@ -49,14 +49,10 @@ static inline mp_qlink mp_qlink_of(mp_qbase b, const struct mp_item *it)
     return it != NULL ? (mp_qlink)((size_t)((const char *)it - b.base) >> b.shift) + 1 : 0;
 }
 
-/* The cas needs no more than 4-byte alignment, so the header is not padded
- * to a multiple of 8 (it sits at offset 8 of an 8-byte aligned item anyway). */
-typedef uint64_t mp_u64_a4 __attribute__((aligned(4)));
-
 typedef struct mp_item {
     mp_qlink qnext;            /* eviction queue or free list (store-internal) */
     mp_qlink qprev;
-    mp_u64_a4 cas;
+    uint64_t cas;
     mp_rel_time time;          /* last access */
     mp_rel_time exptime;       /* 0 = never */
     uint32_t nbytes;           /* value length INCLUDING the trailing "\r\n" */
