@@ -121,6 +121,13 @@ mp_item *mp_s3_victim(mp_s3 *q, int max_steps, mp_s3_judge judge, void *ctx,
         bool forced = steps >= max_steps;
         if (!forced && (t->freq & MP_FREQ_MASK) > 0) {
             steps++;
+            /* read since it was last here: its lap counts as an access, so
+             * the tails' times (mp_s3_tail_time, the age shard_rebalance
+             * compares) say how long a class keeps what is not read.
+             * Without it a hot item kept lap after lap shows the time it
+             * was stored, and its class looked idle (the hit path moves
+             * the time once a minute at most, as memcached's does) */
+            t->time = mp_current_time;
             fifo_unlink(q->qb, f, t);
             if (use_small) {
                 /* read while in the small queue: promote, keeping its count */

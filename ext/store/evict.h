@@ -11,7 +11,8 @@
  * hit, unlike LRU: a hit is one byte written under the lock).
  *
  * item->freq holds the policy state: bits 0-1 the access count (0..3),
- * bit 2 "in main". */
+ * bit 2 "in main".  An item kept for its reads is stamped as accessed when
+ * it goes back to the head (mp_s3_victim). */
 #ifndef MP_EVICT_H
 #define MP_EVICT_H
 

@@ -795,13 +795,22 @@ static int weight_donor(mp_shard *s, int cls)
  * whose oldest item is much older than cls's (the memory goes where it holds
  * more recently used data), or else from a weight_donor.  The freed unit or
  * page stays in the shard (or, outside an allocation, returns to the pool)
- * and cls takes it next. */
+ * and cls takes it next.
+ *
+ * Between classes MP_WEIGHT_SIZES apart the weight rule wants the smaller
+ * one's items to stay longer, so its older tail is no reason to take its
+ * memory: the age rule takes from it only when the weight rule would too
+ * (its weight more than MP_WEIGHT_RATIO times cls's, as for a class no longer
+ * written, whose weight grows with every set of the shard).  Otherwise the
+ * two rules pass slabs back and forth, each move evicting a slab's items
+ * (docs/ARCHITECTURE.md, "Which class gets the memory"). */
 static bool shard_rebalance(mp_shard *s, int cls)
 {
     mp_arena *a = &s->st->arena;
     mp_rel_time now = mp_current_time, age_c, age;
     if (!class_age(s, cls, now, &age_c))
         return false;
+    double w_c = -1;    /* class_weight(s, cls), when first needed */
     int best = 0;
     mp_rel_time best_age = 0;
     for (int d = 1; d <= a->nclasses; d++) {
@@ -811,10 +820,16 @@ static bool shard_rebalance(mp_shard *s, int cls)
          * d's slabs are no smaller */
         if (a->slab_units[d] < a->slab_units[cls])
             continue;
-        if (class_age(s, d, now, &age) && age > best_age) {
-            best = d;
-            best_age = age;
+        if (!class_age(s, d, now, &age) || age <= best_age)
+            continue;
+        if (MP_WEIGHT_SIZES * a->chunk_size[d] <= a->chunk_size[cls]) {
+            if (w_c < 0)
+                w_c = class_weight(s, cls);
+            if (class_weight(s, d) <= MP_WEIGHT_RATIO * w_c)
+                continue;
         }
+        best = d;
+        best_age = age;
     }
     if (best == 0 || (uint64_t)best_age < 2 * (uint64_t)age_c + MP_REBALANCE_MARGIN)
         best = weight_donor(s, cls);

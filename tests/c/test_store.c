@@ -89,6 +89,7 @@ typedef struct got {
     uint32_t flags;
     uint64_t cas;
     mp_rel_time exptime;
+    mp_rel_time time;    /* the access time before this get */
     int why;
 } got;
 
@@ -111,6 +112,7 @@ static got get(mp_store *st, const char *key)
         g.flags = mp_item_flags(it);
         g.cas = it->cas;
         g.exptime = it->exptime;
+        g.time = it->time;
         mp_item_bump(s, it);
     }
     mp_shard_unlock(s);
@@ -702,6 +704,84 @@ static void test_rebalance_by_weight(void)
     CHECK(small >= 9000);
     CHECK(large >= 300);
     CHECK(stats(st).slab_reassigns > moved + 10);
+    mp_store_destroy(st);
+}
+
+/* The age rule does not take memory from a class 4 times smaller that the
+ * weight rule keeps (store.c shard_rebalance): a class of 50-byte values
+ * stored a minute ago and written as often as a class of 4 KB values keeps
+ * its keys while the large class evicts, where the age rule alone (its tail
+ * 60 seconds old, the large class's 0) took a fifth of them. */
+static void test_rebalance_age_defers_to_weight(void)
+{
+    mp_rel_time start = mp_current_time;
+    mp_store *st = make_store(4 * MIB, 1, true, true);
+    char key[32];
+    static char val[4000];
+    fill_value(val, sizeof(val), 0);
+    for (int i = 0; i < 10000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        store_full(st, MP_SET, key, val, 50, 0, 0, 0, NULL);
+    }
+    for (int i = 0; i < 4000; i++) {
+        snprintf(key, sizeof(key), "large%d", i % 2000);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+    }
+    mp_current_time += 60;
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        store_full(st, MP_SET, key, val, 50, 0, 0, 0, NULL);
+        snprintf(key, sizeof(key), "large%d", i % 2000);
+        CHECK_EQ_U64(store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL), MP_STORED);
+    }
+    int present = 0;
+    for (int i = 5000; i < 10000; i++) {
+        snprintf(key, sizeof(key), "small%d", i);
+        present += exists(st, key);
+    }
+    if (present < 4900)
+        fprintf(stderr, "  small items not rewritten present: %d of 5000\n", present);
+    CHECK(present >= 4900);
+    mp_current_time = start;
+    mp_store_destroy(st);
+}
+
+/* An item the eviction scan keeps for its reads counts as accessed on that
+ * lap (evict.c), so a class's tail time says how long it keeps what is not
+ * read; an item never read keeps the time it was stored. */
+static void test_lap_stamps_access(void)
+{
+    mp_rel_time start = mp_current_time;
+    mp_store *st = make_store(4 * MIB, 1, true, true);
+    char key[32];
+    static char val[1000];
+    fill_value(val, sizeof(val), 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hot%d", i);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+        CHECK(get(st, key).hit);
+    }
+    mp_current_time += 30;
+    for (int i = 0; i < 20000; i++) {
+        if (i % 1000 == 0)
+            mp_current_time++;
+        snprintf(key, sizeof(key), "cold%d", i);
+        store_full(st, MP_SET, key, val, sizeof(val), 0, 0, 0, NULL);
+    }
+    CHECK(stats(st).evictions > 10000);
+    int lapped = 0;
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hot%d", i);
+        got g = get(st, key);
+        lapped += g.hit && g.time > start + 30;
+    }
+    if (lapped != 100)
+        fprintf(stderr, "  read items stamped by their lap: %d of 100\n", lapped);
+    CHECK(lapped == 100);
+    got g = get(st, "cold19999");
+    CHECK(g.hit);
+    CHECK_EQ_U64(g.time, mp_current_time);
+    mp_current_time = start;
     mp_store_destroy(st);
 }
 
@@ -2387,6 +2467,8 @@ int main(void)
         { "mixed_sizes", test_mixed_sizes },
         { "rebalance", test_rebalance },
         { "rebalance_by_weight", test_rebalance_by_weight },
+        { "rebalance_age_defers_to_weight", test_rebalance_age_defers_to_weight },
+        { "lap_stamps_access", test_lap_stamps_access },
         { "max_item_when_full", test_max_item_when_full },
         { "too_large", test_too_large },
         { "no_evictions", test_no_evictions },
