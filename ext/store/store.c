@@ -767,16 +767,23 @@ static double class_weight(const mp_shard *s, int d)
     return (double)mp_s3_count(&s->q[d]) * gap * (double)s->st->arena.chunk_size[d];
 }
 
+/* The weight rule's verdict: a class of weight w_d holds its memory so much
+ * longer than one of weight w_c that memory should move to the latter. */
+static inline bool weight_outweighs(double w_d, double w_c)
+{
+    return w_d > MP_WEIGHT_RATIO * w_c;
+}
+
 /* A class of much larger chunks that holds its memory much longer than cls
- * (class_weight), or 0.  Only from larger to smaller: both ways, or between
+ * (of weight w_c, class_weight), or 0.  Only from larger to smaller: both ways, or between
  * classes of close sizes, the estimate's noise and the miss rate's answer to
  * each move (a class given memory misses, so sets, less) moved slabs back
  * and forth, and each move evicts a slab's items hot or not (measured:
  * docs/ARCHITECTURE.md, "Which class gets the memory"). */
-static int weight_donor(mp_shard *s, int cls)
+static int weight_donor(mp_shard *s, int cls, double w_c)
 {
     mp_arena *a = &s->st->arena;
-    double w_c = class_weight(s, cls), best_w = 0;
+    double best_w = 0;
     int best = 0;
     for (int d = cls + 1; d <= a->nclasses; d++) {
         if (a->chunk_size[d] < MP_WEIGHT_SIZES * a->chunk_size[cls] ||
@@ -788,7 +795,7 @@ static int weight_donor(mp_shard *s, int cls)
             best_w = w;
         }
     }
-    return best != 0 && best_w > MP_WEIGHT_RATIO * w_c ? best : 0;
+    return best != 0 && weight_outweighs(best_w, w_c) ? best : 0;
 }
 
 /* Moves one slab (a page for a large class) to class cls from the class
@@ -800,8 +807,8 @@ static int weight_donor(mp_shard *s, int cls)
  * Between classes MP_WEIGHT_SIZES apart the weight rule wants the smaller
  * one's items to stay longer, so its older tail is no reason to take its
  * memory: the age rule takes from it only when the weight rule would too
- * (its weight more than MP_WEIGHT_RATIO times cls's, as for a class no longer
- * written, whose weight grows with every set of the shard).  Otherwise the
+ * (weight_outweighs: as for a class no longer written, whose weight grows
+ * with every set of the shard).  Otherwise the
  * two rules pass slabs back and forth, each move evicting a slab's items
  * (docs/ARCHITECTURE.md, "Which class gets the memory"). */
 static bool shard_rebalance(mp_shard *s, int cls)
@@ -810,7 +817,7 @@ static bool shard_rebalance(mp_shard *s, int cls)
     mp_rel_time now = mp_current_time, age_c, age;
     if (!class_age(s, cls, now, &age_c))
         return false;
-    double w_c = -1;    /* class_weight(s, cls), when first needed */
+    double w_c = class_weight(s, cls);
     int best = 0;
     mp_rel_time best_age = 0;
     for (int d = 1; d <= a->nclasses; d++) {
@@ -822,17 +829,14 @@ static bool shard_rebalance(mp_shard *s, int cls)
             continue;
         if (!class_age(s, d, now, &age) || age <= best_age)
             continue;
-        if (MP_WEIGHT_SIZES * a->chunk_size[d] <= a->chunk_size[cls]) {
-            if (w_c < 0)
-                w_c = class_weight(s, cls);
-            if (class_weight(s, d) <= MP_WEIGHT_RATIO * w_c)
-                continue;
-        }
+        if (MP_WEIGHT_SIZES * a->chunk_size[d] <= a->chunk_size[cls] &&
+            !weight_outweighs(class_weight(s, d), w_c))
+            continue;
         best = d;
         best_age = age;
     }
     if (best == 0 || (uint64_t)best_age < 2 * (uint64_t)age_c + MP_REBALANCE_MARGIN)
-        best = weight_donor(s, cls);
+        best = weight_donor(s, cls, w_c);
     if (best == 0)
         return false;
     uint32_t u = pick_victim_slab(s, best);
