@@ -39,11 +39,19 @@ void mp_clock_init(void)
     mp_clock_update();
 }
 
+/* Every channel updates the clock at each turn.  A channel descheduled
+ * between reading the time and storing it would store a second already
+ * passed over another's newer one, and requests served meanwhile would
+ * read a clock gone back (a test of the clock against the wall clock saw
+ * it two seconds behind on a loaded machine): the clock only moves on. */
 void mp_clock_update(void)
 {
     mp_rel_time now = (mp_rel_time)((coarse_ns() - origin_ns) / 1000000000 + MP_CLOCK_BACKDATE);
-    if (now != mp_current_time)
-        mp_current_time = now;
+    mp_rel_time cur = __atomic_load_n(&mp_current_time, __ATOMIC_RELAXED);
+    while (now > cur &&
+           !__atomic_compare_exchange_n(&mp_current_time, &cur, now, 0,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
 }
 
 mp_rel_time mp_realtime(int64_t exptime)
