@@ -35,6 +35,7 @@ def test_s3fifo_main_reinserts_read_items_with_one_less():
     for k in range(10):
         c.main[k] = True
         c.freq[k] = 0
+    c.used = 10
     c.freq[0] = 2
     c.set(100)               # main's tail 0 is read: back to the head, 1 goes
     assert 1 not in c.freq and c.freq[0] == 1
@@ -45,3 +46,42 @@ def test_more_items_hit_more_on_a_cell():
     cell = "noscan-small-m16-z0.9"
     a, b = policysim.hit_ratio(cell, 2000), policysim.hit_ratio(cell, 8000)
     assert 0 < a < b < 1
+
+
+def test_lfu_keeps_the_keys_asked_most_misses_included():
+    c = policysim.LFU(2)
+    c.set(1)
+    c.set(2)
+    for k in (1, 1, 1, 2, 3, 3):
+        c.get(k)
+    c.set(3)                 # asked twice while missing: 2 (asked once) goes
+    assert c.held == {1, 3}
+
+
+def test_lfu_with_costs_keeps_the_keys_asked_most_per_byte():
+    cost = {"a": 10, "b": 1, "c": 1}.get
+    c = policysim.LFU(11, cost)
+    c.set("a")
+    c.set("b")
+    for k in ("a", "a", "a", "b", "c", "c"):
+        c.get(k)
+    c.set("c")               # a: 3 asks over 10 bytes is the least per byte
+    assert c.held == {"b", "c"} and c.used == 2
+
+
+def test_costs_bound_lru_and_s3fifo_in_bytes():
+    cost = {1: 4, 2: 4, 3: 4, 4: 8}.get
+    lru = policysim.LRU(10, cost)
+    for k in (1, 2, 3):
+        lru.set(k)
+    assert list(lru.keys) == [2, 3] and lru.used == 8
+    s3 = policysim.S3FIFO(10, cost)
+    for k in (1, 2, 3, 4):
+        s3.set(k)
+    assert set(s3.freq) == {4} and s3.used == 8
+    assert list(s3.ghost) == [2, 3] and s3.ghost_used == 8
+
+
+def test_frequency_oracle_beats_s3fifo_on_a_static_cell():
+    cell = "noscan-small-m16-z0.9"
+    assert policysim.hit_ratio(cell, 4000, "lfu") > policysim.hit_ratio(cell, 4000, "s3")
