@@ -145,7 +145,8 @@ int mp_ring_submit(mp_ring *r, unsigned wait_nr, int timeout_ms)
     return rc < 0 ? -errno : rc;
 }
 
-int mp_bufring_init(mp_ring *r, mp_bufring *b, uint16_t bgid, unsigned nbufs, unsigned bufsize)
+int mp_bufring_init(mp_ring *r, mp_bufring *b, uint16_t bgid, unsigned nbufs, unsigned first,
+                    unsigned bufsize)
 {
     memset(b, 0, sizeof(*b));
     b->nbufs = nbufs;
@@ -170,8 +171,7 @@ int mp_bufring_init(mp_ring *r, mp_bufring *b, uint16_t bgid, unsigned nbufs, un
         mp_bufring_free(r, b);
         return rc;
     }
-    for (unsigned i = 0; i < nbufs; i++)
-        mp_bufring_recycle(b, i);
+    mp_bufring_grow(b, first);
     mp_bufring_commit(b);
     return 0;
 }

@@ -79,14 +79,18 @@ int mp_ring_register(mp_ring *r, unsigned opcode, const void *arg, unsigned nr_a
 /* ---- provided-buffer ring (IORING_REGISTER_PBUF_RING, 5.19+) ---- */
 typedef struct mp_bufring {
     struct io_uring_buf_ring *br;
-    char *mem;                 /* nbufs * bufsize */
+    char *mem;                 /* nbufs * bufsize, touched as buffers are handed out */
     unsigned nbufs, bufsize, mask;
+    unsigned active;           /* buffers handed to the kernel so far: 0 .. active-1 */
     uint16_t bgid;
     uint16_t tail;             /* local tail, published by mp_bufring_commit */
     size_t ring_len;
 } mp_bufring;
 
-int mp_bufring_init(mp_ring *r, mp_bufring *b, uint16_t bgid, unsigned nbufs, unsigned bufsize);
+/* Registers a ring for nbufs buffers and hands the kernel the first `first`
+ * of them; mp_bufring_grow hands it more. */
+int mp_bufring_init(mp_ring *r, mp_bufring *b, uint16_t bgid, unsigned nbufs, unsigned first,
+                    unsigned bufsize);
 void mp_bufring_free(mp_ring *r, mp_bufring *b);
 
 static inline char *mp_bufring_addr(mp_bufring *b, unsigned bid)
@@ -107,6 +111,18 @@ static inline void mp_bufring_recycle(mp_bufring *b, unsigned bid)
 static inline void mp_bufring_commit(mp_bufring *b)
 {
     __atomic_store_n(&b->br->tail, b->tail, __ATOMIC_RELEASE);
+}
+
+/* Hands the kernel up to `n` buffers it has never had (visible after
+ * mp_bufring_commit); returns how many. */
+static inline unsigned mp_bufring_grow(mp_bufring *b, unsigned n)
+{
+    unsigned added = 0;
+    while (added < n && b->active < b->nbufs) {
+        mp_bufring_recycle(b, b->active++);
+        added++;
+    }
+    return added;
 }
 
 /* Is opcode `op` supported (IORING_REGISTER_PROBE)? */
