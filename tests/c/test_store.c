@@ -2454,6 +2454,41 @@ static void test_ref_threads(void)
     mp_store_destroy(sh.st);
 }
 
+/* Every channel calls mp_clock_update each turn: one that read the time a
+ * second ago and stores it now must not take the clock back. */
+static void *clock_updater(void *arg)
+{
+    int *went_back = arg;
+    mp_rel_time last = 0;
+    for (int i = 0; i < 200000; i++) {
+        mp_clock_update();
+        mp_rel_time now = __atomic_load_n(&mp_current_time, __ATOMIC_RELAXED);
+        if (now < last)
+            (*went_back)++;
+        last = now;
+    }
+    return NULL;
+}
+
+static void test_clock_only_moves_on(void)
+{
+    mp_rel_time now = __atomic_load_n(&mp_current_time, __ATOMIC_RELAXED);
+    /* as if another channel had stored a later second than this one reads */
+    __atomic_store_n(&mp_current_time, now + 100, __ATOMIC_RELAXED);
+    mp_clock_update();
+    CHECK_EQ_U64(__atomic_load_n(&mp_current_time, __ATOMIC_RELAXED), now + 100);
+    __atomic_store_n(&mp_current_time, now, __ATOMIC_RELAXED);
+    mp_clock_update();
+    CHECK(__atomic_load_n(&mp_current_time, __ATOMIC_RELAXED) >= now);
+    pthread_t t[2];
+    int went_back[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, clock_updater, &went_back[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ_U64(went_back[0] + went_back[1], 0);
+}
+
 int main(void)
 {
     mp_clock_init();
@@ -2493,6 +2528,7 @@ int main(void)
         { "ref_expiry_flush", test_ref_expiry_flush },
         { "ref_mixed_sizes", test_ref_mixed_sizes },
         { "ref_threads", test_ref_threads },
+        { "clock_only_moves_on", test_clock_only_moves_on },
     };
     const char *only = getenv("MP_TEST_ONLY");
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
