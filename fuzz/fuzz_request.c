@@ -575,25 +575,6 @@ static bool direct_feed(mp_conn *c, const uint8_t *p, size_t n, int budget, size
     }
 }
 
-/* The channel's run_ready (static in channel.c): the connections that
- * yielded go on, those that yield again wait for the next turn. */
-static void run_ready(void)
-{
-    uint64_t *turn = ch->ready;
-    uint32_t n = ch->nready;
-    ch->ready = ch->ready_next;
-    ch->ready_next = turn;
-    ch->nready = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        mp_conn *c = mp_conn_at(ch, (uint32_t)turn[i]);
-        if (c->gen != (uint32_t)(turn[i] >> 32) || !c->in_ready)
-            continue;
-        c->in_ready = false;
-        if (c->state == MP_CONN_OPEN)
-            mp_conn_run(ch, c);
-    }
-}
-
 /* One turn of the loop with no input: the client reads what stopped the
  * connection at the mark (a writable event), or the yielded go on.  False
  * when the connection has nothing left to do. */
@@ -608,7 +589,7 @@ static bool channel_turn(mp_conn *c, size_t *calls, size_t max_calls)
         if (c->state == MP_CONN_OPEN)
             mp_conn_unblock(ch, c);
     } else {
-        run_ready();
+        mp_channel_run_ready(ch);
     }
     return true;
 }

@@ -356,7 +356,7 @@ static void tls_input(mp_channel *ch, mp_conn *c, const char *data, size_t n)
     tls_fed(ch, c, mp_tls_feed(ch, c, data, n));
 }
 
-/* A handshake whose input waited (run_ready). */
+/* A handshake whose input waited (mp_channel_run_ready). */
 static void tls_resume(mp_channel *ch, mp_conn *c)
 {
     mp_tls *t = c->tls;
@@ -494,7 +494,7 @@ void mp_conn_unblock(mp_channel *ch, mp_conn *c)
 
 /* ---- end of a turn ---- */
 
-static void run_ready(mp_channel *ch)
+void mp_channel_run_ready(mp_channel *ch)
 {
     /* connections that yield again go on the other array, for next turn */
     uint64_t *turn = ch->ready;
@@ -630,7 +630,7 @@ static void watch_drain(mp_channel *ch)
 static void end_turn(mp_channel *ch)
 {
     ch->tls_budget = MP_TLS_HANDSHAKES_PER_TURN;
-    run_ready(ch);
+    mp_channel_run_ready(ch);
     /* UDP sockets that had more datagrams than a turn takes */
     for (int i = 0; i < ch->nudp; i++)
         if (ch->udp[i]->more)

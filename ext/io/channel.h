@@ -201,6 +201,9 @@ bool mp_conn_wants_input(const mp_conn *c);
 /* The loop cannot go on: records why (a negative errno and the call that
  * failed) and stops the channel; mp_channel_run returns the errno. */
 void mp_channel_fail(mp_channel *ch, int neg_errno, const char *what);
+/* The end of a turn's first step: the connections that yielded go on, and
+ * those that yield again wait for the next turn (the fuzzer's turns too). */
+void mp_channel_run_ready(mp_channel *ch);
 
 /* ---- backends ---- */
 int mp_uring_probe(char *why, size_t whylen);  /* 0 when usable */
