@@ -50,6 +50,10 @@ void mp_clock_init(void)
     mp_clock_update();
 }
 
+/* Every channel updates the clock at each turn.  A channel descheduled
+ * between reading the time and storing it would store a second already
+ * passed over another's newer one, and requests served meanwhile would
+ * read a clock gone back: the clock only moves on. */
 void mp_clock_update(void)
 {
     mp_rel_time now = (mp_rel_time)((monotonic_ns() - origin_ns) / 1000000000 + MP_CLOCK_BACKDATE);
