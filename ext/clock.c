@@ -21,7 +21,7 @@ volatile time_t mp_process_started;
  * second boundaries instead could put rel time up to a second ahead of the
  * wall clock and flush items set just after the command, a second early.
  *
- * The clocks are the precise ones, read twice a turn.  The coarse clocks
+ * The clocks are the precise ones, read once a turn.  The coarse clocks
  * (and time(), which reads one) move a tick of a few milliseconds at a
  * time, and a tick is not aligned with the wall clock's seconds: with the
  * start's second counted from a coarse read, rel time was two seconds

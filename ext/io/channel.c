@@ -686,11 +686,11 @@ static void count_turn(mp_channel *ch, int n)
 static void channel_loop(mp_channel *ch)
 {
     while (!ch->stopping) {
-        mp_clock_update();
         int n = ch->be->wait(ch, wait_ms(ch));
         if (n < 0)
             break;
-        /* the wait may have been long: requests read the time */
+        /* once a turn, after the wait (which may have been long) and
+         * before the requests and the maintenance that read the time */
         mp_clock_update();
         ch->be->handle(ch, n);
         count_turn(ch, n);

@@ -114,15 +114,12 @@ static inline void mp_bufring_commit(mp_bufring *b)
 }
 
 /* Hands the kernel up to `n` buffers it has never had (visible after
- * mp_bufring_commit); returns how many. */
-static inline unsigned mp_bufring_grow(mp_bufring *b, unsigned n)
+ * mp_bufring_commit). */
+static inline void mp_bufring_grow(mp_bufring *b, unsigned n)
 {
-    unsigned added = 0;
-    while (added < n && b->active < b->nbufs) {
+    unsigned end = n < b->nbufs - b->active ? b->active + n : b->nbufs;
+    while (b->active < end)
         mp_bufring_recycle(b, b->active++);
-        added++;
-    }
-    return added;
 }
 
 /* Is opcode `op` supported (IORING_REGISTER_PROBE)? */

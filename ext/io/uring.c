@@ -811,8 +811,8 @@ static void uring_handle(mp_channel *ch, int n)
     mp_ring_cq_advance(r, (unsigned)n);
     if (u->bufs_short) {
         u->bufs_short = false;
-        if (mp_bufring_grow(&u->bufs, u->bufs.active) > 0)
-            count_bufs(ch);
+        mp_bufring_grow(&u->bufs, u->bufs.active);
+        count_bufs(ch);
     }
     mp_bufring_commit(&u->bufs);
     for (int i = 0; i < ch->nlisteners; i++)
